@@ -1,0 +1,20 @@
+/* Public entry of the CSR sparse linear kernel: argument checks, then the dispatched
+ * implementation. The Python side has already validated the CSR structure. */
+#include "pk_internal.h"
+
+int pk_linear_csr_f32(const float *x, int64_t batch, int64_t in_features,
+                      const int32_t *indptr, const void *indices, int index_bytes,
+                      const float *values, int64_t out_features,
+                      const float *bias, int activation, float *y) {
+    if (batch < 0 || in_features < 0 || out_features < 0) return PK_ERR_ARG;
+    if (index_bytes != 2 && index_bytes != 4) return PK_ERR_ARG;
+    if (index_bytes == 2 && in_features > 65536) return PK_ERR_ARG;
+    if (in_features > INT32_MAX || out_features > INT32_MAX) return PK_ERR_OVERFLOW;
+    if (activation < PK_ACT_NONE || activation > PK_ACT_RELU6) return PK_ERR_ARG;
+    if (batch == 0 || out_features == 0) return PK_OK;
+    if (!x || !indptr || !y) return PK_ERR_ARG;
+    if (indptr[out_features] > 0 && (!indices || !values)) return PK_ERR_ARG;
+    pk_dispatch_init();
+    return pk_table.linear_csr(x, batch, in_features, indptr, indices, index_bytes, values,
+                               out_features, bias, activation, y);
+}

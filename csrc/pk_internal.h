@@ -1,0 +1,79 @@
+/* Internal declarations shared by the kernel sources: ISA levels, the dispatch
+ * table, threading and the fused epilogue. Not part of the public API. */
+#ifndef PK_INTERNAL_H
+#define PK_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pyinfer_kernels.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ISA levels: each level implies the ones below it on its architecture. */
+#if defined(__x86_64__) || defined(_M_X64)
+#define PK_ARCH_X86 1
+enum { PK_ISA_SCALAR = 0, PK_ISA_AVX2, PK_ISA_AVX512, PK_ISA_AVX512VNNI, PK_ISA_COUNT };
+#elif defined(__aarch64__) || defined(__arm__)
+#define PK_ARCH_ARM 1
+enum { PK_ISA_SCALAR = 0, PK_ISA_NEON, PK_ISA_NEONDOT, PK_ISA_COUNT };
+#else
+enum { PK_ISA_SCALAR = 0, PK_ISA_COUNT };
+#endif
+
+/* ---- kernel function types (one per dispatched slot) ---- */
+typedef int (*pk_linear_csr_fn)(const float *x, int64_t batch, int64_t in_features,
+                                const int32_t *indptr, const void *indices, int index_bytes,
+                                const float *values, int64_t out_features,
+                                const float *bias, int activation, float *y);
+
+/* Every dispatched kernel: X(slot, function type). Add a row per new kernel family;
+ * the table, its names and pk_kernel_slot()/pk_kernel_impl() follow from it. */
+#define PK_KERNEL_SLOTS(X) \
+    X(linear_csr, pk_linear_csr_fn)
+
+#define PK_SLOT_FIELD(slot, type) type slot; const char *slot##_impl;
+struct pk_functable { PK_KERNEL_SLOTS(PK_SLOT_FIELD) };
+#undef PK_SLOT_FIELD
+
+extern struct pk_functable pk_table;
+
+/* Sets a slot's function and remembers its name for pk_kernel_impl(). */
+#define PK_USE(slot, fn) (pk_table.slot = (fn), pk_table.slot##_impl = #fn)
+
+/* Fills pk_table once (on first use); safe to call from any entry point. */
+void pk_dispatch_init(void);
+
+/* Has the CPU (and OS) every feature in mask? */
+int pk_cpu_has(unsigned mask);
+
+/* Threads for the next parallel region (set by pk_set_num_threads). */
+int pk_threads(void);
+
+/* The fused epilogue for one output value. */
+static inline float pk_activate(float v, int activation) {
+    /* written so that NaN passes through, as np.maximum / np.clip do */
+    if (activation == PK_ACT_RELU) return v < 0.0f ? 0.0f : v;
+    if (activation == PK_ACT_RELU6) return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+    return v;
+}
+
+/* 64-byte aligned scratch memory; NULL on failure. */
+void *pk_aligned_alloc(size_t bytes);
+void pk_aligned_free(void *p);
+
+/* ---- csr ---- */
+int pk_linear_csr_scalar(const float *, int64_t, int64_t, const int32_t *, const void *, int,
+                         const float *, int64_t, const float *, int, float *);
+#ifdef PK_HAVE_AVX2
+int pk_linear_csr_avx2(const float *, int64_t, int64_t, const int32_t *, const void *, int,
+                       const float *, int64_t, const float *, int, float *);
+#endif
+#ifdef PK_HAVE_AVX512
+int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const void *, int,
+                         const float *, int64_t, const float *, int, float *);
+#endif
+
+#endif /* PK_INTERNAL_H */

@@ -1,0 +1,70 @@
+/* pyinfer kernel library: the public C API. The part between the cdef markers is
+ * also the cffi cdef (read by kernels/backend_c/ffi.py), so keep it to plain
+ * declarations and integer #defines. */
+#ifndef PYINFER_KERNELS_H
+#define PYINFER_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cdef-begin */
+
+/* Status codes returned by every kernel entry point. */
+#define PK_OK 0
+#define PK_ERR_ARG -1        /* a null pointer, a negative size or an unknown option */
+#define PK_ERR_OVERFLOW -2   /* a size whose accumulation could overflow */
+#define PK_ERR_NOMEM -3      /* scratch allocation failed */
+
+/* Epilogue activations (fused into the store loop). */
+#define PK_ACT_NONE 0
+#define PK_ACT_RELU 1
+#define PK_ACT_RELU6 2
+
+/* CPU features (bits of pk_cpu_features()). */
+#define PK_CPU_AVX2 1
+#define PK_CPU_FMA 2
+#define PK_CPU_AVX512F 4
+#define PK_CPU_AVX512BW 8
+#define PK_CPU_AVX512DQ 16
+#define PK_CPU_AVX512VL 32
+#define PK_CPU_AVX512VNNI 64
+#define PK_CPU_AVX512VPOPCNTDQ 128
+#define PK_CPU_NEON 256
+#define PK_CPU_DOTPROD 512
+
+/* ---- library, CPU and dispatch ---- */
+const char *pk_version(void);          /* package version the library was built for */
+const char *pk_arch(void);             /* "x86_64", "aarch64", "armv7" or "generic" */
+unsigned pk_cpu_features(void);        /* PK_CPU_* bits this CPU and OS support */
+int pk_isa_count(void);                /* number of ISA levels of this architecture */
+const char *pk_isa_name(int level);    /* level 0 is "scalar"; NULL past the last */
+int pk_isa_compiled(int level);        /* 1 if this build has kernels for the level */
+int pk_isa_supported(int level);       /* 1 if compiled and the CPU/OS supports it */
+int pk_isa_level(void);                /* level serving kernels now */
+int pk_set_isa_cap(int level);         /* refill the dispatch table; returns the level used */
+int pk_kernel_count(void);             /* number of dispatched kernel slots */
+const char *pk_kernel_slot(int i);     /* slot name, e.g. "linear_csr" */
+const char *pk_kernel_impl(int i);     /* function serving the slot, e.g. "linear_csr_avx512" */
+void pk_set_num_threads(int n);        /* n <= 0: all cores */
+int pk_get_num_threads(void);
+
+/* ---- linear: y[b, o] = act(sum_k x[b, k] * W[o, k] + bias[o]) ---- */
+
+/* CSR weights W [out, in]: row pointers indptr[out + 1], column indices (uint16 when
+ * index_bytes == 2, int32 when 4), values. x [batch, in] and y [batch, out] row-major.
+ * bias may be NULL. */
+int pk_linear_csr_f32(const float *x, int64_t batch, int64_t in_features,
+                      const int32_t *indptr, const void *indices, int index_bytes,
+                      const float *values, int64_t out_features,
+                      const float *bias, int activation, float *y);
+
+/* cdef-end */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PYINFER_KERNELS_H */

@@ -1,0 +1,148 @@
+"""The public calls: ``encode`` a weight, run ``linear`` on it. Everything a kernel
+receives is checked and normalised here, so no kernel ever sees a bad argument."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kernels import backends, registry
+from kernels.encodings.base import ACTIVATIONS, EncodedWeight
+
+
+def encode(w: Any, encoding: str, **options: Any) -> EncodedWeight:
+    """Encode a dense weight.
+
+    Parameters
+    ----------
+    w : array_like of float, shape [out, in] or [out, in/groups, kh, kw]
+        The dense weight (PyTorch layout). Converted to float32.
+    encoding : str
+        A registered encoding name (see ``kernels.registry.names()``).
+    **options
+        Encoding-specific options (``registry.get(encoding).options`` lists them).
+
+    Returns
+    -------
+    EncodedWeight
+        Has ``.encoding``, ``.shape``, ``.nbytes`` and ``.decode()``.
+    """
+    row = registry.get(encoding)
+    if isinstance(w, EncodedWeight):
+        w = w.decode()
+    dense = _as_float32("w", w)
+    if dense.ndim < 2:
+        raise ValueError(
+            f"w must be [out, in] or [out, in/groups, kh, kw], got shape {dense.shape}"
+        )
+    for name, value in options.items():
+        if name not in row.options:
+            allowed = ", ".join(row.options) or "none"
+            raise TypeError(f"encoding {encoding!r} has no option {name!r}; options: {allowed}")
+        choices = row.options[name]
+        if choices is not None and value not in choices:
+            raise ValueError(
+                f"encoding {encoding!r} option {name}={value!r}; expected one of {list(choices)}"
+            )
+    matrix = np.ascontiguousarray(dense.reshape(dense.shape[0], -1))
+    weight = row.encode(matrix, **options)
+    return weight if dense.ndim == 2 else weight.reshaped(dense.shape)
+
+
+def as_weight(w: Any) -> EncodedWeight:
+    """An encoded weight as is; a dense array wrapped as ``dense`` (no copy if float32)."""
+    if isinstance(w, EncodedWeight):
+        return w
+    dense = _as_float32("w", w)
+    if dense.ndim < 2:
+        raise ValueError(f"w must be [out, in], got shape {dense.shape}")
+    return registry.get("dense").encode(np.ascontiguousarray(dense.reshape(dense.shape[0], -1)))
+
+
+def linear(
+    x: Any, w: Any, bias: Any = None, activation: str | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """y = activation(x @ Wᵀ + bias), dispatched on the weight's encoding.
+
+    Parameters
+    ----------
+    x : array_like of float, shape [batch, in] or [in]
+        Activations; converted to C-contiguous float32 (other dtypes raise TypeError).
+    w : ndarray [out, in] or EncodedWeight
+    bias : array_like of float, shape [out], optional
+    activation : {None, "relu", "relu6"}
+        Applied in the kernel's store loop, together with the bias.
+    out : ndarray of float32, shape [batch, out] (or [out] for 1-D x), optional
+        C-contiguous buffer to write into; returned.
+
+    Returns
+    -------
+    ndarray of float32, shape [batch, out] (or [out])
+    """
+    weight = as_weight(w)
+    xa = _as_float32("x", x)
+    squeeze = xa.ndim == 1
+    if squeeze:
+        xa = xa[None, :]
+    if xa.ndim != 2:
+        raise ValueError(f"x must be [batch, in] or [in], got shape {xa.shape}")
+    if xa.shape[1] != weight.in_features:
+        raise ValueError(
+            f"x has {xa.shape[1]} features (last axis) but the {weight.encoding} "
+            f"weight {weight.shape} expects {weight.in_features}"
+        )
+    xa = np.ascontiguousarray(xa)
+    b = check_bias(bias, weight.out_features)
+    check_activation(activation)
+    shape = (weight.out_features,) if squeeze else (xa.shape[0], weight.out_features)
+    result = check_out(out, shape, inputs=(xa,))
+    backend, kernel = backends.resolve("linear", weight.encoding)
+    if backend == "numba":
+        backends.apply_numba_threads()
+    kernel(xa, weight, b, activation, result.reshape(xa.shape[0], weight.out_features))
+    return result
+
+
+def _as_float32(name: str, a: Any) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must hold floating-point numbers (float32 preferred), got dtype {arr.dtype}"
+        )
+    return arr if arr.dtype == np.float32 else arr.astype(np.float32)
+
+
+def check_bias(bias: Any, n: int) -> np.ndarray | None:
+    """The bias as contiguous float32 [n], or None; ValueError naming the expected length."""
+    if bias is None:
+        return None
+    b = np.ascontiguousarray(_as_float32("bias", bias))
+    if b.shape != (n,):
+        raise ValueError(f"bias must have shape ({n},) (one per output), got {b.shape}")
+    return b
+
+
+def check_activation(activation: str | None) -> None:
+    """ValueError unless ``activation`` is one the kernels fuse."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+
+
+def check_out(
+    out: np.ndarray | None, shape: tuple[int, ...], inputs: tuple[np.ndarray, ...] = ()
+) -> np.ndarray:
+    """A fresh float32 array of ``shape``, or ``out`` once checked to fit."""
+    if out is None:
+        return np.empty(shape, np.float32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+        raise TypeError(
+            f"out must be a float32 numpy array, got {getattr(out, 'dtype', type(out))}"
+        )
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    if any(np.shares_memory(out, a) for a in inputs):
+        raise ValueError("out must not overlap the inputs")
+    return out

@@ -1,0 +1,24 @@
+"""C kernels for ``csr`` weights."""
+
+from __future__ import annotations
+
+from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr
+
+
+def linear(x, w, bias, activation, out) -> None:
+    """y = act(x @ Wᵀ + bias) with W in CSR; arguments already validated by kernels.linear."""
+    ffi, lib = library()
+    status = lib.pk_linear_csr_f32(
+        ptr(ffi, "float *", x),
+        x.shape[0],
+        w.in_features,
+        ptr(ffi, "int32_t *", w.indptr),
+        ptr(ffi, "void *", w.indices),
+        w.indices.itemsize,
+        ptr(ffi, "float *", w.values),
+        w.out_features,
+        ptr(ffi, "float *", bias),
+        ACTIVATION_CODES[activation],
+        ptr(ffi, "float *", out),
+    )
+    check(status, "csr linear")

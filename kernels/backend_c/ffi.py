@@ -1,0 +1,115 @@
+"""Opens the C kernel library with cffi in ABI mode, once, and checks its version.
+
+The cdef is the public header itself (the part between its cdef markers). Public
+modules never build an FFI: they call :func:`library`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from kernels._version import __version__
+from kernels.build_lib import HEADER_NAME, LIB_NAME
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+_lock = threading.Lock()
+_state: dict = {}
+
+
+class KernelLibraryError(RuntimeError):
+    """The C library exists but cannot be used (wrong version, unreadable header)."""
+
+
+def _paths() -> tuple[Path, Path]:
+    override = os.environ.get("PYINFER_LIB")
+    lib = Path(override) if override else _PACKAGE / "_lib" / LIB_NAME
+    header = lib.parent / HEADER_NAME
+    if not header.exists():  # a source checkout built in place
+        header = _PACKAGE.parent / "csrc" / "include" / HEADER_NAME
+    return lib, header
+
+
+def _cdef(header: Path) -> str:
+    text = header.read_text()
+    begin, end = text.find("/* cdef-begin */"), text.find("/* cdef-end */")
+    if begin < 0 or end < begin:
+        raise KernelLibraryError(f"{header} has no cdef markers")
+    return text[begin + len("/* cdef-begin */") : end]
+
+
+def _open():
+    if os.environ.get("PYINFER_NO_C"):
+        return None, "disabled by PYINFER_NO_C"
+    lib_path, header = _paths()
+    if not lib_path.exists():
+        return None, f"{lib_path} not found (no C compiler at install time?)"
+    import cffi
+
+    ffi = cffi.FFI()
+    ffi.cdef(_cdef(header))
+    try:
+        lib = ffi.dlopen(str(lib_path))
+    except OSError as exc:
+        return None, f"cannot open {lib_path}: {exc}"
+    built_for = ffi.string(lib.pk_version()).decode()
+    if built_for != __version__:
+        raise KernelLibraryError(
+            f"C kernel library {lib_path} was built for pyinfer {built_for}, but this is "
+            f"pyinfer {__version__}; rebuild it (pip install . or python kernels/build_lib.py)"
+        )
+    return (ffi, lib), None
+
+
+def library():
+    """``(ffi, lib)`` of the C kernel library, or None when it is not available.
+
+    Warns once when the library is missing; raises :class:`KernelLibraryError` when
+    it exists but does not match this package.
+    """
+    if "handle" not in _state:
+        with _lock:
+            if "handle" not in _state:
+                handle, why = _open()
+                _state["handle"], _state["why"] = handle, why
+                if handle is None and not os.environ.get("PYINFER_NO_C"):
+                    warnings.warn(
+                        f"pyinfer: C kernels unavailable ({why}); using Numba/NumPy kernels",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+    return _state["handle"]
+
+
+def unavailable_reason() -> str | None:
+    """Why :func:`library` returned None (None when it is available)."""
+    library()
+    return _state.get("why")
+
+
+_ERRORS = {
+    -1: (ValueError, "invalid argument"),
+    -2: (OverflowError, "size too large for exact accumulation"),
+    -3: (MemoryError, "out of memory for kernel scratch"),
+}
+
+
+def check(status: int, what: str) -> None:
+    """Turn a PK_ERR_* status into the matching Python exception."""
+    if status != 0:
+        exc, text = _ERRORS.get(status, (RuntimeError, f"status {status}"))
+        raise exc(f"{what}: {text}")
+
+
+def ptr(ffi, ctype: str, array: np.ndarray | None):
+    """A C pointer to ``array``'s data (NULL for None); the caller keeps ``array`` alive."""
+    if array is None:
+        return ffi.NULL
+    return ffi.cast(ctype, array.ctypes.data)
+
+
+ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}

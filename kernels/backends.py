@@ -1,0 +1,242 @@
+"""Which backend runs, on how many threads, with which ISA; and what serves each op."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import platform
+from collections.abc import Iterator
+
+from kernels import registry
+
+_state = {"backend": "auto", "threads": 0}
+
+
+def _c():
+    from kernels.backend_c import ffi
+
+    return ffi.library()
+
+
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None and not os.environ.get("PYINFER_NO_NUMBA")
+
+
+def available_backends() -> list[str]:
+    """Backends usable here, fastest first: a subset of ``["c", "numba", "numpy"]``.
+
+    Returns
+    -------
+    list of str
+    """
+    found = []
+    if _c() is not None:
+        found.append("c")
+    if _numba_installed():
+        found.append("numba")
+    found.append("numpy")
+    return found
+
+
+def set_backend(name: str = "auto") -> None:
+    """Choose the backend for every later call.
+
+    Parameters
+    ----------
+    name : {"auto", "c", "numba", "numpy"}
+        ``auto`` picks the fastest available per encoding (c > numba > numpy). A named
+        backend is used for every encoding that has a kernel in it; an encoding that
+        has none there falls back to the next one in that order.
+    """
+    if name != "auto" and name not in registry.BACKENDS:
+        raise ValueError(
+            f"unknown backend {name!r}; expected 'auto' or one of {list(registry.BACKENDS)}"
+        )
+    if name != "auto" and name not in available_backends():
+        raise ValueError(
+            f"backend {name!r} is not available here; available: {available_backends()}"
+        )
+    _state["backend"] = name
+
+
+def get_backend() -> str:
+    """The backend setting (``"auto"`` or a backend name)."""
+    return _state["backend"]
+
+
+def resolve(op: str, encoding: str):
+    """``(backend, kernel)`` that serves ``op`` on ``encoding`` under the current setting."""
+    wanted = _state["backend"]
+    order = (
+        registry.BACKENDS
+        if wanted == "auto"
+        else registry.BACKENDS[registry.BACKENDS.index(wanted) :]
+    )
+    usable = available_backends()
+    for backend in order:
+        if backend in usable:
+            fn = registry.kernel(op, encoding, backend)
+            if fn is not None:
+                return backend, fn
+    raise RuntimeError(f"no backend serves {op} for encoding {encoding!r}")
+
+
+def set_num_threads(n: int) -> None:
+    """Threads used by the C and Numba kernels (``n <= 0``: all cores).
+
+    Results do not depend on the thread count.
+    """
+    n = int(n)
+    _state["threads"] = max(n, 0)
+    lib = _c()
+    if lib is not None:
+        lib[1].pk_set_num_threads(n)
+    if _numba_installed() and "numba" in _loaded_modules():
+        import numba
+
+        numba.set_num_threads(n if n > 0 else numba.config.NUMBA_NUM_THREADS)
+
+
+def get_num_threads() -> int:
+    """Threads the kernels use now."""
+    return _state["threads"] or (os.cpu_count() or 1)
+
+
+def apply_numba_threads() -> None:
+    """Numba's thread count is per thread of the caller: set it before a Numba kernel."""
+    if _state["threads"]:
+        import numba
+
+        n = min(_state["threads"], numba.config.NUMBA_NUM_THREADS)
+        if numba.get_num_threads() != n:
+            numba.set_num_threads(n)
+
+
+def _loaded_modules():
+    import sys
+
+    return sys.modules
+
+
+def isa_levels() -> list[str]:
+    """ISA levels of this architecture, lowest first (``[]`` without the C library)."""
+    handle = _c()
+    if handle is None:
+        return []
+    ffi, lib = handle
+    return [ffi.string(lib.pk_isa_name(i)).decode() for i in range(lib.pk_isa_count())]
+
+
+def supported_isas() -> list[str]:
+    """ISA levels the build has and this CPU supports."""
+    handle = _c()
+    if handle is None:
+        return []
+    _, lib = handle
+    return [name for i, name in enumerate(isa_levels()) if lib.pk_isa_supported(i)]
+
+
+def set_isa(name: str | None) -> str:
+    """Cap the C kernels' ISA (``None``: the best this CPU has). Returns the level used.
+
+    The same cap is read from the environment variable ``PYINFER_ISA`` at load.
+    """
+    handle = _c()
+    if handle is None:
+        raise RuntimeError("set_isa needs the C kernel library, which is not available")
+    _, lib = handle
+    levels = isa_levels()
+    if name is None:
+        level = len(levels) - 1
+    elif name in levels:
+        level = levels.index(name)
+    else:
+        raise ValueError(f"unknown ISA {name!r} for this architecture; expected one of {levels}")
+    return levels[lib.pk_set_isa_cap(level)]
+
+
+def current_isa() -> str | None:
+    """The ISA level serving C kernels now (None without the C library)."""
+    handle = _c()
+    if handle is None:
+        return None
+    return isa_levels()[handle[1].pk_isa_level()]
+
+
+@contextlib.contextmanager
+def using(
+    backend: str | None = None, isa: str | None = None, threads: int | None = None
+) -> Iterator[None]:
+    """Temporarily set backend, ISA cap and thread count (for tests and benchmarks)."""
+    saved = (_state["backend"], current_isa(), _state["threads"])
+    try:
+        if backend is not None:
+            set_backend(backend)
+        if isa is not None:
+            set_isa(isa)
+        if threads is not None:
+            set_num_threads(threads)
+        yield
+    finally:
+        _state["backend"] = saved[0]
+        if saved[1] is not None:
+            set_isa(saved[1])
+        if threads is not None:
+            set_num_threads(saved[2])
+
+
+def cpu_info() -> dict:
+    """What this machine is and which kernel serves each encoding on it.
+
+    Returns
+    -------
+    dict
+        ``machine``, ``cpu_features`` (names), ``isa`` (the level in use),
+        ``isa_supported``, ``backends`` (available), ``backend`` (setting), ``threads``,
+        ``c_library`` (None, or why not), ``c_kernels`` (slot -> implementation), and
+        ``serving``: encoding -> {op: "backend" or "c:<implementation>"}.
+    """
+    handle = _c()
+    info: dict = {
+        "machine": platform.machine(),
+        "backends": available_backends(),
+        "backend": _state["backend"],
+        "threads": get_num_threads(),
+        "isa": current_isa(),
+        "isa_supported": supported_isas(),
+        "cpu_features": [],
+        "c_kernels": {},
+    }
+    if handle is None:
+        from kernels.backend_c import ffi as ffi_module
+
+        info["c_library"] = ffi_module.unavailable_reason()
+    else:
+        ffi, lib = handle
+        bits = lib.pk_cpu_features()
+        info["cpu_features"] = [
+            name[len("PK_CPU_") :].lower()
+            for name in dir(lib)
+            if name.startswith("PK_CPU_") and bits & getattr(lib, name)
+        ]
+        for i in range(lib.pk_kernel_count()):
+            info["c_kernels"][ffi.string(lib.pk_kernel_slot(i)).decode()] = ffi.string(
+                lib.pk_kernel_impl(i)
+            ).decode()
+    serving = {}
+    for name in registry.names():
+        row = {}
+        for op in registry.OPS:
+            backend, _ = resolve(op, name)
+            spec = registry.get(name).kernels.get(f"{op}/{backend}", "")
+            slot = f"{op}_{name}"
+            if backend == "c" and slot in info["c_kernels"]:
+                row[op] = f"c:{info['c_kernels'][slot]}"
+            elif spec.endswith("linear_blas"):
+                row[op] = f"{backend}:numpy-blas"
+            else:
+                row[op] = backend
+        serving[name] = row
+    info["serving"] = serving
+    return info

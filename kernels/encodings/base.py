@@ -1,0 +1,140 @@
+"""What every encoded weight is: a frozen record of arrays with a shape and a decode().
+
+Subclasses are dataclasses whose array fields are the stored tensors. They validate
+their invariants in ``__post_init__`` (so a weight built by hand or read from a file is
+checked once, before any kernel sees it) and mark their arrays read-only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+#: Epilogue activations understood by every kernel.
+ACTIVATIONS = (None, "relu", "relu6")
+
+
+def apply_epilogue(y: np.ndarray, bias: np.ndarray | None, activation: str | None) -> np.ndarray:
+    """Reference epilogue: ``act(y + bias)``; NaN passes through relu/relu6 as in NumPy."""
+    if bias is not None:
+        y = y + bias
+    if activation == "relu":
+        y = np.maximum(y, 0)
+    elif activation == "relu6":
+        y = np.clip(y, 0, 6)
+    return y
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncodedWeight:
+    """Base of encoded weights.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The shape of the dense weight this encodes: [out, in] for linear layers,
+        [out, in/groups, kh, kw] for convolutions (stored as the matrix [out, in*kh*kw]).
+    """
+
+    encoding: ClassVar[str] = ""
+    shape: tuple[int, ...]
+
+    @property
+    def out_features(self) -> int:
+        """Rows of the weight matrix."""
+        return int(self.shape[0])
+
+    @property
+    def in_features(self) -> int:
+        """Columns of the weight matrix (in·kh·kw for a convolution)."""
+        return int(math.prod(self.shape[1:]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The stored tensors, by field name (what a file writes)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        }
+
+    def params(self) -> dict[str, Any]:
+        """The JSON-able parameters besides ``shape`` (options chosen at encode time)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "shape" and not isinstance(getattr(self, f.name), np.ndarray)
+        }
+
+    @classmethod
+    def from_arrays(cls, shape, arrays: dict[str, np.ndarray], params: dict[str, Any]):
+        """Rebuild (and validate) a weight from what :meth:`arrays` and :meth:`params` gave.
+
+        Raises ValueError naming the field when anything is missing or inconsistent.
+        """
+        names = {f.name for f in dataclasses.fields(cls)} - {"shape"}
+        given = set(arrays) | set(params)
+        if given != names:
+            raise ValueError(
+                f"{cls.encoding} weight needs fields {sorted(names)}, got {sorted(given)}"
+            )
+        return cls(shape=tuple(int(s) for s in shape), **arrays, **params)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored tensors."""
+        return int(sum(a.nbytes for a in self.arrays().values()))
+
+    def decode(self) -> np.ndarray:
+        """The dense float32 weight (of ``shape``) this encoding effectively multiplies by."""
+        return self.decode_matrix().reshape(self.shape)
+
+    def decode_matrix(self) -> np.ndarray:
+        """The dense float32 matrix [out_features, in_features]."""
+        raise NotImplementedError
+
+    def reshaped(self, shape: tuple[int, ...]):
+        """The same weight seen as another dense shape with the same matrix (e.g. 4-D)."""
+        shape = tuple(int(s) for s in shape)
+        if shape[0] != self.out_features or math.prod(shape[1:]) != self.in_features:
+            raise ValueError(f"cannot view a {self.shape} weight as {shape}")
+        return dataclasses.replace(self, shape=shape)
+
+    def _check_shape(self) -> None:
+        if len(self.shape) < 2 or any(int(s) < 0 for s in self.shape):
+            raise ValueError(
+                f"{self.encoding} weight shape {self.shape} must be [out, in, ...] "
+                "with non-negative sizes"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} encoding={self.encoding!r} shape={self.shape} "
+            f"nbytes={self.nbytes}>"
+        )
+
+
+def check_array(
+    name: str, a: Any, dtype, shape: tuple | None = None, owner: str = ""
+) -> np.ndarray:
+    """Check one stored tensor: an ndarray of ``dtype`` (and ``shape``), made read-only."""
+    where = f"{owner} " if owner else ""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{where}{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype != np.dtype(dtype):
+        raise TypeError(f"{where}{name} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{where}{name} must have shape {tuple(shape)}, got {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{where}{name} must be C-contiguous")
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def freeze(obj: EncodedWeight, name: str, a: np.ndarray) -> None:
+    """Store a checked array on a frozen dataclass (used in ``__post_init__``)."""
+    object.__setattr__(obj, name, a)

@@ -1,0 +1,129 @@
+"""``csr``: unstructured sparse weights in compressed sparse row form.
+
+Stored: ``indptr`` int32 [out+1] (row o's nonzeros are positions indptr[o]:indptr[o+1]),
+``indices`` column of each nonzero (uint16 when in <= 65536, else int32), ``values``
+float32. Only stored nonzeros multiply: like scipy.sparse, an Inf or NaN in x that meets
+only zero weights does not reach the output (it does where it meets a stored value).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from kernels.encodings.base import EncodedWeight, apply_epilogue, check_array, freeze
+from kernels.registry import Encoding, register
+
+#: Largest ``in`` whose column indices are stored as uint16.
+UINT16_MAX_IN = 65536
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class CSRWeight(EncodedWeight):
+    """A sparse matrix [out, in] in CSR form.
+
+    Attributes
+    ----------
+    indptr : ndarray of int32, shape [out + 1]
+        Monotone row pointers, ``indptr[0] == 0`` and ``indptr[-1] == nnz``.
+    indices : ndarray of uint16 or int32, shape [nnz]
+        Column of each nonzero, in ``[0, in)``; uint16 exactly when ``in <= 65536``.
+    values : ndarray of float32, shape [nnz]
+    """
+
+    encoding = "csr"
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self):
+        self._check_shape()
+        rows, cols = self.out_features, self.in_features
+        indptr = check_array("indptr", self.indptr, np.int32, (rows + 1,), "csr")
+        index_dtype = np.uint16 if cols <= UINT16_MAX_IN else np.int32
+        indices = check_array("indices", self.indices, index_dtype, None, "csr")
+        values = check_array("values", self.values, np.float32, None, "csr")
+        nnz = values.shape[0] if values.ndim == 1 else -1
+        if indices.ndim != 1 or values.ndim != 1 or indices.shape[0] != nnz:
+            raise ValueError(
+                f"csr indices {indices.shape} and values {values.shape} must be "
+                "1-D of the same length"
+            )
+        if indptr[0] != 0 or indptr[-1] != nnz:
+            raise ValueError(
+                f"csr indptr must start at 0 and end at nnz={nnz}, got {indptr[0]} .. {indptr[-1]}"
+            )
+        if np.any(np.diff(indptr) < 0):
+            raise ValueError("csr indptr must be non-decreasing")
+        if nnz and (int(indices.min()) < 0 or int(indices.max()) >= cols):
+            raise ValueError(
+                f"csr column indices must lie in [0, {cols}), got "
+                f"[{int(indices.min())}, {int(indices.max())}]"
+            )
+        freeze(self, "indptr", indptr)
+        freeze(self, "indices", indices)
+        freeze(self, "values", values)
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored nonzeros."""
+        return int(self.values.shape[0])
+
+    @property
+    def density(self) -> float:
+        """Fraction of the matrix that is stored."""
+        size = self.out_features * self.in_features
+        return self.nnz / size if size else 0.0
+
+    def decode_matrix(self) -> np.ndarray:
+        dense = np.zeros((self.out_features, self.in_features), np.float32)
+        rows = np.repeat(np.arange(self.out_features), np.diff(self.indptr))
+        dense[rows, self.indices.astype(np.int64)] = self.values
+        return dense
+
+
+def encode(matrix: np.ndarray) -> CSRWeight:
+    """Keep exactly the nonzeros of a float32 matrix [out, in] (NaN counts as nonzero)."""
+    rows, cols = matrix.shape
+    mask = matrix != 0
+    counts = mask.sum(axis=1)
+    if counts.sum() > np.iinfo(np.int32).max:
+        raise ValueError(f"csr supports at most {np.iinfo(np.int32).max} nonzeros")
+    indptr = np.zeros(rows + 1, np.int32)
+    np.cumsum(counts, out=indptr[1:])
+    _, col = np.nonzero(mask)  # row-major order: sorted by row, then column
+    index_dtype = np.uint16 if cols <= UINT16_MAX_IN else np.int32
+    return CSRWeight(
+        shape=(rows, cols),
+        indptr=indptr,
+        indices=col.astype(index_dtype),
+        values=np.ascontiguousarray(matrix[mask], dtype=np.float32),
+    )
+
+
+def linear_reference(x, w: CSRWeight, bias=None, activation=None) -> np.ndarray:
+    """y[b, o] = act(Σ_p values[p] · x[b, indices[p]] + bias[o]) over row o's nonzeros p."""
+    x64 = x.astype(np.float64)
+    y = np.zeros((x.shape[0], w.out_features), np.float64)
+    for o in range(w.out_features):
+        lo, hi = w.indptr[o], w.indptr[o + 1]
+        y[:, o] = x64[:, w.indices[lo:hi]] @ w.values[lo:hi].astype(np.float64)
+    return apply_epilogue(y, bias, activation).astype(np.float32)
+
+
+register(
+    Encoding(
+        name="csr",
+        weight_type=CSRWeight,
+        encode=encode,
+        reference_linear=linear_reference,
+        kernels={
+            "linear/numba": "kernels.backend_numba.csr:linear",
+            "linear/c": "kernels.backend_c.csr:linear",
+        },
+        bits_per_weight="(32 + 16) x density (+ 32 per row)",
+        activations="float32; batch > 1 transposed so each nonzero meets a contiguous vector",
+        description="unstructured sparse, CSR with uint16 column indices where in <= 65536",
+    )
+)

@@ -1,0 +1,74 @@
+"""``dense``: float32 weights multiplied through NumPy's BLAS -- the baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from kernels.encodings.base import EncodedWeight, apply_epilogue, check_array, freeze
+from kernels.registry import Encoding, register
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class DenseWeight(EncodedWeight):
+    """A plain float32 matrix [out, in].
+
+    Attributes
+    ----------
+    data : ndarray of float32, shape [out, in]
+    """
+
+    encoding = "dense"
+    data: np.ndarray
+
+    def __post_init__(self):
+        self._check_shape()
+        freeze(
+            self,
+            "data",
+            check_array(
+                "data", self.data, np.float32, (self.out_features, self.in_features), "dense"
+            ),
+        )
+
+    def decode_matrix(self) -> np.ndarray:
+        return np.array(self.data, dtype=np.float32)
+
+
+def encode(matrix: np.ndarray) -> DenseWeight:
+    """Wrap a float32 matrix [out, in] (no copy when already float32 and contiguous)."""
+    return DenseWeight(shape=matrix.shape, data=np.ascontiguousarray(matrix, dtype=np.float32))
+
+
+def linear_reference(x, w: DenseWeight, bias=None, activation=None) -> np.ndarray:
+    """y = act(x @ Wᵀ + bias), computed in float64."""
+    y = x.astype(np.float64) @ w.data.astype(np.float64).T
+    return apply_epilogue(y, bias, activation).astype(np.float32)
+
+
+def linear_blas(x, w: DenseWeight, bias, activation, out) -> None:
+    """The baseline every backend uses for dense weights: float32 BLAS sgemm."""
+    np.matmul(x, w.data.T, out=out)
+    if bias is not None:
+        out += bias
+    if activation == "relu":
+        np.maximum(out, 0, out=out)
+    elif activation == "relu6":
+        np.clip(out, 0, 6, out=out)
+
+
+register(
+    Encoding(
+        name="dense",
+        weight_type=DenseWeight,
+        encode=encode,
+        reference_linear=linear_reference,
+        kernels={
+            f"linear/{b}": "kernels.encodings.dense:linear_blas" for b in ("c", "numba", "numpy")
+        },
+        bits_per_weight="32",
+        activations="float32",
+        description="float32 [out, in]; NumPy/BLAS sgemm, the baseline",
+    )
+)
