@@ -1,0 +1,166 @@
+"""``pyinfer bench``: run benchmark suites, print Markdown tables, write JSON and plots."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HELP = "measure kernels against dense and peer baselines in one run (tables, JSON, PNG)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from pyinfer.bench.suites import SUITES
+
+    parser.add_argument(
+        "--suite",
+        nargs="+",
+        choices=sorted(SUITES),
+        default=None,
+        help="suites to run (default: all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small shapes and short timings: a smoke run of every suite",
+    )
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="comma-separated thread counts (default: 1 and all cores; --quick: all cores)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="'cold' (distinct weights cycled, total >= --cold-mb), 'cached' "
+        "(one weight), or 'cold,cached' (default; --quick: cached)",
+    )
+    parser.add_argument(
+        "--cold-mb",
+        type=int,
+        default=None,
+        help="total weight bytes cycled for cold runs (default: 4x the "
+        "last-level cache, at least 128)",
+    )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        default=None,
+        help="seconds of timing per case (default 1.0; --quick 0.1)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench-results"),
+        help="folder for results.json and plots (default: ./bench-results)",
+    )
+    parser.add_argument(
+        "--no-hardware", action="store_true", help="skip measuring memory bandwidth and sgemm peak"
+    )
+
+
+def _parse_list(text: str, what: str, convert=str) -> list:
+    try:
+        return [convert(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--{what} expects a comma-separated list, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pyinfer.bench import harness
+    from pyinfer.bench.suites import SUITES
+
+    cores = os.cpu_count() or 1
+    threads = (
+        _parse_list(args.threads, "threads", int)
+        if args.threads
+        else ([cores] if args.quick else sorted({1, cores}))
+    )
+    if any(t < 1 for t in threads):
+        raise ValueError(f"--threads must be positive, got {threads}")
+    weights = _parse_list(args.weights or ("cached" if args.quick else "cold,cached"), "weights")
+    if set(weights) - {"cold", "cached"}:
+        raise ValueError(f"--weights expects 'cold', 'cached' or both, got {args.weights!r}")
+    cold_bytes = args.cold_mb * 1024**2 if args.cold_mb else harness.default_cold_bytes()
+    min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 1.0)
+
+    ctx = harness.machine_context(measure_hardware=not args.no_hardware)
+    print(_context_text(ctx))
+    suites = args.suite or list(SUITES)
+    all_results = []
+    for name in suites:
+        module = importlib.import_module(SUITES[name])
+        cases = module.cases(quick=args.quick)
+        results = []
+        total = len(cases) * len(threads) * len(weights)
+        counter = {"done": 0, "start": time.perf_counter()}
+        for mode in weights:
+            for n in threads:
+                results += harness.run_cases(
+                    cases,
+                    threads=n,
+                    cold_bytes=cold_bytes if mode == "cold" else 0,
+                    min_time=min_time,
+                    progress=_progress(counter, total, mode),
+                )
+        print(f"\n### {name}\n")
+        print(harness.format_table(results, ctx.get("bandwidth_gbs")))
+        all_results += results
+        if hasattr(module, "plot"):
+            try:
+                args.out.mkdir(parents=True, exist_ok=True)
+                module.plot(results, args.out / f"{name}.png")
+                print(f"\nplot: {args.out / f'{name}.png'}")
+            except ImportError as exc:
+                print(f"\n(no plot: {exc})")
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "results.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(
+        json.dumps(
+            {"context": ctx, "results": [r.as_dict() for r in all_results]}, indent=1, default=str
+        )
+    )
+    os.replace(tmp, path)
+    print(f"results: {path}")
+    return 0
+
+
+def _progress(counter: dict, total: int, mode: str):
+    def report(text: str) -> None:
+        counter["done"] += 1
+        elapsed = time.perf_counter() - counter["start"]
+        print(
+            f"  [{counter['done']}/{total}] {text} {mode} ({elapsed:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return report
+
+
+def _context_text(ctx: dict) -> str:
+    lines = [
+        f"machine: {ctx['processor']} ({ctx['machine']}, {ctx['cores']} cores), "
+        f"ISA {ctx['isa']}, last-level cache {ctx['llc_bytes'] // 1024**2} MB"
+    ]
+    if "bandwidth_gbs" in ctx:
+        lines.append(
+            f"measured: memory read bandwidth {ctx['bandwidth_gbs']:.1f} GB/s, "
+            f"sgemm {ctx['sgemm_gflops']:.0f} GFLOP/s"
+        )
+    for info in ctx.get("blas", []):
+        lines.append(
+            f"BLAS: {info.get('internal_api')} {info.get('version')} "
+            f"({info.get('architecture')}, {info.get('num_threads')} threads)"
+        )
+    if ctx.get("openblas_env"):
+        lines.append(
+            f"warning: {ctx['openblas_env']} set: NumPy's BLAS may run slower "
+            "(unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for benchmarks)"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,6 @@
+"""Benchmark suites: suite name -> module exposing ``cases(quick: bool) -> list[Case]``
+(and optionally ``plot(results, path)``). Imported only when run."""
+
+SUITES = {
+    "csr": "pyinfer.bench.suites.csr",
+}
