@@ -67,3 +67,13 @@ def sparse_gaussian(rng: np.random.Generator, shape, density: float = 0.3) -> np
     w = rng.standard_normal(shape).astype(np.float32)
     w[rng.random(shape) >= density] = 0
     return w
+
+
+def pytest_sessionstart(session):
+    """With PYINFER_REQUIRE_C set (CI), a missing C library is an error, not a skip."""
+    import os
+
+    if os.environ.get("PYINFER_REQUIRE_C") and "c" not in kernels.available_backends():
+        from kernels.backend_c import ffi
+
+        raise pytest.UsageError(f"PYINFER_REQUIRE_C is set but {ffi.unavailable_reason()}")
