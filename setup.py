@@ -13,8 +13,8 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 try:
-    from wheel.bdist_wheel import bdist_wheel
-except ImportError:  # pragma: no cover - wheel is in build-system.requires
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # pragma: no cover - setuptools < 70
     bdist_wheel = None
 
 ROOT = Path(__file__).resolve().parent
