@@ -42,6 +42,7 @@ class BuildPyWithLib(build_py):
         try:
             _load_build_lib().build(ROOT, out)
         except Exception as exc:  # noqa: BLE001 - any build failure falls back to Numba/NumPy
+            (out / "libpyinfer_kernels.so").unlink(missing_ok=True)  # no stale library
             print(
                 f"pyinfer: C kernel library not built ({exc}); Numba/NumPy kernels will be used",
                 file=sys.stderr,
