@@ -51,6 +51,7 @@ const char *pk_kernel_slot(int i);     /* slot name, e.g. "linear_csr" */
 const char *pk_kernel_impl(int i);     /* function serving the slot, e.g. "linear_csr_avx512" */
 void pk_set_num_threads(int n);        /* n <= 0: all cores */
 int pk_get_num_threads(void);
+float pk_stream_sum_f32(const float *a, int64_t n); /* for bandwidth measurement */
 
 /* ---- linear: y[b, o] = act(sum_k x[b, k] * W[o, k] + bias[o]) ---- */
 
