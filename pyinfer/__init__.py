@@ -5,5 +5,8 @@ package; the converter (``pyinfer.convert``) produces them.
 """
 
 from kernels._version import __version__
+from pyinfer.format import FormatError
+from pyinfer.graph import Graph
+from pyinfer.model import Model, load, save
 
-__all__ = ["__version__"]
+__all__ = ["FormatError", "Graph", "Model", "__version__", "load", "save"]
