@@ -151,6 +151,17 @@ static void fill_table(int cap) {
 #ifdef PK_HAVE_AVX512
     if (cap >= PK_ISA_AVX512) PK_USE(linear_csr, pk_linear_csr_avx512);
 #endif
+    /* conv2d */
+    PK_USE(conv_gemm, pk_conv_gemm_scalar);
+    PK_USE(conv_csr, pk_conv_csr_scalar);
+    PK_USE(conv_depthwise, pk_conv_depthwise_scalar);
+#ifdef PK_HAVE_AVX2
+    if (cap >= PK_ISA_AVX2) {
+        PK_USE(conv_gemm, pk_conv_gemm_avx2);
+        PK_USE(conv_csr, pk_conv_csr_avx2);
+        PK_USE(conv_depthwise, pk_conv_depthwise_avx2);
+    }
+#endif
     (void)cap;
 }
 

@@ -29,10 +29,30 @@ typedef int (*pk_linear_csr_fn)(const float *x, int64_t batch, int64_t in_featur
                                 const float *values, int64_t out_features,
                                 const float *bias, int activation, float *y);
 
+/* conv2d (csrc/conv): offset GEMM (dense), CSR, depthwise. */
+typedef int (*pk_conv_gemm_fn)(const float *x, int64_t images, int64_t x_image, int64_t x_row,
+                               const int64_t *offsets, int64_t groups, int64_t kg,
+                               const float *w, int64_t og, int64_t out_h, int64_t out_w,
+                               const float *bias, int activation, float *y);
+typedef int (*pk_conv_csr_fn)(const float *x, int64_t images, int64_t x_image, int64_t x_row,
+                              const int32_t *indptr, const int64_t *offsets,
+                              const float *values, int64_t out_channels, int64_t out_h,
+                              int64_t out_w, const float *bias, int activation, float *y);
+typedef int (*pk_conv_depthwise_fn)(const float *x, int64_t images, int64_t channels,
+                                    int64_t height, int64_t width, const float *w,
+                                    int64_t out_channels, int64_t kh, int64_t kw,
+                                    int64_t stride_h, int64_t stride_w, int64_t dil_h,
+                                    int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                                    int64_t out_h, int64_t out_w, const float *bias,
+                                    int activation, float *y);
+
 /* Every dispatched kernel: X(slot, function type). Add a row per new kernel family;
  * the table, its names and pk_kernel_slot()/pk_kernel_impl() follow from it. */
 #define PK_KERNEL_SLOTS(X) \
-    X(linear_csr, pk_linear_csr_fn)
+    X(linear_csr, pk_linear_csr_fn) \
+    X(conv_gemm, pk_conv_gemm_fn) \
+    X(conv_csr, pk_conv_csr_fn) \
+    X(conv_depthwise, pk_conv_depthwise_fn)
 
 #define PK_SLOT_FIELD(slot, type) type slot; const char *slot##_impl;
 struct pk_functable { PK_KERNEL_SLOTS(PK_SLOT_FIELD) };
@@ -74,6 +94,23 @@ int pk_linear_csr_avx2(const float *, int64_t, int64_t, const int32_t *, const v
 #ifdef PK_HAVE_AVX512
 int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const void *, int,
                          const float *, int64_t, const float *, int, float *);
+#endif
+
+/* ---- conv2d ---- */
+#define PK_CONV_PROTOS(isa)                                                                  \
+    int pk_conv_gemm_##isa(const float *, int64_t, int64_t, int64_t, const int64_t *,       \
+                           int64_t, int64_t, const float *, int64_t, int64_t, int64_t,      \
+                           const float *, int, float *);                                    \
+    int pk_conv_csr_##isa(const float *, int64_t, int64_t, int64_t, const int32_t *,        \
+                          const int64_t *, const float *, int64_t, int64_t, int64_t,        \
+                          const float *, int, float *);                                     \
+    int pk_conv_depthwise_##isa(const float *, int64_t, int64_t, int64_t, int64_t,          \
+                                const float *, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,       \
+                                const float *, int, float *);
+PK_CONV_PROTOS(scalar)
+#ifdef PK_HAVE_AVX2
+PK_CONV_PROTOS(avx2)
 #endif
 
 #endif /* PK_INTERNAL_H */

@@ -8,6 +8,7 @@ package compiles and loads nothing.
 
 from kernels._version import __version__
 from kernels.api import encode, linear
+from kernels.conv import conv2d
 from kernels.backends import (
     available_backends,
     cpu_info,
@@ -28,6 +29,7 @@ __all__ = [
     "Encoding",
     "__version__",
     "available_backends",
+    "conv2d",
     "cpu_info",
     "encode",
     "get_backend",

@@ -63,6 +63,49 @@ int pk_linear_csr_f32(const float *x, int64_t batch, int64_t in_features,
                       const float *values, int64_t out_features,
                       const float *bias, int activation, float *y);
 
+/* ---- conv2d building blocks (NCHW float32; kernels/conv.py validates every size) ---- */
+
+/* xpad[n, c] = x[n, c] with pad_* zero rows/columns around it. */
+int pk_conv_pad_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                    int64_t width, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                    int64_t pad_right, float *xpad);
+
+/* cols[n, k, oh * out_w + ow] with k = (c * kh + ky) * kw + kx: the input at
+ * (oh * stride_h + ky * dil_h - pad_top, ow * stride_w + kx * dil_w - pad_left), 0 outside. */
+int pk_im2col_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                  int64_t width, int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
+                  int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                  int64_t out_h, int64_t out_w, float *cols);
+
+/* rows[n, oh, ow, k]: the same patches, one per row, for channels [c0, c0 + cg). */
+int pk_im2row_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                  int64_t width, int64_t c0, int64_t cg, int64_t kh, int64_t kw,
+                  int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                  int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                  float *rows);
+
+/* Offset GEMM: y[n, g*og + o, oh, ow] = act(bias + sum_k w[g*og + o, k] *
+ * x[n * x_image + offsets[g * kg + k] + oh * x_row + ow]); w is [groups * og, kg]. */
+int pk_conv_gemm_f32(const float *x, int64_t images, int64_t x_image, int64_t x_row,
+                     const int64_t *offsets, int64_t groups, int64_t kg, const float *w,
+                     int64_t og, int64_t out_h, int64_t out_w, const float *bias,
+                     int activation, float *y);
+
+/* CSR conv: y[n, o, oh, ow] = act(bias[o] + sum over row o's nonzeros p of
+ * values[p] * x[n * x_image + offsets[p] + oh * x_row + ow]). */
+int pk_conv_csr_f32(const float *x, int64_t images, int64_t x_image, int64_t x_row,
+                    const int32_t *indptr, const int64_t *offsets, const float *values,
+                    int64_t out_channels, int64_t out_h, int64_t out_w, const float *bias,
+                    int activation, float *y);
+
+/* Depthwise conv (in/groups == 1): output channel o reads input channel
+ * o / (out_channels / channels); w is [out_channels, kh, kw]. */
+int pk_conv_depthwise_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                          int64_t width, const float *w, int64_t out_channels, int64_t kh,
+                          int64_t kw, int64_t stride_h, int64_t stride_w, int64_t dil_h,
+                          int64_t dil_w, int64_t pad_top, int64_t pad_left, int64_t out_h,
+                          int64_t out_w, const float *bias, int activation, float *y);
+
 /* cdef-end */
 
 #ifdef __cplusplus

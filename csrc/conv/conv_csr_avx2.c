@@ -1,0 +1,88 @@
+/* CSR conv2d, AVX2 + FMA: a tile of up to 64 output columns lives in 8 registers while
+ * row o's nonzeros stream past; each nonzero is one broadcast and NV loads + FMAs.
+ * Same contract as conv_csr_scalar.c. */
+#include <immintrin.h>
+
+#include "conv_internal.h"
+
+#define TILE PK_CONV_CSR_TILE
+
+static inline __m256 epilogue(__m256 v, __m256 b, int activation) {
+    v = _mm256_add_ps(v, b);
+    if (activation == PK_ACT_RELU) v = _mm256_max_ps(_mm256_setzero_ps(), v);
+    if (activation == PK_ACT_RELU6)
+        v = _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(_mm256_setzero_ps(), v));
+    return v;
+}
+
+/* All output channels for one run of `cols` columns; NV vectors, the last masked if so. */
+static inline __attribute__((always_inline)) void run(const float *xb, const int32_t *indptr,
+                                                      const int64_t *offsets,
+                                                      const float *values, int64_t out_c,
+                                                      int nv, int masked, __m256i mask,
+                                                      float *yb, int64_t plane,
+                                                      const float *bias, int activation) {
+    for (int64_t o = 0; o < out_c; o++) {
+        __m256 acc[8];
+        for (int v = 0; v < 8; v++) acc[v] = _mm256_setzero_ps();
+        for (int64_t p = indptr[o]; p < indptr[o + 1]; p++) {
+            const __m256 a = _mm256_broadcast_ss(values + p);
+            const float *b = xb + offsets[p];
+            for (int v = 0; v < nv; v++) {
+                const __m256 bv = (masked && v == nv - 1) ? _mm256_maskload_ps(b + 8 * v, mask)
+                                                          : _mm256_loadu_ps(b + 8 * v);
+                acc[v] = _mm256_fmadd_ps(a, bv, acc[v]);
+            }
+        }
+        const __m256 bo = _mm256_set1_ps(bias ? bias[o] : 0.0f);
+        float *yo = yb + o * plane;
+        for (int v = 0; v < nv; v++) {
+            const __m256 out = epilogue(acc[v], bo, activation);
+            if (masked && v == nv - 1)
+                _mm256_maskstore_ps(yo + 8 * v, mask, out);
+            else
+                _mm256_storeu_ps(yo + 8 * v, out);
+        }
+    }
+}
+
+#define RUN(NV, M) run(xb, indptr, offsets, values, out_channels, NV, M, mask, yb, plane, bias, activation)
+
+int pk_conv_csr_avx2(const float *x, int64_t images, int64_t x_image, int64_t x_row,
+                     const int32_t *indptr, const int64_t *offsets, const float *values,
+                     int64_t out_channels, int64_t out_h, int64_t out_w, const float *bias,
+                     int activation, float *y) {
+    const int64_t tiles = (out_w + TILE - 1) / TILE, plane = out_h * out_w;
+    const int64_t tasks = images * out_h * tiles;
+#pragma omp parallel for schedule(static) num_threads(pk_threads())
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t tl = t % tiles, oh = (t / tiles) % out_h, n = t / (tiles * out_h);
+        const int64_t ow0 = tl * TILE;
+        const int64_t cols = out_w - ow0 < TILE ? out_w - ow0 : TILE;
+        const float *xb = x + n * x_image + oh * x_row + ow0;
+        float *yb = y + n * out_channels * plane + oh * out_w + ow0;
+        const int nv = (int)((cols + 7) / 8);
+        const int masked = cols % 8 != 0;
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(cols - 8 * (nv - 1))),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        switch (nv * 2 + masked) {
+            case 2: RUN(1, 0); break;
+            case 3: RUN(1, 1); break;
+            case 4: RUN(2, 0); break;
+            case 5: RUN(2, 1); break;
+            case 6: RUN(3, 0); break;
+            case 7: RUN(3, 1); break;
+            case 8: RUN(4, 0); break;
+            case 9: RUN(4, 1); break;
+            case 10: RUN(5, 0); break;
+            case 11: RUN(5, 1); break;
+            case 12: RUN(6, 0); break;
+            case 13: RUN(6, 1); break;
+            case 14: RUN(7, 0); break;
+            case 15: RUN(7, 1); break;
+            case 16: RUN(8, 0); break;
+            default: RUN(8, 1); break;
+        }
+    }
+    return PK_OK;
+}

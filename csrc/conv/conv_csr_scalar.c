@@ -1,0 +1,32 @@
+/* CSR conv2d, portable C: every nonzero p of output channel o multiplies a contiguous
+ * run of activations (XNNPACK's SpMM idea on the CHW layout):
+ * y[n, o, oh, ow] = act(bias[o] + sum_p values[p] * x[n*x_image + off[p] + oh*x_row + ow]). */
+#include "conv_internal.h"
+
+int pk_conv_csr_scalar(const float *x, int64_t images, int64_t x_image, int64_t x_row,
+                       const int32_t *indptr, const int64_t *offsets, const float *values,
+                       int64_t out_channels, int64_t out_h, int64_t out_w, const float *bias,
+                       int activation, float *y) {
+    const int64_t tiles = (out_w + PK_CONV_CSR_TILE - 1) / PK_CONV_CSR_TILE;
+    const int64_t tasks = images * out_h * tiles;
+#pragma omp parallel for schedule(static) num_threads(pk_threads())
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t tile = t % tiles, oh = (t / tiles) % out_h, n = t / (tiles * out_h);
+        const int64_t ow0 = tile * PK_CONV_CSR_TILE;
+        const int64_t cols =
+            out_w - ow0 < PK_CONV_CSR_TILE ? out_w - ow0 : PK_CONV_CSR_TILE;
+        const float *xb = x + n * x_image + oh * x_row + ow0;
+        for (int64_t o = 0; o < out_channels; o++) {
+            float acc[PK_CONV_CSR_TILE] = {0};
+            for (int64_t p = indptr[o]; p < indptr[o + 1]; p++) {
+                const float v = values[p];
+                const float *b = xb + offsets[p];
+                for (int64_t j = 0; j < cols; j++) acc[j] += v * b[j];
+            }
+            const float bv = bias ? bias[o] : 0.0f;
+            float *yo = y + ((n * out_channels + o) * out_h + oh) * out_w + ow0;
+            for (int64_t j = 0; j < cols; j++) yo[j] = pk_activate(acc[j] + bv, activation);
+        }
+    }
+    return PK_OK;
+}

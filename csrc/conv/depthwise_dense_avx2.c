@@ -1,0 +1,67 @@
+/* Depthwise conv2d (in/groups == 1), AVX2 + FMA: stride-1 rows 8 columns at a time from
+ * a zero-padded window; other strides per column. Same contract as the scalar file. */
+#include <immintrin.h>
+
+#include "conv_internal.h"
+
+int pk_conv_depthwise_avx2(const float *x, int64_t images, int64_t channels, int64_t height,
+                           int64_t width, const float *w, int64_t out_channels, int64_t kh,
+                           int64_t kw, int64_t stride_h, int64_t stride_w, int64_t dil_h,
+                           int64_t dil_w, int64_t pad_top, int64_t pad_left, int64_t out_h,
+                           int64_t out_w, const float *bias, int activation, float *y) {
+    const int64_t hp = (out_h - 1) * stride_h + (kh - 1) * dil_h + 1;
+    const int64_t wp = (out_w - 1) * stride_w + (kw - 1) * dil_w + 1;
+    const int64_t mult = out_channels / channels, planes = images * out_channels;
+    int status = PK_OK;
+#pragma omp parallel num_threads(pk_threads())
+    {
+        float *win = pk_aligned_alloc((size_t)(hp * wp) * sizeof(float));
+        if (!win) {
+#pragma omp atomic write
+            status = PK_ERR_NOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            if (!win) continue;
+            const int64_t n = pl / out_channels, o = pl % out_channels;
+            pk_conv_window(x + (n * channels + o / mult) * height * width, height, width,
+                           pad_top, pad_left, hp, wp, win);
+            const float *wo = w + o * kh * kw;
+            const float bv = bias ? bias[o] : 0.0f;
+            float *yo = y + pl * out_h * out_w;
+            for (int64_t oh = 0; oh < out_h; oh++) {
+                const float *rows = win + oh * stride_h * wp;
+                int64_t ow = 0;
+                if (stride_w == 1) {
+                    const __m256 b = _mm256_set1_ps(bv), zero = _mm256_setzero_ps();
+                    for (; ow + 8 <= out_w; ow += 8) {
+                        __m256 acc = _mm256_setzero_ps();
+                        for (int64_t ky = 0; ky < kh; ky++) {
+                            const float *r = rows + ky * dil_h * wp + ow;
+                            for (int64_t kx = 0; kx < kw; kx++)
+                                acc = _mm256_fmadd_ps(_mm256_broadcast_ss(wo + ky * kw + kx),
+                                                      _mm256_loadu_ps(r + kx * dil_w), acc);
+                        }
+                        acc = _mm256_add_ps(acc, b);
+                        if (activation == PK_ACT_RELU) acc = _mm256_max_ps(zero, acc);
+                        if (activation == PK_ACT_RELU6)
+                            acc = _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(zero, acc));
+                        _mm256_storeu_ps(yo + oh * out_w + ow, acc);
+                    }
+                }
+                for (; ow < out_w; ow++) {
+                    __m128 acc = _mm_setzero_ps();
+                    for (int64_t ky = 0; ky < kh; ky++) {
+                        const float *r = rows + ky * dil_h * wp + ow * stride_w;
+                        for (int64_t kx = 0; kx < kw; kx++)
+                            acc = _mm_fmadd_ss(_mm_load_ss(wo + ky * kw + kx),
+                                               _mm_load_ss(r + kx * dil_w), acc);
+                    }
+                    yo[oh * out_w + ow] = pk_activate(_mm_cvtss_f32(acc) + bv, activation);
+                }
+            }
+        }
+        pk_aligned_free(win);
+    }
+    return status;
+}

@@ -1,0 +1,76 @@
+"""C building blocks of conv2d (csrc/conv): padding, im2col/im2row, offset GEMM, CSR
+and depthwise kernels. Arguments are validated by :mod:`kernels.conv` before any call."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr
+
+
+def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, out: np.ndarray) -> None:
+    """out[n, c] = x[n, c] framed by zeros; x and out C-contiguous float32."""
+    ffi, lib = library()
+    n, c, h, w = x.shape
+    status = lib.pk_conv_pad_f32(
+        ptr(ffi, "float *", x), n, c, h, w, top, bottom, left, right, ptr(ffi, "float *", out)
+    )
+    check(status, "conv2d padding")
+
+
+def im2col(x, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w, out) -> None:
+    """out [n, C·kh·kw, out_h·out_w]: patches as columns (rows k = (c, ky, kx))."""
+    ffi, lib = library()
+    n, c, h, w = x.shape
+    status = lib.pk_im2col_f32(
+        ptr(ffi, "float *", x), n, c, h, w, kh, kw, stride[0], stride[1],
+        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w, ptr(ffi, "float *", out),
+    )  # fmt: skip
+    check(status, "conv2d im2col")
+
+
+def im2row(x, c0, cg, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w, out) -> None:
+    """out [n·out_h·out_w, cg·kh·kw]: one patch of channels [c0, c0+cg) per row."""
+    ffi, lib = library()
+    n, c, h, w = x.shape
+    status = lib.pk_im2row_f32(
+        ptr(ffi, "float *", x), n, c, h, w, c0, cg, kh, kw, stride[0], stride[1],
+        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w, ptr(ffi, "float *", out),
+    )  # fmt: skip
+    check(status, "conv2d im2row")
+
+
+def gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation, y):
+    """Offset GEMM (see pk_conv_gemm_f32): w float32 [groups·og, kg], offsets int64."""
+    ffi, lib = library()
+    status = lib.pk_conv_gemm_f32(
+        ptr(ffi, "float *", x), images, x_image, x_row, ptr(ffi, "int64_t *", offsets),
+        groups, w.shape[1], ptr(ffi, "float *", w), og, out_h, out_w,
+        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
+    )  # fmt: skip
+    check(status, "conv2d dense")
+
+
+def csr(x, images, x_image, x_row, indptr, offsets, values, out_h, out_w, bias, activation, y):
+    """CSR conv (see pk_conv_csr_f32): one int64 offset per nonzero."""
+    ffi, lib = library()
+    status = lib.pk_conv_csr_f32(
+        ptr(ffi, "float *", x), images, x_image, x_row, ptr(ffi, "int32_t *", indptr),
+        ptr(ffi, "int64_t *", offsets), ptr(ffi, "float *", values), indptr.shape[0] - 1,
+        out_h, out_w, ptr(ffi, "float *", bias), ACTIVATION_CODES[activation],
+        ptr(ffi, "float *", y),
+    )  # fmt: skip
+    check(status, "conv2d csr")
+
+
+def depthwise(x, w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, activation, y):
+    """Depthwise conv (in/groups == 1): w float32 [out, kh, kw]."""
+    ffi, lib = library()
+    n, c, h, wd = x.shape
+    o, kh, kw = w.shape
+    status = lib.pk_conv_depthwise_f32(
+        ptr(ffi, "float *", x), n, c, h, wd, ptr(ffi, "float *", w), o, kh, kw,
+        stride[0], stride[1], dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
+        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
+    )  # fmt: skip
+    check(status, "conv2d depthwise")

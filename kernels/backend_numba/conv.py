@@ -1,0 +1,170 @@
+"""Numba building blocks of conv2d, the same contracts as kernels/backend_c/conv.py:
+padding, im2col/im2row, the offset GEMM, the CSR offset kernel and depthwise."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from kernels.backend_numba.common import ACTIVATION_CODES, activate, bias_or_empty
+
+TILE = 64
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _pad(x, top, left, out):
+    """out = 0 around, x inside (out [n, c, hp, wp])."""
+    n, c, h, w = x.shape
+    for pl in prange(n * c):
+        i, j = pl // c, pl % c
+        out[i, j, :, :] = 0
+        out[i, j, top : top + h, left : left + w] = x[i, j]
+
+
+def pad(x, top, bottom, left, right, out) -> None:
+    """out[n, c] = x[n, c] framed by zeros."""
+    _pad(x, top, left, out)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _im2col(x, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, cols):
+    """cols[n, (c, ky, kx), oh·wo + ow] = x[n, c, oh·sh + ky·dh − pt, ow·sw + kx·dw − pl]."""
+    n, c, h, w = x.shape
+    taps = kh * kw
+    for r in prange(n * c * taps):
+        i, ch, t = r // (c * taps), (r // taps) % c, r % taps
+        ky, kx = t // kw, t % kw
+        for oh in range(ho):
+            ih = oh * sh + ky * dh - pt
+            for ow in range(wo):
+                iw = ow * sw + kx * dw - pl
+                v = np.float32(0.0)
+                if 0 <= ih < h and 0 <= iw < w:
+                    v = x[i, ch, ih, iw]
+                cols[i, ch * taps + t, oh * wo + ow] = v
+
+
+def im2col(x, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w, out) -> None:
+    """out [n, C·kh·kw, out_h·out_w]: patches as columns."""
+    _im2col(x, kh, kw, *stride, *dilation, pad_top, pad_left, out_h, out_w, out)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _im2row(x, c0, cg, kh, kw, sh, sw, dh, dw, pt, pl, ho, wo, rows):
+    """rows[(n, oh, ow), (c, ky, kx)] for channels c0 .. c0 + cg."""
+    n, c, h, w = x.shape
+    for t in prange(n * ho):
+        i, oh = t // ho, t % ho
+        for ow in range(wo):
+            r = t * wo + ow
+            k = 0
+            for ch in range(c0, c0 + cg):
+                for ky in range(kh):
+                    ih = oh * sh + ky * dh - pt
+                    for kx in range(kw):
+                        iw = ow * sw + kx * dw - pl
+                        v = np.float32(0.0)
+                        if 0 <= ih < h and 0 <= iw < w:
+                            v = x[i, ch, ih, iw]
+                        rows[r, k] = v
+                        k += 1
+
+
+def im2row(x, c0, cg, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w, out) -> None:
+    """out [n·out_h·out_w, cg·kh·kw]: one patch per row."""
+    _im2row(x, c0, cg, kh, kw, *stride, *dilation, pad_top, pad_left, out_h, out_w, out)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, act, y):
+    """y[n, g·og + o, oh, ow] = act(bias + Σ_k w[g·og + o, k] · x[base + off[g·kg + k] + ow]),
+    base = n·x_image + oh·x_row."""
+    kg = w.shape[1]
+    tiles = (out_w + TILE - 1) // TILE
+    for t in prange(images * groups * out_h * tiles):
+        tl, oh = t % tiles, (t // tiles) % out_h
+        g, n = (t // (tiles * out_h)) % groups, t // (tiles * out_h * groups)
+        ow0 = tl * TILE
+        cols = min(TILE, out_w - ow0)
+        base = n * x_image + oh * x_row + ow0
+        acc = np.empty(TILE, np.float32)
+        for o in range(g * og, (g + 1) * og):
+            acc[:] = 0
+            for k in range(kg):
+                wv = w[o, k]
+                b = base + offsets[g * kg + k]
+                for j in range(cols):
+                    acc[j] += wv * x[b + j]
+            add = bias[o] if bias.shape[0] else np.float32(0.0)
+            for j in range(cols):
+                y[n, o, oh, ow0 + j] = activate(acc[j] + add, act)
+
+
+def gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation, y):
+    """Offset GEMM: w float32 [groups·og, kg], offsets int64 [groups·kg]."""
+    yv = y.reshape(images, groups * og, out_h, out_w)
+    _gemm(x.reshape(-1), images, x_image, x_row, offsets, groups, w, og, out_h, out_w,
+          bias_or_empty(bias), ACTIVATION_CODES[activation], yv)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _csr(x, images, x_image, x_row, indptr, offsets, values, out_h, out_w, bias, act, y):
+    """y[n, o, oh, ow] = act(bias[o] + Σ_p values[p] · x[base + offsets[p] + ow]),
+    base = n·x_image + oh·x_row."""
+    out_c = indptr.shape[0] - 1
+    tiles = (out_w + TILE - 1) // TILE
+    for t in prange(images * out_h * tiles):
+        tl, oh, n = t % tiles, (t // tiles) % out_h, t // (tiles * out_h)
+        ow0 = tl * TILE
+        cols = min(TILE, out_w - ow0)
+        base = n * x_image + oh * x_row + ow0
+        acc = np.empty(TILE, np.float32)
+        for o in range(out_c):
+            acc[:] = 0
+            for p in range(indptr[o], indptr[o + 1]):
+                v = values[p]
+                b = base + offsets[p]
+                for j in range(cols):
+                    acc[j] += v * x[b + j]
+            add = bias[o] if bias.shape[0] else np.float32(0.0)
+            for j in range(cols):
+                y[n, o, oh, ow0 + j] = activate(acc[j] + add, act)
+
+
+def csr(x, images, x_image, x_row, indptr, offsets, values, out_h, out_w, bias, activation, y):
+    """CSR conv: one int64 offset per nonzero."""
+    out_c = indptr.shape[0] - 1
+    yv = y.reshape(images, out_c, out_h, out_w)
+    _csr(x.reshape(-1), images, x_image, x_row, indptr, offsets, values, out_h, out_w,
+         bias_or_empty(bias), ACTIVATION_CODES[activation], yv)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _depthwise(x, w, sh, sw, dh, dw, pt, pl, out_h, out_w, bias, act, y):
+    """y[n, o, oh, ow] = act(bias[o] + Σ w[o, ky, kx] · x[n, o // mult, ih, iw]) with
+    ih = oh·sh + ky·dh − pt, iw = ow·sw + kx·dw − pl, zero outside."""
+    n, c, h, wd = x.shape
+    out_c, kh, kw = w.shape
+    mult = out_c // c
+    for pl_ in prange(n * out_c):
+        i, o = pl_ // out_c, pl_ % out_c
+        ch = o // mult
+        add = bias[o] if bias.shape[0] else np.float32(0.0)
+        for oh in range(out_h):
+            for ow in range(out_w):
+                acc = np.float32(0.0)
+                for ky in range(kh):
+                    ih = oh * sh + ky * dh - pt
+                    if ih < 0 or ih >= h:
+                        continue
+                    for kx in range(kw):
+                        iw = ow * sw + kx * dw - pl
+                        if 0 <= iw < wd:
+                            acc += w[o, ky, kx] * x[i, ch, ih, iw]
+                y[i, o, oh, ow] = activate(acc + add, act)
+
+
+def depthwise(x, w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, activation, y):
+    """Depthwise conv (in/groups == 1): w float32 [out, kh, kw]."""
+    _depthwise(x, w, *stride, *dilation, pad_top, pad_left, out_h, out_w, bias_or_empty(bias),
+               ACTIVATION_CODES[activation], y)  # fmt: skip

@@ -1,0 +1,540 @@
+"""``conv2d`` for every encoding: validation, the NumPy reference, and the lowering.
+
+``conv2d(x, w, ...)`` takes NCHW float32 input and a weight [out, in/groups, kh, kw]
+(dense, or encoded by ``kernels.encode``, which stores it as the matrix
+[out, in/groups·kh·kw] with columns ordered (c, ky, kx), as PyTorch flattens it).
+
+Lowering, chosen per call (backend ``c``; ``numba`` has the same structure):
+
+* **dense, groups < channels** -- an *offset GEMM* in C (csrc/conv/conv_dense_*.c):
+  ``y[o, oh, ow] = Σ_k W[o, k] · X[off[k] + oh·row + ow]``. For stride 1 (any dilation,
+  any padding) X is the input zero-padded once (CHW, row pitch ``row`` = padded width)
+  and ``off[k]`` is the shift of tap (c, ky, kx): a direct convolution with no im2col
+  matrix; each k is one broadcast weight times 16 contiguous activations. A 1×1 stride-1
+  unpadded conv is the same with no padding copy at all: W [out, in] @ X [in, H·W].
+  Stride > 1 first builds the im2col matrix [C·kh·kw, Ho·Wo] in C (threaded), then runs
+  the same kernel as a plain GEMM. Output is written straight into NCHW.
+* **csr** -- the same addressing with one offset per nonzero (csrc/conv/conv_csr_*.c):
+  each nonzero multiplies a contiguous run of up to 64 output columns held in registers
+  (the CHW layout makes every nonzero a contiguous vector op, XNNPACK's SpMM idea).
+  Groups are folded into the offsets (a group's channel base), so every output channel
+  is one CSR row whatever ``groups`` is.
+* **depthwise** (in/groups == 1, dense) -- its own direct kernel per plane.
+* **any other encoding** (generic) -- patches one per row (im2row in C, [N·Ho·Wo,
+  Cg·kh·kw]; for a 1×1 stride-1 unpadded conv simply the NHWC transpose of x) feed the
+  encoding's ``linear`` kernel, once per group, and the [N·Ho·Wo, out] result is
+  transposed back to NCHW once. Its semantics are those of the encoding's ``linear`` on
+  each patch row (e.g. ``int8`` quantizes each patch row; the zero padding quantizes to
+  the integer zero). ``binary`` weights with binary activations are the exception: a
+  padded position contributes 0 to the ±1 dot product instead of sign(0) = +1 (Larq's
+  rule); β is still the mean |x| over the whole patch, padding counted as 0.
+
+The ``numpy`` backend runs the reference: explicit padding, then a sum over kernel
+offsets of strided slices (float64) for dense and csr weights, and the encoding's NumPy
+``reference_linear`` on NumPy-built patch rows for the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from typing import Any
+
+import numpy as np
+
+from kernels import backends, registry
+from kernels.api import _as_float32, as_weight, check_activation, check_bias
+from kernels.encodings.base import EncodedWeight, apply_epilogue
+
+#: Encodings whose conv has its own kernels; every other registry row goes generic.
+SPECIAL = ("dense", "csr")
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Every size of one conv2d call, validated."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    out: int
+    groups: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    dh: int
+    dw: int
+    pt: int
+    pb: int
+    pl: int
+    pr: int
+    ho: int
+    wo: int
+
+    @property
+    def cg(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def og(self) -> int:
+        return self.out // self.groups
+
+    @property
+    def kg(self) -> int:
+        return self.cg * self.kh * self.kw
+
+    @property
+    def hp(self) -> int:
+        return self.h + self.pt + self.pb
+
+    @property
+    def wp(self) -> int:
+        return self.w + self.pl + self.pr
+
+    @property
+    def padded(self) -> bool:
+        return bool(self.pt or self.pb or self.pl or self.pr)
+
+    @property
+    def depthwise(self) -> bool:
+        return self.cg == 1 and self.groups > 1
+
+
+def conv2d(
+    x: Any,
+    w: Any,
+    bias: Any = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | str = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    activation: str | None = None,
+) -> np.ndarray:
+    """y = activation(conv2d(x, w) + bias), dispatched on the weight's encoding.
+
+    Parameters
+    ----------
+    x : array_like of float, shape [batch, in_channels, height, width]
+        NCHW activations; converted to C-contiguous float32.
+    w : ndarray [out, in/groups, kh, kw] or EncodedWeight of that shape
+    bias : array_like of float, shape [out], optional
+    stride, dilation : int or (int, int)
+        Per (height, width); >= 1.
+    padding : int, (int, int), "valid" or "same"
+        Zeros added on both sides of (height, width); ``"same"`` is TensorFlow's SAME:
+        output size ceil(in / stride), the odd extra pixel at the bottom/right.
+    groups : int
+        in_channels and out must both be divisible by it.
+    activation : {None, "relu", "relu6"}
+        Fused with the bias into the kernel's store loop.
+
+    Returns
+    -------
+    ndarray of float32, shape [batch, out, out_height, out_width]
+
+    Raises
+    ------
+    ValueError
+        Wrong ranks, channels not divisible by ``groups``, weight in-channels not
+        in_channels / groups, a kernel larger than the padded input, bad stride etc.
+    TypeError
+        Non-floating input.
+    """
+    weight = _as_conv_weight(w)
+    xa = _as_float32("x", x)
+    if xa.ndim != 4:
+        raise ValueError(f"x must be NCHW [batch, channels, height, width], got shape {xa.shape}")
+    geo = geometry(xa.shape, weight.shape, stride, padding, dilation, groups)
+    b = check_bias(bias, geo.out)
+    check_activation(activation)
+    xa = np.ascontiguousarray(xa)
+    y = np.empty((geo.n, geo.out, geo.ho, geo.wo), np.float32)
+    if y.size == 0:
+        return y
+    backend = _backend()
+    if backend == "numpy":
+        y[...] = conv2d_reference(xa, weight, b, geo, activation)
+        return y
+    if weight.encoding == "dense" and geo.depthwise:
+        _depthwise(backend, xa, weight, b, geo, activation, y)
+    elif weight.encoding == "dense":
+        _dense(backend, xa, weight, b, geo, activation, y)
+    elif weight.encoding == "csr":
+        _csr(backend, xa, weight, b, geo, activation, y)
+    elif weight.encoding == "binary" and getattr(weight, "activations", "") == "binary":
+        # NOTE: padding correction needs the patch validity; done with NumPy helpers.
+        y[...] = _binary_reference(xa, weight, b, geo, activation, backend)
+    else:
+        _generic(backend, xa, weight, b, geo, activation, y)
+    return y
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+def _as_conv_weight(w: Any) -> EncodedWeight:
+    if isinstance(w, EncodedWeight):
+        if len(w.shape) != 4:
+            raise ValueError(
+                f"conv2d needs a weight of shape [out, in/groups, kh, kw]; the "
+                f"{w.encoding} weight has shape {w.shape} (encode the 4-D weight)"
+            )
+        return w
+    dense = _as_float32("w", w)
+    if dense.ndim != 4:
+        raise ValueError(f"w must be [out, in/groups, kh, kw], got shape {dense.shape}")
+    return as_weight(dense).reshaped(dense.shape)
+
+
+def _pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
+    items = (value, value) if np.ndim(value) == 0 else tuple(value)
+    if len(items) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        out.append(int(v))
+    return out[0], out[1]
+
+
+def _same(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """TensorFlow SAME: output ceil(size / s); the extra pixel goes after."""
+    out = -(-size // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def geometry(x_shape, w_shape, stride, padding, dilation, groups) -> Geometry:
+    """Validate one call's sizes and derive the output size (ValueError when impossible)."""
+    n, c, h, wd = (int(s) for s in x_shape)
+    if len(w_shape) != 4:
+        raise ValueError(f"w must be [out, in/groups, kh, kw], got shape {tuple(w_shape)}")
+    out, cin, kh, kw = (int(s) for s in w_shape)
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    groups = int(groups)
+    if c % groups:
+        raise ValueError(f"x has {c} channels, not divisible by groups={groups}")
+    if out % groups:
+        raise ValueError(f"w has {out} output channels, not divisible by groups={groups}")
+    if cin != c // groups:
+        raise ValueError(
+            f"w expects {cin} input channels per group (shape {tuple(w_shape)}), but x has "
+            f"{c} channels / groups={groups} = {c // groups}"
+        )
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel size must be >= 1, got {kh}x{kw}")
+    sh, sw = _pair("stride", stride, 1)
+    dh, dw = _pair("dilation", dilation, 1)
+    if isinstance(padding, str):
+        if padding == "same":
+            (pt, pb), (pl, pr) = _same(h, kh, sh, dh), _same(wd, kw, sw, dw)
+        elif padding == "valid":
+            pt = pb = pl = pr = 0
+        else:
+            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    else:
+        (pt, pl) = _pair("padding", padding, 0)
+        pb, pr = pt, pl
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    if h + pt + pb < eh or wd + pl + pr < ew:
+        raise ValueError(
+            f"kernel {kh}x{kw} (dilation {dh}x{dw}: {eh}x{ew}) is larger than the padded "
+            f"input {h + pt + pb}x{wd + pl + pr}"
+        )
+    ho = (h + pt + pb - eh) // sh + 1
+    wo = (wd + pl + pr - ew) // sw + 1
+    return Geometry(n, c, h, wd, out, groups, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo)
+
+
+def _backend() -> str:
+    """The backend conv2d's own kernels run on: the setting, or the fastest available."""
+    wanted = backends.get_backend()
+    usable = backends.available_backends()
+    order = (
+        registry.BACKENDS
+        if wanted == "auto"
+        else registry.BACKENDS[registry.BACKENDS.index(wanted) :]
+    )
+    return next(b for b in order if b in usable)
+
+
+# ---------------------------------------------------------------------------------------
+# NumPy reference
+
+
+def pad_input(x: np.ndarray, geo: Geometry) -> np.ndarray:
+    """x with geo's zero padding, as NumPy builds it."""
+    return np.pad(x, ((0, 0), (0, 0), (geo.pt, geo.pb), (geo.pl, geo.pr)))
+
+
+def tap(xpad: np.ndarray, geo: Geometry, ky: int, kx: int) -> np.ndarray:
+    """The input seen by kernel tap (ky, kx) at every output position: [n, c, ho, wo]."""
+    r0, c0 = ky * geo.dh, kx * geo.dw
+    return xpad[
+        :,
+        :,
+        r0 : r0 + (geo.ho - 1) * geo.sh + 1 : geo.sh,
+        c0 : c0 + (geo.wo - 1) * geo.sw + 1 : geo.sw,
+    ]
+
+
+def patch_rows(x: np.ndarray, geo: Geometry, group: int, xpad: np.ndarray | None = None):
+    """Patches of one group, one per row: [n·ho·wo, cg·kh·kw], columns (c, ky, kx)."""
+    xpad = pad_input(x, geo) if xpad is None else xpad
+    cs = slice(group * geo.cg, (group + 1) * geo.cg)
+    taps = np.stack(
+        [tap(xpad[:, cs], geo, ky, kx) for ky in range(geo.kh) for kx in range(geo.kw)], axis=2
+    )  # [n, cg, kh·kw, ho, wo]
+    return np.ascontiguousarray(taps.transpose(0, 3, 4, 1, 2).reshape(-1, geo.kg))
+
+
+def conv2d_reference(x, w: EncodedWeight, bias, geo: Geometry, activation) -> np.ndarray:
+    """The definition conv2d's fast paths are tested against (see the module docstring)."""
+    if w.encoding in SPECIAL:
+        wd = w.decode().astype(np.float64)  # [out, cg, kh, kw]
+        xpad = pad_input(x, geo).astype(np.float64)
+        y = np.zeros((geo.n, geo.out, geo.ho, geo.wo), np.float64)
+        for g in range(geo.groups):
+            cs, os_ = slice(g * geo.cg, (g + 1) * geo.cg), slice(g * geo.og, (g + 1) * geo.og)
+            for ky in range(geo.kh):
+                for kx in range(geo.kw):
+                    y[:, os_] += np.einsum(
+                        "ncyx,oc->noyx", tap(xpad[:, cs], geo, ky, kx), wd[os_, :, ky, kx]
+                    )
+        b = None if bias is None else bias.astype(np.float64)[:, None, None]
+        return apply_epilogue(y, b, activation).astype(np.float32)
+    if w.encoding == "binary" and getattr(w, "activations", "") == "binary":
+        return _binary_reference(x, w, bias, geo, activation, "numpy")
+    row = registry.get(w.encoding)
+    xpad = pad_input(x, geo)
+    y = np.empty((geo.n * geo.ho * geo.wo, geo.out), np.float32)
+    for g in range(geo.groups):
+        rows = patch_rows(x, geo, g, xpad)
+        wg, cols = group_weight(w, geo, g)
+        bg = None if bias is None else bias[g * geo.og : (g + 1) * geo.og]
+        if cols == slice(None):
+            yg = row.reference_linear(rows, wg, bg, activation)
+        else:
+            yg = apply_epilogue(row.reference_linear(rows, wg, None, None)[:, cols], bg, activation)
+        y[:, g * geo.og : (g + 1) * geo.og] = yg
+    return _rows_to_nchw(y, geo)
+
+
+def _rows_to_nchw(y: np.ndarray, geo: Geometry) -> np.ndarray:
+    return np.ascontiguousarray(y.reshape(geo.n, geo.ho, geo.wo, geo.out).transpose(0, 3, 1, 2))
+
+
+def _binary_reference(x, w, bias, geo: Geometry, activation, backend: str) -> np.ndarray:
+    """Binary weights and activations; a padded position adds 0 to the ±1 dot (Larq).
+
+    Per patch row r (per group): β_r = mean |x| over the row (padding counted as 0),
+    n[r, o] = Σ over in-bounds k of sign(x[r, k])·sign(W[o, k]) (exact integer), and
+    y = act((α_o·β_r)·f32(n) + bias), the float epilogue of the binary linear kernel.
+    """
+    ones = np.ones((1, geo.cg) + (geo.h, geo.w), np.float32)
+    one_geo = dataclasses.replace(geo, n=1, c=geo.cg, groups=1)
+    valid = patch_rows(ones, one_geo, 0) != 0  # [ho·wo, kg], same for every image
+    signs = w.signs().astype(np.int64)  # [out, kg]
+    y = np.empty((geo.n * geo.ho * geo.wo, geo.out), np.float32)
+    for g in range(geo.groups):
+        rows = patch_rows(x, geo, g).reshape(geo.n, geo.ho * geo.wo, geo.kg)
+        beta = np.abs(rows.astype(np.float64)).mean(axis=2).astype(np.float32).reshape(-1)
+        xs = np.where(valid[None], np.where(rows >= 0, 1, -1), 0).reshape(-1, geo.kg)
+        os_ = slice(g * geo.og, (g + 1) * geo.og)
+        dots = xs.astype(np.int64) @ signs[os_].T
+        scale = beta[:, None] * w.alpha[None, os_]
+        yg = (scale * dots.astype(np.float32)).astype(np.float32)
+        bg = None if bias is None else bias[os_]
+        y[:, os_] = apply_epilogue(yg, bg, activation)
+    return _rows_to_nchw(y, geo)
+
+
+# ---------------------------------------------------------------------------------------
+# per-weight data derived once (weights are frozen, so caching by identity is safe)
+
+_derived: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cache(w: EncodedWeight) -> dict:
+    try:
+        return _derived.setdefault(w, {})
+    except TypeError:  # not weak-referenceable: no caching
+        return {}
+
+
+def group_weight(w: EncodedWeight, geo: Geometry, g: int):
+    """(weight, columns): a weight whose linear gives group g's outputs at ``columns``.
+
+    Rows of an encoding whose every stored array is per output row are sliced (checked
+    once against decode()); otherwise the whole weight serves every group and the
+    group's columns are picked from its output -- exact for every row-wise encoding,
+    at ``groups`` times the work.
+    """
+    if geo.groups == 1:
+        return w, slice(None)
+    cache = _cache(w)
+    key = ("group", geo.groups, g)
+    if key not in cache:
+        cache[key] = _slice_rows(w, g * geo.og, (g + 1) * geo.og)
+    return cache[key]
+
+
+def _slice_rows(w: EncodedWeight, lo: int, hi: int):
+    arrays = w.arrays()
+    if arrays and all(a.ndim >= 1 and a.shape[0] == w.out_features for a in arrays.values()):
+        try:
+            part = type(w).from_arrays(
+                (hi - lo,) + tuple(w.shape[1:]),
+                {k: np.ascontiguousarray(a[lo:hi]) for k, a in arrays.items()},
+                w.params(),
+            )
+            if np.array_equal(part.decode_matrix(), w.decode_matrix()[lo:hi], equal_nan=True):
+                return part, slice(None)
+        except (TypeError, ValueError):
+            pass
+    return w, slice(lo, hi)
+
+
+# ---------------------------------------------------------------------------------------
+# fast paths
+
+
+def _ops(backend: str):
+    if backend == "c":
+        from kernels.backend_c import conv as ops
+    else:
+        from kernels.backend_numba import conv as ops
+    return ops
+
+
+def _direct_input(ops, x: np.ndarray, geo: Geometry):
+    """(X, image pitch, plane pitch, row pitch) for the offset kernels at stride 1.
+
+    X is x itself when unpadded, else x zero-padded once (CHW).
+    """
+    if geo.padded:
+        xp = np.empty((geo.n, geo.c, geo.hp, geo.wp), np.float32)
+        ops.pad(x, geo.pt, geo.pb, geo.pl, geo.pr, xp)
+    else:
+        xp = x
+    return xp, geo.c * geo.hp * geo.wp, geo.hp * geo.wp, geo.wp
+
+
+def _tap_offsets(geo: Geometry, channel: np.ndarray, k: np.ndarray, plane: int, row: int):
+    """Offset of column k (c, ky, kx) of the weight matrix in padded CHW input."""
+    taps = geo.kh * geo.kw
+    ky, kx = (k % taps) // geo.kw, k % geo.kw
+    return (channel * plane + ky * geo.dh * row + kx * geo.dw).astype(np.int64)
+
+
+def _run_offsets(x, geo: Geometry, ops, cache: dict, offsets_for, kernel) -> None:
+    """Shared driver: stride 1 reads (padded) x directly; otherwise an im2col matrix."""
+    if geo.sh == 1 and geo.sw == 1:
+        xp, x_image, plane, row = _direct_input(ops, x, geo)
+        key = ("direct", geo.groups, geo.hp, geo.wp)
+        if key not in cache:
+            cache[key] = offsets_for(plane, row, direct=True)
+        flat = geo.wp == geo.wo
+        out_h, out_w = (1, geo.ho * geo.wo) if flat else (geo.ho, geo.wo)
+        kernel(xp, x_image, 0 if flat else row, cache[key], out_h, out_w)
+    else:
+        positions = geo.ho * geo.wo
+        cols = np.empty((geo.n, geo.c * geo.kh * geo.kw, positions), np.float32)
+        ops.im2col(x, geo.kh, geo.kw, (geo.sh, geo.sw), (geo.dh, geo.dw), geo.pt, geo.pl,
+                   geo.ho, geo.wo, cols)  # fmt: skip
+        key = ("im2col", geo.groups, positions)
+        if key not in cache:
+            cache[key] = offsets_for(positions, 0, direct=False)
+        kernel(cols, cols[0].size, 0, cache[key], 1, positions)
+
+
+def _dense(backend, x, w, bias, geo: Geometry, activation, y) -> None:
+    ops = _ops(backend)
+    matrix = np.ascontiguousarray(w.data, np.float32)  # [out, kg]
+    cache = _cache(w)
+
+    def offsets_for(plane, row, direct):
+        k = np.arange(geo.kg)
+        per_group = []
+        for g in range(geo.groups):
+            if direct:
+                per_group.append(
+                    _tap_offsets(geo, g * geo.cg + k // (geo.kh * geo.kw), k, plane, row)
+                )
+            else:
+                per_group.append(((g * geo.kg + k) * plane).astype(np.int64))
+        return np.concatenate(per_group)
+
+    def kernel(xs, x_image, x_row, offsets, out_h, out_w):
+        ops.gemm(xs, geo.n, x_image, x_row, offsets, geo.groups, matrix, geo.og, out_h, out_w,
+                 bias, activation, y)  # fmt: skip
+
+    _run_offsets(x, geo, ops, cache, offsets_for, kernel)
+
+
+def _csr(backend, x, w, bias, geo: Geometry, activation, y) -> None:
+    ops = _ops(backend)
+    cache = _cache(w)
+    k = w.indices.astype(np.int64)
+    group = np.repeat(np.arange(geo.out) // geo.og, np.diff(w.indptr))
+
+    def offsets_for(plane, row, direct):
+        if direct:
+            return _tap_offsets(geo, group * geo.cg + k // (geo.kh * geo.kw), k, plane, row)
+        return ((group * geo.kg + k) * plane).astype(np.int64)
+
+    def kernel(xs, x_image, x_row, offsets, out_h, out_w):
+        ops.csr(xs, geo.n, x_image, x_row, w.indptr, offsets, w.values, out_h, out_w, bias,
+                activation, y)  # fmt: skip
+
+    _run_offsets(x, geo, ops, cache, offsets_for, kernel)
+
+
+def _depthwise(backend, x, w, bias, geo: Geometry, activation, y) -> None:
+    ops = _ops(backend)
+    wk = np.ascontiguousarray(w.data, np.float32).reshape(geo.out, geo.kh, geo.kw)
+    ops.depthwise(x, wk, (geo.sh, geo.sw), (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo,
+                  bias, activation, y)  # fmt: skip
+
+
+def _generic(backend, x, w, bias, geo: Geometry, activation, y) -> None:
+    """Any encoding: patch rows through the encoding's linear kernel, per group."""
+    ops = _ops(backend)
+    _, linear = backends.resolve("linear", w.encoding)
+    if backends.resolve("linear", w.encoding)[0] == "numba":
+        backends.apply_numba_threads()
+    positions = geo.n * geo.ho * geo.wo
+    one_by_one = geo.kh == geo.kw == 1 and geo.sh == geo.sw == 1 and not geo.padded
+    nhwc = (
+        np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(positions, geo.c)
+        if one_by_one
+        else None
+    )
+    rows = None if one_by_one else np.empty((positions, geo.kg), np.float32)
+    result = np.empty((positions, geo.out), np.float32)
+    for g in range(geo.groups):
+        if one_by_one:
+            rows = nhwc[:, g * geo.cg : (g + 1) * geo.cg]
+            rows = rows if geo.groups == 1 else np.ascontiguousarray(rows)
+        else:
+            ops.im2row(x, g * geo.cg, geo.cg, geo.kh, geo.kw, (geo.sh, geo.sw), (geo.dh, geo.dw),
+                       geo.pt, geo.pl, geo.ho, geo.wo, rows)  # fmt: skip
+        wg, cols = group_weight(w, geo, g)
+        bg = None if bias is None else np.ascontiguousarray(bias[g * geo.og : (g + 1) * geo.og])
+        if cols == slice(None):
+            part = result if geo.groups == 1 else np.empty((positions, geo.og), np.float32)
+            linear(rows, wg, bg, activation, part)
+        else:
+            full = np.empty((positions, geo.out), np.float32)
+            linear(rows, wg, None, None, full)
+            part = apply_epilogue(full[:, cols], bg, activation).astype(np.float32)
+        if geo.groups > 1:
+            result[:, g * geo.og : (g + 1) * geo.og] = part
+    y[...] = result.reshape(geo.n, geo.ho, geo.wo, geo.out).transpose(0, 3, 1, 2)

@@ -1,0 +1,241 @@
+"""conv2d: every backend and ISA variant, every registry encoding, against the NumPy
+reference and against torch.nn.functional.conv2d."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kernels
+from kernels import conv, registry
+from tests.conftest import encoding_cases, sparse_gaussian
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # pragma: no cover - torch is optional
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+
+# (kernel, stride, padding, dilation, groups, batch, in, out, height, width)
+CASES = [
+    pytest.param((1, 1, 0, 1, 1, 1, 8, 5, 5, 7), id="1x1"),
+    pytest.param((1, 2, 0, 1, 1, 3, 4, 6, 7, 5), id="1x1-s2"),
+    pytest.param((3, 1, 1, 1, 1, 3, 3, 6, 9, 7), id="3x3-p1"),
+    pytest.param((3, 1, 0, 1, 1, 1, 4, 5, 8, 11), id="3x3-p0"),
+    pytest.param((3, 2, 1, 1, 1, 1, 4, 5, 9, 9), id="3x3-s2-p1"),
+    pytest.param((3, 2, "same", 1, 1, 3, 3, 4, 10, 7), id="3x3-s2-same"),
+    pytest.param((3, 1, "same", 2, 1, 1, 2, 4, 9, 8), id="3x3-d2-same"),
+    pytest.param((5, 1, 2, 1, 2, 1, 4, 6, 7, 9), id="5x5-g2"),
+    pytest.param((5, 2, "same", 1, 1, 1, 3, 3, 11, 11), id="5x5-s2-same"),
+    pytest.param((7, 2, 3, 1, 1, 1, 3, 4, 13, 15), id="7x7-s2-p3"),
+    pytest.param((3, 1, 2, 2, 1, 1, 3, 5, 7, 7), id="3x3-d2-p2"),
+    pytest.param((3, 1, 1, 1, 4, 3, 4, 4, 7, 9), id="depthwise"),
+    pytest.param((3, 2, 1, 1, 6, 1, 6, 12, 9, 8), id="depthwise-s2-x2"),
+    pytest.param((5, 1, "same", 1, 3, 1, 3, 3, 6, 5), id="depthwise-5x5-same"),
+    pytest.param((3, 1, 1, 1, 2, 1, 4, 4, 1, 1), id="3x3-on-1x1"),
+    pytest.param((1, 1, 0, 1, 1, 3, 5, 7, 1, 1), id="1x1-on-1x1"),
+    pytest.param((3, 1, 1, 1, 1, 1, 2, 3, 5, 37), id="wide-rows"),
+]
+
+#: A smaller set for every encoding x variant (keeps the suite fast).
+ENCODING_CASES = [CASES[i] for i in (0, 2, 5, 7, 11, 14)]
+
+
+def make(case, seed=0, density=0.5):
+    k, s, p, d, g, n, c, o, h, w = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = sparse_gaussian(rng, (o, c // g, k, k), density)
+    bias = rng.standard_normal(o).astype(np.float32)
+    return x, weight, bias, dict(stride=s, padding=p, dilation=d, groups=g)
+
+
+def torch_conv(x, weight, bias, stride, padding, dilation, groups, activation=None):
+    """torch's conv2d in float64; TF SAME padding applied explicitly (torch's 'same' is
+    stride-1 only)."""
+    xt = torch.from_numpy(x).double()
+    if padding == "same":
+        geo = conv.geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+        xt = F.pad(xt, (geo.pl, geo.pr, geo.pt, geo.pb))
+        padding = 0
+    y = F.conv2d(
+        xt,
+        torch.from_numpy(np.asarray(weight, np.float64)),
+        None if bias is None else torch.from_numpy(bias).double(),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+    )
+    if activation == "relu":
+        y = torch.relu(y)
+    elif activation == "relu6":
+        y = torch.clamp(y, 0, 6)
+    return y.numpy()
+
+
+def reference(x, w, bias, activation=None, **kw):
+    weight = w if isinstance(w, kernels.EncodedWeight) else conv._as_conv_weight(w)
+    geo = conv.geometry(x.shape, weight.shape, kw["stride"], kw["padding"], kw["dilation"],
+                        kw["groups"])  # fmt: skip
+    return conv.conv2d_reference(x, weight, bias, geo, activation)
+
+
+def assert_close(got, want, rtol=1e-5):
+    scale = max(float(np.abs(want).max()), 1.0) if want.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", CASES)
+def test_dense_matches_torch(variant, case):
+    x, weight, bias, kw = make(case)
+    for activation in (None, "relu6"):
+        got = kernels.conv2d(x, weight, bias, activation=activation, **kw)
+        want = torch_conv(x, weight, bias, activation=activation, **kw)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        assert_close(got, want)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", CASES)
+def test_csr_matches_torch(variant, case):
+    x, weight, bias, kw = make(case, seed=1, density=0.3)
+    enc = kernels.encode(weight, "csr")
+    got = kernels.conv2d(x, enc, bias, activation="relu", **kw)
+    assert_close(got, torch_conv(x, weight, bias, activation="relu", **kw))
+
+
+@pytest.mark.parametrize("name, opts", encoding_cases())
+@pytest.mark.parametrize("case", ENCODING_CASES)
+def test_every_encoding_matches_reference(variant, name, opts, case):
+    x, weight, bias, kw = make(case, seed=2)
+    enc = kernels.encode(weight, name, **opts)
+    row = registry.get(name)
+    for activation in (None, "relu"):
+        got = kernels.conv2d(x, enc, bias, activation=activation, **kw)
+        want = reference(x, enc, bias, activation, **kw)
+        if row.exact and row.rtol == 0:
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert_close(got, want, max(row.rtol, 1e-5))
+
+
+@needs_torch
+@pytest.mark.parametrize("name, opts", encoding_cases())
+def test_float_encodings_match_torch_on_decoded_weights(name, opts):
+    """Encodings whose activations stay float compute the conv of their decoded weight."""
+    x, weight, bias, kw = make(CASES[5].values[0], seed=3)
+    enc = kernels.encode(weight, name, **opts)
+    if registry.get(name).exact and "float" not in opts.values():
+        pytest.skip(f"{name} {opts} quantizes activations; checked against its reference")
+    got = kernels.conv2d(x, enc, bias, **kw)
+    assert_close(got, torch_conv(x, enc.decode(), bias, **kw), 1e-4)
+
+
+def test_reference_is_plain_math():
+    """The dense reference against a literal loop over every output and tap."""
+    x, weight, bias, kw = make((3, 2, 1, 2, 2, 1, 4, 2, 7, 6), seed=4)
+    got = reference(x, weight, bias, **kw)
+    n, c, h, w = x.shape
+    o, cg, kh, kwd = weight.shape
+    geo = conv.geometry(x.shape, weight.shape, **kw)
+    want = np.zeros(got.shape)
+    for oc in range(o):
+        g = oc // (o // 2)
+        for oh in range(geo.ho):
+            for ow in range(geo.wo):
+                acc = float(bias[oc])
+                for ci in range(cg):
+                    for ky in range(kh):
+                        for kx in range(kwd):
+                            ih, iw = oh * 2 + ky * 2 - geo.pt, ow * 2 + kx * 2 - geo.pl
+                            if 0 <= ih < h and 0 <= iw < w:
+                                acc += float(x[0, g * cg + ci, ih, iw]) * float(
+                                    weight[oc, ci, ky, kx]
+                                )
+                want[0, oc, oh, ow] = acc
+    assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    "size, k, s, d", [(10, 3, 2, 1), (11, 3, 2, 1), (7, 5, 1, 1), (9, 3, 3, 2)]
+)
+def test_same_padding_is_tensorflow_same(size, k, s, d):
+    geo = conv.geometry((1, 1, size, size), (1, 1, k, k), s, "same", d, 1)
+    assert geo.ho == geo.wo == -(-size // s)
+    total = max((geo.ho - 1) * s + (k - 1) * d + 1 - size, 0)
+    assert (geo.pt, geo.pb) == (total // 2, total - total // 2)
+    assert geo.pb - geo.pt in (0, 1)
+
+
+@pytest.mark.skipif("binary" not in registry.names(), reason="no binary encoding registered")
+def test_binary_activations_do_not_count_padding():
+    """Larq's rule: a padded position adds 0, not sign(0) = +1, to the ±1 dot product."""
+    x = np.ones((1, 2, 3, 3), np.float32)
+    weight = -np.ones((1, 2, 3, 3), np.float32)  # every sign −1, α = 1
+    enc = kernels.encode(weight, "binary", activations="binary")
+    for backend in kernels.available_backends():
+        with kernels.using(backend=backend):
+            y = kernels.conv2d(x, enc, padding=1)[0, 0]
+        # corner: 4 in-bounds taps x 2 channels = 8 products of −1; β = 8/18 (mean |x|)
+        beta = np.float32(8 / 18)
+        assert y[0, 0] == np.float32(beta * np.float32(-8.0))
+        assert y[1, 1] == np.float32(-18.0)  # centre: no padding, β = 1
+
+
+@pytest.mark.parametrize("backend", ["c", "numba"])
+def test_thread_count_does_not_change_results(backend):
+    if backend not in kernels.available_backends():
+        pytest.skip(f"backend {backend} is not available here")
+    x, weight, bias, kw = make((3, 1, 1, 1, 1, 2, 8, 16, 13, 21), seed=5)
+    for w in (weight, kernels.encode(weight, "csr")):
+        with kernels.using(backend=backend, threads=1):
+            one = kernels.conv2d(x, w, bias, **kw)
+        with kernels.using(backend=backend, threads=2):
+            two = kernels.conv2d(x, w, bias, **kw)
+        np.testing.assert_array_equal(one, two)
+
+
+def test_non_contiguous_float64_input(variant):
+    x, weight, bias, kw = make(CASES[2].values[0], seed=6)
+    wide = np.repeat(x.astype(np.float64), 2, axis=3)[:, :, :, ::2]
+    got = kernels.conv2d(wide, weight, bias, **kw)
+    assert_close(got, reference(x, weight, bias, **kw))
+
+
+def test_bad_inputs_raise_clear_errors():
+    x = np.zeros((1, 4, 5, 5), np.float32)
+    w = np.zeros((6, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="not divisible by groups=3"):
+        kernels.conv2d(x, np.zeros((6, 1, 3, 3), np.float32), groups=3)
+    with pytest.raises(ValueError, match="output channels, not divisible"):
+        kernels.conv2d(x, np.zeros((5, 2, 3, 3), np.float32), groups=2)
+    with pytest.raises(ValueError, match="expects 2 input channels per group"):
+        kernels.conv2d(x, w)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        kernels.conv2d(x, np.zeros((6, 4, 7, 7), np.float32))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        kernels.conv2d(x, np.zeros((6, 4, 3, 3), np.float32), dilation=3)
+    with pytest.raises(ValueError, match="NCHW"):
+        kernels.conv2d(x[0], w, groups=2)
+    with pytest.raises(ValueError, match=r"\[out, in/groups, kh, kw\]"):
+        kernels.conv2d(x, np.zeros((6, 4), np.float32))
+    with pytest.raises(ValueError, match="encode the 4-D weight"):
+        kernels.conv2d(x, kernels.encode(np.zeros((6, 36), np.float32), "csr"))
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        kernels.conv2d(x, w, groups=2, stride=0)
+    with pytest.raises(ValueError, match="padding must be"):
+        kernels.conv2d(x, w, groups=2, padding="full")
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        kernels.conv2d(x, w, groups=2, padding=-1)
+    with pytest.raises(ValueError, match="groups must be an int"):
+        kernels.conv2d(x, w, groups=0)
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\)"):
+        kernels.conv2d(x, w, bias=np.zeros(5, np.float32), groups=2)
+    with pytest.raises(ValueError, match="activation"):
+        kernels.conv2d(x, w, groups=2, activation="gelu")
+    with pytest.raises(TypeError, match="floating-point"):
+        kernels.conv2d(x.astype(np.int32), w, groups=2)
