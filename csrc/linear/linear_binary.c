@@ -1,0 +1,57 @@
+/* Public entry of the binary (1-bit) linear kernel: argument checks, packing of binary
+ * activations (sign bits + beta per row, the same in every ISA variant), then the
+ * dispatched implementation. The Python side has already validated the weight. */
+#include <math.h>
+
+#include "pk_internal.h"
+
+/* Sign bits of one activation row (bit j of word i = column 64 i + j, 1 where
+ * x >= 0, padding 0) and beta = mean |x| accumulated in double. */
+static void pack_row(const float *x, int64_t in_features, uint64_t *bits, float *beta) {
+    const int64_t words = (in_features + 63) / 64;
+    double sum = 0.0;
+    for (int64_t i = 0; i < words; i++) {
+        const int64_t base = i * 64;
+        const int64_t n = in_features - base < 64 ? in_features - base : 64;
+        uint64_t w = 0;
+        for (int64_t j = 0; j < n; j++) {
+            const float v = x[base + j];
+            w |= (uint64_t)(v >= 0.0f) << j;
+            sum += fabs((double)v);
+        }
+        bits[i] = w;
+    }
+    *beta = in_features ? (float)(sum / (double)in_features) : 0.0f;
+}
+
+int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
+                         const uint64_t *bits, const float *alpha, int64_t out_features,
+                         int binary_activations, const float *bias, int activation,
+                         float *y) {
+    if (batch < 0 || in_features < 0 || out_features < 0) return PK_ERR_ARG;
+    if (activation < PK_ACT_NONE || activation > PK_ACT_RELU6) return PK_ERR_ARG;
+    if (binary_activations != 0 && binary_activations != 1) return PK_ERR_ARG;
+    if (in_features > ((int64_t)1 << 40)) return PK_ERR_OVERFLOW;
+    if (batch == 0 || out_features == 0) return PK_OK;
+    if (!x || !alpha || !y || (in_features > 0 && !bits)) return PK_ERR_ARG;
+    pk_dispatch_init();
+    if (!binary_activations)
+        return pk_table.linear_binary(x, NULL, NULL, batch, in_features, bits, alpha,
+                                      out_features, bias, activation, y);
+    const int64_t words = (in_features + 63) / 64;
+    uint64_t *xbits = pk_aligned_alloc((size_t)(batch * words + 4) * sizeof(uint64_t));
+    float *beta = pk_aligned_alloc((size_t)batch * sizeof(float));
+    if (!xbits || !beta) {
+        pk_aligned_free(xbits);
+        pk_aligned_free(beta);
+        return PK_ERR_NOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
+    for (int64_t b = 0; b < batch; b++)
+        pack_row(x + b * in_features, in_features, xbits + b * words, beta + b);
+    const int status = pk_table.linear_binary(x, xbits, beta, batch, in_features, bits, alpha,
+                                              out_features, bias, activation, y);
+    pk_aligned_free(xbits);
+    pk_aligned_free(beta);
+    return status;
+}

@@ -1,0 +1,72 @@
+/* Public entry of the power-of-two linear kernel: argument checks, the dynamic int8
+ * quantization of activations (the same in every ISA variant, the rule of the int8
+ * encoding), then the dispatched implementation. The Python side has already validated
+ * the codes (no code 8, zero padding nibble). */
+#include <math.h>
+
+#include "pk_internal.h"
+
+/* Largest in_features whose int8-path int32 accumulation cannot overflow: 127*64*in. */
+#define POW2_MAX_IN_INT8 264208
+
+/* q = clip(rint(x / s), -127, 127) with s = max|x| / 127; *bad = 1 on NaN/Inf. */
+static void quantize_row(const float *x, int64_t n, int8_t *q, float *scale, int *bad) {
+    float amax = 0.0f;
+    int finite = 1;
+    for (int64_t k = 0; k < n; k++) {
+        const float a = fabsf(x[k]);
+        if (!(a <= 3.402823466e38f)) finite = 0; /* NaN or Inf */
+        else if (a > amax) amax = a;
+    }
+    const float s = finite ? amax / 127.0f : 0.0f;
+    *bad = !finite;
+    *scale = s;
+    for (int64_t k = 0; k < n; k++) {
+        float r = s > 0.0f ? nearbyintf(x[k] / s) : 0.0f;
+        r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
+        q[k] = (int8_t)r;
+    }
+}
+
+int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
+                       const uint8_t *codes, const float *alpha, int64_t out_features,
+                       int int8_activations, const float *bias, int activation, float *y) {
+    if (batch < 0 || in_features < 0 || out_features < 0) return PK_ERR_ARG;
+    if (activation < PK_ACT_NONE || activation > PK_ACT_RELU6) return PK_ERR_ARG;
+    if (int8_activations != 0 && int8_activations != 1) return PK_ERR_ARG;
+    if (in_features > ((int64_t)1 << 40)) return PK_ERR_OVERFLOW;
+    if (int8_activations && in_features > POW2_MAX_IN_INT8) return PK_ERR_OVERFLOW;
+    if (batch == 0 || out_features == 0) return PK_OK;
+    if (!x || !alpha || !y || (in_features > 0 && !codes)) return PK_ERR_ARG;
+    pk_dispatch_init();
+    if (!int8_activations)
+        return pk_table.linear_pow2(x, NULL, NULL, 0, batch, in_features, codes, alpha,
+                                    out_features, bias, activation, y);
+    /* rows padded to a multiple of 64 with zeros, so SIMD variants may over-read */
+    const int64_t stride = (in_features + 63) / 64 * 64;
+    int8_t *q = pk_aligned_alloc((size_t)(batch * stride));
+    float *scale = pk_aligned_alloc((size_t)batch * sizeof(float));
+    int *bad = pk_aligned_alloc((size_t)batch * sizeof(int));
+    if (!q || !scale || !bad) {
+        pk_aligned_free(q);
+        pk_aligned_free(scale);
+        pk_aligned_free(bad);
+        return PK_ERR_NOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
+    for (int64_t b = 0; b < batch; b++) {
+        int8_t *qr = q + b * stride;
+        quantize_row(x + b * in_features, in_features, qr, scale + b, bad + b);
+        for (int64_t k = in_features; k < stride; k++) qr[k] = 0;
+    }
+    const int status = pk_table.linear_pow2(x, q, scale, stride, batch, in_features, codes,
+                                            alpha, out_features, bias, activation, y);
+    /* rows holding NaN or Inf give NaN outputs (as the int8 encoding does) */
+    for (int64_t b = 0; b < batch; b++)
+        if (bad[b])
+            for (int64_t o = 0; o < out_features; o++) y[b * out_features + o] = NAN;
+    pk_aligned_free(q);
+    pk_aligned_free(scale);
+    pk_aligned_free(bad);
+    return status;
+}
