@@ -162,6 +162,15 @@ static void fill_table(int cap) {
         PK_USE(conv_depthwise, pk_conv_depthwise_avx2);
     }
 #endif
+    /* binary / pow2 */
+    PK_USE(linear_binary, pk_linear_binary_scalar);
+    PK_USE(linear_pow2, pk_linear_pow2_scalar);
+#ifdef PK_HAVE_AVX2
+    if (cap >= PK_ISA_AVX2) {
+        PK_USE(linear_binary, pk_linear_binary_avx2);
+        PK_USE(linear_pow2, pk_linear_pow2_avx2);
+    }
+#endif
     (void)cap;
 }
 

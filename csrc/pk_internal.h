@@ -46,10 +46,25 @@ typedef int (*pk_conv_depthwise_fn)(const float *x, int64_t images, int64_t chan
                                     int64_t out_h, int64_t out_w, const float *bias,
                                     int activation, float *y);
 
+/* binary / pow2 linear (csrc/linear/linear_binary*.c, linear_pow2*.c). The public
+ * entries prepare the activations: binary gets xbits/beta (NULL: float activations),
+ * pow2 gets int8 rows xq of stride xq_stride and their scales (NULL: float). */
+typedef int (*pk_linear_binary_fn)(const float *x, const uint64_t *xbits, const float *beta,
+                                   int64_t batch, int64_t in_features, const uint64_t *bits,
+                                   const float *alpha, int64_t out_features,
+                                   const float *bias, int activation, float *y);
+typedef int (*pk_linear_pow2_fn)(const float *x, const int8_t *xq, const float *xscale,
+                                 int64_t xq_stride, int64_t batch, int64_t in_features,
+                                 const uint8_t *codes, const float *alpha,
+                                 int64_t out_features, const float *bias, int activation,
+                                 float *y);
+
 /* Every dispatched kernel: X(slot, function type). Add a row per new kernel family;
  * the table, its names and pk_kernel_slot()/pk_kernel_impl() follow from it. */
 #define PK_KERNEL_SLOTS(X) \
     X(linear_csr, pk_linear_csr_fn) \
+    X(linear_binary, pk_linear_binary_fn) \
+    X(linear_pow2, pk_linear_pow2_fn) \
     X(conv_gemm, pk_conv_gemm_fn) \
     X(conv_csr, pk_conv_csr_fn) \
     X(conv_depthwise, pk_conv_depthwise_fn)
@@ -111,6 +126,19 @@ int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const
 PK_CONV_PROTOS(scalar)
 #ifdef PK_HAVE_AVX2
 PK_CONV_PROTOS(avx2)
+#endif
+
+/* ---- binary / pow2 ---- */
+#define PK_BINARY_POW2_PROTOS(isa)                                                           \
+    int pk_linear_binary_##isa(const float *, const uint64_t *, const float *, int64_t,     \
+                               int64_t, const uint64_t *, const float *, int64_t,           \
+                               const float *, int, float *);                                \
+    int pk_linear_pow2_##isa(const float *, const int8_t *, const float *, int64_t, int64_t, \
+                             int64_t, const uint8_t *, const float *, int64_t, const float *, \
+                             int, float *);
+PK_BINARY_POW2_PROTOS(scalar)
+#ifdef PK_HAVE_AVX2
+PK_BINARY_POW2_PROTOS(avx2)
 #endif
 
 #endif /* PK_INTERNAL_H */

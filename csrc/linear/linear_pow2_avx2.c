@@ -1,0 +1,251 @@
+/* Power-of-two linear, AVX2. Codes are read 8 at a time (one 32-bit load); vpsrlvd
+ * puts code l in the low bits of lane l and vpsllvd its sign bit in lane l's sign bit.
+ * Float activations: vpermps looks up 2^-e (0 for the zero code) from the 8 powers,
+ * vblendvps picks x or -x, one FMA accumulates (a product by a power of two is exact and
+ * an FMA costs what an add costs here; see linear_pow2_scalar.c). int8 activations,
+ * batch < 4: vpermd looks up the shift 6 - e (32 for the zero code, which vpsllvd turns
+ * into 0), so acc += +-(q << (6 - e)) with shifts and adds only. int8 activations,
+ * batch >= 4: a block of rows is expanded once to int8 values +-2^(6-e) and multiplied
+ * with u = q + 128 by vpmaddubsw: |pair sum| <= 2 * 255 * 64 = 32640 never saturates,
+ * so the int32 result (minus 128 * sum(w)) is exact and equals the shift form. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "pk_internal.h"
+
+#define ROWS 4     /* output rows sharing each activation load */
+#define QBATCH 4   /* from this batch on, the vpmaddubsw path */
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* sum of the 8 lanes, modulo 2^32 */
+static inline int32_t hsum8i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline uint32_t load_u32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static const float pow2_values[16] = {
+    0.0f, 1.0f,  0.5f,  0.25f,  0.125f,  0.0625f,  0.03125f,  0.015625f,
+    0.0f, -1.0f, -0.5f, -0.25f, -0.125f, -0.0625f, -0.03125f, -0.015625f,
+};
+
+static inline int code_at(const uint8_t *row, int64_t k) {
+    const uint8_t byte = row[k >> 1];
+    return (k & 1) ? byte >> 4 : byte & 15;
+}
+
+/* int8 weight value of each code: +-2^(6-e), 0 for the zero code */
+static inline int32_t code_int(int c) {
+    const int field = c & 7;
+    if (!field) return 0;
+    const int32_t t = 1 << (7 - field);
+    return (c & 8) ? -t : t;
+}
+
+/* ---- float activations ---- */
+static void float_rows(const float *xr, int64_t in_features, int64_t row_bytes,
+                       const uint8_t *wrow, int nrows, float *sums) {
+    const __m256i shr = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    const __m256i shl = _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0);
+    const __m256 powers = _mm256_setr_ps(0.0f, 1.0f, 0.5f, 0.25f, 0.125f, 0.0625f, 0.03125f,
+                                         0.015625f);
+    const __m256 signbit = _mm256_set1_ps(-0.0f);
+    __m256 acc[ROWS];
+    for (int r = 0; r < ROWS; r++) acc[r] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= in_features; k += 8) {
+        const __m256 x = _mm256_loadu_ps(xr + k);
+        const __m256 n = _mm256_xor_ps(x, signbit);
+        for (int r = 0; r < ROWS; r++) {
+            if (r >= nrows) break;
+            const __m256i v = _mm256_set1_epi32((int)load_u32(wrow + r * row_bytes + k / 2));
+            const __m256 mag = _mm256_permutevar8x32_ps(powers, _mm256_srlv_epi32(v, shr));
+            const __m256 xs = _mm256_blendv_ps(x, n, _mm256_castsi256_ps(_mm256_sllv_epi32(v, shl)));
+            acc[r] = _mm256_fmadd_ps(xs, mag, acc[r]);
+        }
+    }
+    for (int r = 0; r < nrows; r++) {
+        float s = hsum8(acc[r]);
+        for (int64_t j = k; j < in_features; j++)
+            s += xr[j] * pow2_values[code_at(wrow + r * row_bytes, j)];
+        sums[r] = s;
+    }
+}
+
+static void linear_float(const float *x, int64_t batch, int64_t in_features,
+                         const uint8_t *codes, const float *alpha, int64_t out_features,
+                         const float *bias, int activation, float *y) {
+    const int64_t row_bytes = (in_features + 1) / 2;
+    const int64_t blocks = (out_features + ROWS - 1) / ROWS;
+#pragma omp parallel for schedule(static) num_threads(pk_threads())
+    for (int64_t ob = 0; ob < blocks; ob++) {
+        const int64_t o0 = ob * ROWS;
+        const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
+        for (int64_t b = 0; b < batch; b++) {
+            float sums[ROWS];
+            float_rows(x + b * in_features, in_features, row_bytes, codes + o0 * row_bytes,
+                       nrows, sums);
+            for (int r = 0; r < nrows; r++) {
+                const int64_t o = o0 + r;
+                y[b * out_features + o] =
+                    pk_activate(alpha[o] * sums[r] + (bias ? bias[o] : 0.0f), activation);
+            }
+        }
+    }
+}
+
+/* ---- int8 activations, small batch: shifts ---- */
+static void shift_rows(const int8_t *qr, int64_t in_features, int64_t row_bytes,
+                       const uint8_t *wrow, int nrows, int32_t *sums) {
+    const __m256i shr = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    const __m256i shl = _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0);
+    const __m256i shifts = _mm256_setr_epi32(32, 6, 5, 4, 3, 2, 1, 0);
+    __m256i acc[ROWS];
+    for (int r = 0; r < ROWS; r++) acc[r] = _mm256_setzero_si256();
+    int64_t k = 0;
+    for (; k + 8 <= in_features; k += 8) {
+        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qr + k)));
+        const __m256i n = _mm256_sub_epi32(_mm256_setzero_si256(), q);
+        for (int r = 0; r < ROWS; r++) {
+            if (r >= nrows) break;
+            const __m256i v = _mm256_set1_epi32((int)load_u32(wrow + r * row_bytes + k / 2));
+            const __m256i cnt = _mm256_permutevar8x32_epi32(shifts, _mm256_srlv_epi32(v, shr));
+            const __m256i qs = _mm256_castps_si256(
+                _mm256_blendv_ps(_mm256_castsi256_ps(q), _mm256_castsi256_ps(n),
+                                 _mm256_castsi256_ps(_mm256_sllv_epi32(v, shl))));
+            acc[r] = _mm256_add_epi32(acc[r], _mm256_sllv_epi32(qs, cnt));
+        }
+    }
+    for (int r = 0; r < nrows; r++) {
+        int32_t s = hsum8i(acc[r]);
+        for (int64_t j = k; j < in_features; j++)
+            s += (int32_t)qr[j] * code_int(code_at(wrow + r * row_bytes, j));
+        sums[r] = s;
+    }
+}
+
+/* ---- int8 activations, batch >= QBATCH: vpmaddubsw on expanded rows ---- */
+
+/* Expand one row of codes to int8 values (stride bytes, zero padded); returns sum(w). */
+static int32_t expand_row(const uint8_t *wrow, int64_t in_features, int64_t stride, int8_t *w8) {
+    const __m128i lut = _mm_setr_epi8(0, 64, 32, 16, 8, 4, 2, 1, 0, -64, -32, -16, -8, -4, -2, -1);
+    const __m128i low = _mm_set1_epi8(0x0f);
+    const int64_t row_bytes = (in_features + 1) / 2;
+    int64_t j = 0;
+    for (; j + 16 <= row_bytes; j += 16) {
+        const __m128i b = _mm_loadu_si128((const __m128i *)(wrow + j));
+        const __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(b, low));
+        const __m128i hi = _mm_shuffle_epi8(lut, _mm_and_si128(_mm_srli_epi16(b, 4), low));
+        _mm_storeu_si128((__m128i *)(w8 + 2 * j), _mm_unpacklo_epi8(lo, hi));
+        _mm_storeu_si128((__m128i *)(w8 + 2 * j + 16), _mm_unpackhi_epi8(lo, hi));
+    }
+    for (int64_t k = 2 * j; k < stride; k++)
+        w8[k] = k < in_features ? (int8_t)code_int(code_at(wrow, k)) : 0;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < in_features; k++) sum += w8[k];
+    return sum;
+}
+
+static void linear_int8_batched(const int8_t *xq, const float *xscale, int64_t stride,
+                                int64_t batch, int64_t in_features, const uint8_t *codes,
+                                const float *alpha, int64_t out_features, const float *bias,
+                                int activation, float *y, int8_t *scratch) {
+    const int64_t row_bytes = (in_features + 1) / 2;
+    const int64_t blocks = (out_features + ROWS - 1) / ROWS;
+#pragma omp parallel num_threads(pk_threads())
+    {
+#ifdef _OPENMP
+        int8_t *w8 = scratch + (int64_t)omp_get_thread_num() * ROWS * stride;
+#else
+        int8_t *w8 = scratch;
+#endif
+        const __m256i ones = _mm256_set1_epi16(1);
+        const __m256i flip = _mm256_set1_epi8((char)0x80);
+#pragma omp for schedule(static)
+        for (int64_t ob = 0; ob < blocks; ob++) {
+            const int64_t o0 = ob * ROWS;
+            const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
+            int32_t wsum[ROWS] = {0, 0, 0, 0};
+            for (int r = 0; r < ROWS; r++) {
+                if (r < nrows)
+                    wsum[r] = expand_row(codes + (o0 + r) * row_bytes, in_features, stride,
+                                         w8 + r * stride);
+                else
+                    memset(w8 + r * stride, 0, (size_t)stride);
+            }
+            const int8_t *w0 = w8, *w1 = w8 + stride, *w2 = w8 + 2 * stride, *w3 = w8 + 3 * stride;
+            for (int64_t b = 0; b < batch; b++) {
+                const int8_t *qr = xq + b * stride;
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+                for (int64_t k = 0; k < stride; k += 32) {
+                    const __m256i u = _mm256_xor_si256(
+                        _mm256_load_si256((const __m256i *)(qr + k)), flip); /* q + 128 */
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(w0 + k))), ones));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(w1 + k))), ones));
+                    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(w2 + k))), ones));
+                    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(_mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)(w3 + k))), ones));
+                }
+                /* modulo 2^32: the offset sum may wrap, the true result fits int32 */
+                const int32_t acc[ROWS] = {
+                    (int32_t)((uint32_t)hsum8i(a0) - 128u * (uint32_t)wsum[0]),
+                    (int32_t)((uint32_t)hsum8i(a1) - 128u * (uint32_t)wsum[1]),
+                    (int32_t)((uint32_t)hsum8i(a2) - 128u * (uint32_t)wsum[2]),
+                    (int32_t)((uint32_t)hsum8i(a3) - 128u * (uint32_t)wsum[3])};
+                for (int r = 0; r < nrows; r++) {
+                    const int64_t o = o0 + r;
+                    const float v = ((alpha[o] * xscale[b]) * (float)acc[r]) * 0.015625f;
+                    y[b * out_features + o] = pk_activate(v + (bias ? bias[o] : 0.0f), activation);
+                }
+            }
+        }
+    }
+}
+
+int pk_linear_pow2_avx2(const float *x, const int8_t *xq, const float *xscale,
+                        int64_t xq_stride, int64_t batch, int64_t in_features,
+                        const uint8_t *codes, const float *alpha, int64_t out_features,
+                        const float *bias, int activation, float *y) {
+    if (!xq) {
+        linear_float(x, batch, in_features, codes, alpha, out_features, bias, activation, y);
+        return PK_OK;
+    }
+    if (batch >= QBATCH) {
+        int8_t *scratch = pk_aligned_alloc((size_t)(pk_threads() * ROWS * xq_stride));
+        if (!scratch) return PK_ERR_NOMEM;
+        linear_int8_batched(xq, xscale, xq_stride, batch, in_features, codes, alpha,
+                            out_features, bias, activation, y, scratch);
+        pk_aligned_free(scratch);
+        return PK_OK;
+    }
+    const int64_t row_bytes = (in_features + 1) / 2;
+    const int64_t blocks = (out_features + ROWS - 1) / ROWS;
+#pragma omp parallel for schedule(static) num_threads(pk_threads())
+    for (int64_t ob = 0; ob < blocks; ob++) {
+        const int64_t o0 = ob * ROWS;
+        const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
+        for (int64_t b = 0; b < batch; b++) {
+            int32_t sums[ROWS];
+            shift_rows(xq + b * xq_stride, in_features, row_bytes, codes + o0 * row_bytes,
+                       nrows, sums);
+            for (int r = 0; r < nrows; r++) {
+                const int64_t o = o0 + r;
+                const float v = ((alpha[o] * xscale[b]) * (float)sums[r]) * 0.015625f;
+                y[b * out_features + o] = pk_activate(v + (bias ? bias[o] : 0.0f), activation);
+            }
+        }
+    }
+    return PK_OK;
+}
