@@ -1,0 +1,1 @@
+"""``pyinfer`` subcommands, one module each (see ``pyinfer.cli``)."""

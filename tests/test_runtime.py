@@ -1,0 +1,385 @@
+"""The runtime: every op against its PyTorch equivalent, planning (fusion, shapes), input
+checks, errors naming the node, backends, and calls from several threads at once."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import kernels
+import pyinfer
+from kernels import registry
+from pyinfer import ops
+from pyinfer.format import FormatError
+from tests.conftest import encoding_cases, sparse_gaussian
+
+RNG = np.random.default_rng(0)
+
+
+def randn(*shape, scale=1.0):
+    return (RNG.standard_normal(shape) * scale).astype(np.float32)
+
+
+def one_op(op, x, *extra, **attrs):
+    """Run a single node on x (extra inputs are constants) and return the output."""
+    g = pyinfer.Graph()
+    xi = g.input("x", [None, *x.shape[1:]], str(x.dtype))
+    g.output(g.node(op, xi, *extra, **attrs))
+    return g.build()(x)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch", reason="torch is not installed; op semantics unchecked")
+
+
+def close(got, want, rtol=1e-5, atol=1e-5):
+    want = want.detach().numpy() if hasattr(want, "detach") else want
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------ ops vs torch
+
+
+@pytest.mark.parametrize(
+    "op, attrs, fn",
+    [
+        ("Relu", {}, "relu"),
+        ("Relu6", {}, "relu6"),
+        ("Sigmoid", {}, "sigmoid"),
+        ("Tanh", {}, "tanh"),
+        ("Gelu", {}, "gelu"),
+        ("Gelu", {"approximate": "tanh"}, "gelu_tanh"),
+        ("HardSwish", {}, "hardswish"),
+        ("Softmax", {"axis": -1}, "softmax-1"),
+        ("Softmax", {"axis": 1}, "softmax1"),
+    ],
+)
+def test_elementwise_ops_match_torch(torch, op, attrs, fn):
+    F = torch.nn.functional
+    x = randn(3, 5, 7, scale=6.0)
+    x[0, 0, :3] = [-100.0, 100.0, 0.0]  # saturating sigmoid/tanh, exact zero
+    t = torch.from_numpy(x)
+    want = {
+        "relu": F.relu,
+        "relu6": F.relu6,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "gelu": F.gelu,
+        "gelu_tanh": lambda v: F.gelu(v, approximate="tanh"),
+        "hardswish": F.hardswish,
+        "softmax-1": lambda v: F.softmax(v, dim=-1),
+        "softmax1": lambda v: F.softmax(v, dim=1),
+    }[fn](t)
+    close(one_op(op, x, **attrs), want)
+
+
+def test_sigmoid_tails_keep_relative_precision(torch):
+    x = np.array([[-80.0, -30.0, -10.0, 30.0]], np.float32)
+    close(one_op("Sigmoid", x), torch.sigmoid(torch.from_numpy(x)), rtol=1e-5, atol=0)
+
+
+def test_gelu_negative_tail(torch):
+    x = np.linspace(-9, 9, 181, dtype=np.float32)[None]
+    want = torch.nn.functional.gelu(torch.from_numpy(x).double()).numpy()
+    close(one_op("Gelu", x), want, rtol=2e-6, atol=1e-7)
+
+
+def test_add_mul_matmul_broadcast_like_torch(torch):
+    x = randn(4, 3, 5)
+    b = randn(5)
+    c = randn(3, 1)
+    m = randn(5, 6)
+    t = torch.from_numpy
+    close(one_op("Add", x, b), t(x) + t(b))
+    close(one_op("Mul", x, c), t(x) * t(c))
+    close(one_op("MatMul", x, m), t(x) @ t(m), rtol=1e-5, atol=1e-5)
+    g = pyinfer.Graph()  # two activations
+    a, bb = g.input("a", (None, 3, 5)), g.input("b", (None, 5, 2))
+    g.output(g.node("MatMul", a, bb))
+    y = randn(4, 5, 2)
+    close(g.build().run({"a": x, "b": y})["matmul0"], t(x) @ t(y))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("axis", [-1, -2])
+def test_layernorm_matches_torch(torch, affine, axis):
+    x = randn(2, 3, 4, 6, scale=3.0) + 5
+    norm_shape = x.shape[axis:]
+    params = [randn(*norm_shape), randn(*norm_shape)] if affine else []
+    want = torch.nn.functional.layer_norm(
+        torch.from_numpy(x), norm_shape, *(torch.from_numpy(p) for p in params), eps=1e-5
+    )
+    close(one_op("LayerNorm", x, *params, axis=axis, eps=1e-5), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, padding", [(2, None, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 0)), (1, 1, 0)]
+)
+def test_pooling_matches_torch(torch, kernel, stride, padding):
+    F = torch.nn.functional
+    x = randn(2, 3, 9, 8)
+    t = torch.from_numpy(x)
+    attrs = {"kernel_size": kernel, "padding": padding}
+    if stride is not None:
+        attrs["stride"] = stride
+    close(one_op("MaxPool2d", x, **attrs), F.max_pool2d(t, kernel, stride, padding))
+    close(one_op("AvgPool2d", x, **attrs), F.avg_pool2d(t, kernel, stride, padding))
+    close(
+        one_op("AvgPool2d", x, count_include_pad=False, **attrs),
+        F.avg_pool2d(t, kernel, stride, padding, count_include_pad=False),
+    )
+
+
+def test_global_avg_pool_flatten_reshape_transpose(torch):
+    x = randn(2, 3, 4, 5)
+    t = torch.from_numpy(x)
+    close(one_op("GlobalAvgPool", x), torch.nn.functional.adaptive_avg_pool2d(t, 1))
+    close(one_op("GlobalAvgPool", x, keepdims=False), t.mean(dim=(2, 3)))
+    close(one_op("Flatten", x), torch.flatten(t, 1))
+    close(one_op("Flatten", x, start_dim=2), torch.flatten(t, 2))
+    close(one_op("Reshape", x, shape=[0, -1, 5]), t.reshape(2, -1, 5))
+    close(one_op("Transpose", x, perm=[0, 2, 3, 1]), t.permute(0, 2, 3, 1))
+
+
+def test_concat_matches_torch(torch):
+    x, y = randn(2, 3, 4), randn(2, 5, 4)
+    close(one_op("Concat", x, y, axis=1), torch.cat([torch.from_numpy(x), torch.from_numpy(y)], 1))
+    close(one_op("Concat", x, x, axis=-1), torch.cat([torch.from_numpy(x)] * 2, -1))
+
+
+def test_gather_is_an_embedding(torch):
+    table = randn(10, 6)
+    ids = np.array([[1, 0, 9], [3, 3, 2]])
+    want = torch.nn.functional.embedding(torch.from_numpy(ids), torch.from_numpy(table))
+    g = pyinfer.Graph()
+    i = g.input("ids", (None, 3), "int64")
+    g.output(g.node("Gather", table, i))
+    close(g.build()(ids), want)
+
+
+def test_gather_out_of_range_names_the_node():
+    g = pyinfer.Graph()
+    i = g.input("ids", (None,), "int64")
+    g.output(g.node("Gather", randn(4, 2), i, name="embed"))
+    with pytest.raises(ValueError, match=r"node 'embed'.*\[-4, 4\)"):
+        g.build()(np.array([1, 4]))
+
+
+@pytest.mark.parametrize("name, opts", encoding_cases())
+def test_linear_every_encoding_matches_its_reference(name, opts):
+    x = randn(5, 40)
+    w = kernels.encode(sparse_gaussian(RNG, (12, 40)), name, **opts)
+    b = randn(12)
+    g = pyinfer.Graph()
+    xi = g.input("x", (None, 40))
+    g.output(g.node("Relu", g.linear(xi, w, b)))
+    model = g.build()
+    assert [n.op for n in model.planned_nodes] == ["Linear"]  # relu fused
+    row = registry.get(name)
+    want = row.reference_linear(x, w, b, "relu")
+    np.testing.assert_allclose(model(x), want, rtol=row.rtol, atol=row.rtol * np.abs(want).max())
+
+
+def test_linear_matches_torch_on_3d_input(torch):
+    x, w, b = randn(2, 7, 16), randn(8, 16), randn(8)
+    g = pyinfer.Graph()
+    g.output(g.linear(g.input("x", (None, 7, 16)), w, b, encoding="csr"))
+    want = torch.nn.functional.linear(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b))
+    close(g.build()(x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "stride, padding, dilation, groups",
+    [(1, 0, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), ((2, 1), (0, 1), 1, 1), (1, 1, 1, 2), (1, 1, 1, 4)],
+)
+def test_conv2d_matches_torch(torch, stride, padding, dilation, groups):
+    x = randn(2, 4, 9, 7)
+    w = sparse_gaussian(RNG, (8, 4 // groups, 3, 3), 0.6)
+    b = randn(8)
+    g = pyinfer.Graph()
+    xi = g.input("x", (None, 4, 9, 7))
+    y = g.conv2d(xi, w, b, stride, padding, dilation, groups, encoding="csr")
+    g.output(g.node("Relu", y))
+    model = g.build()
+    assert [n.op for n in model.planned_nodes] == ["Conv2d"]
+    want = torch.relu(
+        torch.nn.functional.conv2d(
+            torch.from_numpy(x),
+            torch.from_numpy(w),
+            torch.from_numpy(b),
+            stride,
+            padding,
+            dilation,
+            groups,
+        )
+    )
+    close(model(x), want, rtol=1e-4, atol=1e-4)
+    assert model.shapes[model.output_names[0]][1:] == tuple(want.shape[1:])
+
+
+# ------------------------------------------------------------------ planning
+
+
+def mlp(layers=3, width=16, encoding="dense", seed=0):
+    rng = np.random.default_rng(seed)
+    g = pyinfer.Graph()
+    h = g.input("x", (None, width))
+    for _ in range(layers):
+        w = rng.standard_normal((width, width)).astype(np.float32) / 4
+        h = g.node("Relu", g.linear(h, w, rng.standard_normal(width), encoding=encoding))
+    g.output(h)
+    return g
+
+
+def test_fusion_only_when_the_relu_is_the_sole_consumer():
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 8))
+    h = g.linear(x, randn(8, 8), randn(8), name="fc")
+    r = g.node("Relu6", h)
+    g.output(g.node("Add", r, h))  # h is used twice: not fused
+    model = g.build()
+    assert [n.op for n in model.planned_nodes] == ["Linear", "Relu6", "Add"]
+    xv = randn(3, 8)
+    hv = xv @ model.weights["fc.weight"].decode().T + model.constants["fc.bias"]
+    np.testing.assert_allclose(model(xv), np.clip(hv, 0, 6) + hv, rtol=1e-5, atol=1e-5)
+
+    fused = mlp(3).build()
+    assert [n.attrs["activation"] for n in fused.planned_nodes] == ["relu"] * 3
+    assert len(fused.nodes) == 6  # the stored graph keeps its nodes
+
+
+def test_fused_equals_unfused():
+    g = mlp(4, encoding="csr")
+    model = g.build()
+    x = randn(5, 16)
+    y = x
+    for node in model.nodes:
+        if node.op == "Linear":
+            y = kernels.linear(y, node.static[1], node.static[2])
+        else:
+            y = np.maximum(y, 0)
+    np.testing.assert_array_equal(model(x), y)
+
+
+def test_shapes_are_inferred_and_checked_at_plan_time():
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 3, 8, 8))
+    h = g.conv2d(x, randn(4, 3, 3, 3), padding=1, stride=2)
+    h = g.node("Flatten", g.node("MaxPool2d", h, kernel_size=2))
+    g.output(g.linear(h, randn(10, 16)))
+    model = g.build()
+    assert model.shapes[model.output_names[0]] == (None, 10)
+    bad = pyinfer.Graph()
+    x = bad.input("x", (None, 3, 8, 8))
+    h = bad.node("Flatten", bad.conv2d(x, randn(4, 3, 3, 3)))
+    bad.output(bad.linear(h, randn(10, 16), name="head"))
+    with pytest.raises(FormatError, match=r"node 'head' \(Linear\).*144 features.*expects 16"):
+        bad.build()
+
+
+def test_batch_is_free_and_inputs_are_checked():
+    model = mlp(2).build()
+    for batch in (1, 7, 64):
+        assert model(randn(batch, 16)).shape == (batch, 16)
+    assert model(randn(0, 16)).shape == (0, 16)
+    assert model(np.ones((2, 16), np.float64)).dtype == np.float32  # floats convert
+    with pytest.raises(ValueError, match=r"input 'x' must have shape \[\?, 16\], got \[2, 15\]"):
+        model(randn(2, 15))
+    with pytest.raises(ValueError, match="input 'x' must have shape"):
+        model(randn(16))
+    with pytest.raises(TypeError, match="input 'x' must hold floats"):
+        model(np.ones((2, 16), np.int32))
+    with pytest.raises(ValueError, match=r"takes inputs \['x'\]"):
+        model.run({"y": randn(1, 16)})
+
+
+def test_call_needs_one_input_and_output():
+    g = pyinfer.Graph()
+    a, b = g.input("a", (None, 4)), g.input("b", (None, 4))
+    s = g.node("Add", a, b)
+    g.output(s, g.node("Mul", a, b))
+    model = g.build()
+    with pytest.raises(TypeError, match="model.run"):
+        model(randn(1, 4))
+    out = model.run({"a": np.ones((1, 4)), "b": np.full((1, 4), 2.0)})
+    assert list(out) == [s, "mul0"] and out["mul0"][0, 0] == 2
+
+
+def test_graph_errors_name_the_node():
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 4))
+    g.output(g.node("Softmax", x, axis=3, name="sm"))
+    with pytest.raises(FormatError, match=r"node 'sm' \(Softmax\): axis 3 is out of range"):
+        g.build()
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 4))
+    g.output(g.node("Reshape", x, shape=[-1, -1], name="r"))
+    with pytest.raises(FormatError, match="node 'r'.*at most one -1"):
+        g.build()
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 4))
+    g.output(g.node("Transpose", x, perm=[0, 0], name="t"))
+    with pytest.raises(FormatError, match="node 't'.*not a permutation"):
+        g.build()
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 4))
+    with pytest.raises(ValueError, match="already used"):
+        g.node("Relu", x, name="x")
+
+
+def test_every_op_is_documented_and_listed():
+    assert {"Linear", "Gemm", "Conv2d", "Gather", "LayerNorm", "MatMul"} <= set(ops.names())
+    for name in ops.names():
+        assert ops.spec(name).description, name
+    with pytest.raises(ValueError, match="unknown op 'Nope'.*Add"):
+        ops.spec("Nope")
+
+
+# ------------------------------------------------------------------ backends, threads
+
+
+@pytest.mark.parametrize("backend", kernels.available_backends())
+def test_backend_setting_is_followed(backend):
+    model = mlp(3, encoding="csr").build()
+    x = randn(4, 16)
+    want = model(x)
+    with kernels.using(backend=backend):
+        np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5)
+        assert model._planned_backend == backend
+
+
+def test_one_model_many_threads():
+    model = mlp(6, width=32, encoding="csr").build()
+    inputs = [randn(b, 32) for b in (1, 3, 8, 2, 5, 1, 16, 4)]
+    want = [model(x) for x in inputs]
+    errors = []
+    barrier = threading.Barrier(4)
+
+    def worker(k):
+        try:
+            barrier.wait()
+            for rep in range(60):
+                i = (k + rep) % len(inputs)
+                np.testing.assert_array_equal(model(inputs[i]), want[i])
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_outputs_are_fresh_arrays():
+    model = mlp(2).build()
+    x = randn(2, 16)
+    a, b = model(x), model(x)
+    assert not np.shares_memory(a, b)
+    a[...] = 0
+    assert np.any(model(x))
