@@ -1,0 +1,176 @@
+/* linear_csr: the dispatched kernel against pk_linear_csr_scalar on random CSR weights
+ * (tails of every SIMD width, empty rows, batch 1 and odd batches, both index widths,
+ * bias and activations, Inf/NaN activations), thread-count independence, bad arguments. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pk_test.h"
+
+typedef struct {
+    int64_t out, in, nnz;
+    int index_bytes;
+    int32_t *indptr;
+    void *indices;
+    float *values;
+} csr;
+
+/* A random [out, in] CSR matrix with the given density; every fourth row is empty. */
+static csr make_csr(pk_rng *r, int64_t out, int64_t in, double density, int index_bytes) {
+    csr m = {out, in, 0, index_bytes, NULL, NULL, NULL};
+    m.indptr = malloc((size_t)(out + 1) * sizeof(int32_t));
+    int64_t cap = 0;
+    m.indptr[0] = 0;
+    for (int64_t o = 0; o < out; o++) { /* first pass: count */
+        int64_t n = 0;
+        if (o % 4 != 3)
+            for (int64_t k = 0; k < in; k++) n += pk_rng_unit(r) < density;
+        cap += n;
+        m.indptr[o + 1] = (int32_t)cap;
+    }
+    m.nnz = cap;
+    /* exact sizes, so that AddressSanitizer sees any read past the end */
+    m.indices = malloc((size_t)(cap ? cap : 1) * (size_t)index_bytes);
+    m.values = malloc((size_t)(cap ? cap : 1) * sizeof(float));
+    for (int64_t o = 0; o < out; o++) { /* second pass: sorted distinct columns */
+        const int64_t lo = m.indptr[o], n = m.indptr[o + 1] - lo;
+        int64_t k = 0;
+        for (int64_t i = 0; i < n; i++) {
+            /* spread n columns over [0, in): column i lies in its own slice */
+            const int64_t slice_lo = i * in / n, slice_hi = (i + 1) * in / n;
+            k = slice_lo + pk_rng_below(r, slice_hi - slice_lo);
+            if (index_bytes == 2)
+                ((uint16_t *)m.indices)[lo + i] = (uint16_t)k;
+            else
+                ((int32_t *)m.indices)[lo + i] = (int32_t)k;
+            m.values[lo + i] = pk_rng_float(r);
+        }
+    }
+    return m;
+}
+
+static void free_csr(csr *m) {
+    free(m->indptr);
+    free(m->indices);
+    free(m->values);
+}
+
+static int64_t column(const csr *m, int64_t p) {
+    return m->index_bytes == 2 ? ((const uint16_t *)m->indices)[p]
+                               : ((const int32_t *)m->indices)[p];
+}
+
+static float *random_floats(pk_rng *r, int64_t n) {
+    float *a = malloc((size_t)(n ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) a[i] = pk_rng_float(r);
+    return a;
+}
+
+static int run(const csr *m, const float *x, int64_t batch, const float *bias, int act,
+               float *y) {
+    return pk_linear_csr_f32(x, batch, m->in, m->indptr, m->indices, m->index_bytes, m->values,
+                             m->out, bias, act, y);
+}
+
+/* One shape: dispatched vs scalar for every bias/activation, 1 vs 2 threads bit-equal. */
+static void check_shape(pk_rng *r, int level, int64_t batch, int64_t in, int64_t out,
+                        double density, int index_bytes, int special) {
+    csr m = make_csr(r, out, in, density, index_bytes);
+    float *x = random_floats(r, batch * in), *bias = random_floats(r, out);
+    if (special && batch * in > 0) { /* Inf and NaN activations must propagate */
+        x[pk_rng_below(r, batch * in)] = INFINITY;
+        x[pk_rng_below(r, batch * in)] = -INFINITY;
+        x[pk_rng_below(r, batch * in)] = NAN;
+    }
+    const size_t ybytes = (size_t)(batch * out ? batch * out : 1) * sizeof(float);
+    float *got = malloc(ybytes), *want = malloc(ybytes), *two = malloc(ybytes);
+    for (int act = PK_ACT_NONE; act <= PK_ACT_RELU6; act++) {
+        const float *b = act == PK_ACT_RELU ? NULL : bias;
+        pk_set_num_threads(1);
+        int st = run(&m, x, batch, b, act, got);
+        CHECK(st == PK_OK, "status %d", st);
+        st = pk_linear_csr_scalar(x, batch, in, m.indptr, m.indices, index_bytes, m.values, out,
+                                  b, act, want);
+        CHECK(st == PK_OK, "scalar status %d", st);
+        pk_set_num_threads(2);
+        st = run(&m, x, batch, b, act, two);
+        CHECK(st == PK_OK, "status %d (2 threads)", st);
+        long bad = 0, first = -1;
+        for (int64_t bi = 0; bi < batch; bi++)
+            for (int64_t o = 0; o < out; o++) {
+                double scale = b ? fabs(b[o]) : 0.0;
+                for (int64_t p = m.indptr[o]; p < m.indptr[o + 1]; p++)
+                    scale += fabs(m.values[p] * x[bi * in + column(&m, p)]);
+                const int64_t i = bi * out + o;
+                if (!pk_close(got[i], want[i], scale, 1e-5)) {
+                    if (first < 0) first = (long)i;
+                    bad++;
+                }
+            }
+        CHECK(bad == 0,
+              "%s batch=%lld in=%lld out=%lld idx=%d act=%d: %ld outputs differ, first at %ld "
+              "(%g vs scalar %g)",
+              pk_isa_name(level), (long long)batch, (long long)in, (long long)out, index_bytes,
+              act, bad, first, first >= 0 ? got[first] : 0.0, first >= 0 ? want[first] : 0.0);
+        CHECK(memcmp(got, two, (size_t)(batch * out) * sizeof(float)) == 0,
+              "%s batch=%lld in=%lld out=%lld: 1 and 2 threads differ", pk_isa_name(level),
+              (long long)batch, (long long)in, (long long)out);
+    }
+    pk_set_num_threads(0);
+    free(got), free(want), free(two), free(x), free(bias);
+    free_csr(&m);
+}
+
+/* Arguments the entry point must refuse before any kernel runs. */
+static void check_bad_arguments(pk_rng *r) {
+    csr m = make_csr(r, 5, 9, 0.5, 2);
+    float *x = random_floats(r, 2 * 9), y[2 * 5];
+    const float *v = m.values;
+    const int32_t *ip = m.indptr;
+    const void *ix = m.indices;
+    CHECK(pk_linear_csr_f32(x, -1, 9, ip, ix, 2, v, 5, NULL, 0, y) == PK_ERR_ARG, "batch < 0");
+    CHECK(pk_linear_csr_f32(x, 2, -1, ip, ix, 2, v, 5, NULL, 0, y) == PK_ERR_ARG, "in < 0");
+    CHECK(pk_linear_csr_f32(x, 2, 9, ip, ix, 2, v, -5, NULL, 0, y) == PK_ERR_ARG, "out < 0");
+    CHECK(pk_linear_csr_f32(x, 2, 9, ip, ix, 3, v, 5, NULL, 0, y) == PK_ERR_ARG, "index bytes");
+    CHECK(pk_linear_csr_f32(x, 2, 70000, ip, ix, 2, v, 5, NULL, 0, y) == PK_ERR_ARG,
+          "uint16 indices with in > 65536");
+    CHECK(pk_linear_csr_f32(x, 2, 9, ip, ix, 2, v, 5, NULL, 3, y) == PK_ERR_ARG, "activation 3");
+    CHECK(pk_linear_csr_f32(x, 2, 9, ip, ix, 2, v, 5, NULL, -1, y) == PK_ERR_ARG, "activation -1");
+    CHECK(pk_linear_csr_f32(NULL, 2, 9, ip, ix, 2, v, 5, NULL, 0, y) == PK_ERR_ARG, "x NULL");
+    CHECK(pk_linear_csr_f32(x, 2, 9, NULL, ix, 2, v, 5, NULL, 0, y) == PK_ERR_ARG, "indptr NULL");
+    CHECK(pk_linear_csr_f32(x, 2, 9, ip, ix, 2, v, 5, NULL, 0, NULL) == PK_ERR_ARG, "y NULL");
+    if (m.nnz > 0) {
+        CHECK(pk_linear_csr_f32(x, 2, 9, ip, NULL, 2, v, 5, NULL, 0, y) == PK_ERR_ARG,
+              "indices NULL");
+        CHECK(pk_linear_csr_f32(x, 2, 9, ip, ix, 2, NULL, 5, NULL, 0, y) == PK_ERR_ARG,
+              "values NULL");
+    }
+    CHECK(pk_linear_csr_f32(x, 2, (int64_t)INT32_MAX + 1, ip, ix, 4, v, 5, NULL, 0, y) ==
+              PK_ERR_OVERFLOW,
+          "in > INT32_MAX");
+    /* nothing to compute is fine, even with NULL data */
+    CHECK(pk_linear_csr_f32(NULL, 0, 9, NULL, NULL, 2, NULL, 5, NULL, 0, NULL) == PK_OK,
+          "batch 0");
+    free(x);
+    free_csr(&m);
+}
+
+void test_linear_csr(int level) {
+    pk_rng r = {0x9e3779b97f4a7c15ULL ^ (uint64_t)level};
+    /* (batch, in, out, density): in around every SIMD width and unroll, batch tails of the
+     * 8- and 16-wide tiles, batch 1 (SpMV), an all-empty matrix */
+    static const struct { int64_t batch, in, out; double density; } shapes[] = {
+        {1, 1, 1, 1.0},     {1, 7, 5, 0.9},     {1, 33, 17, 0.6},   {1, 100, 9, 0.5},
+        {1, 300, 13, 0.3},  {2, 1, 3, 1.0},     {3, 9, 7, 0.7},     {8, 65, 12, 0.4},
+        {9, 31, 11, 0.5},   {16, 40, 10, 0.3},  {17, 129, 21, 0.2}, {33, 70, 6, 0.5},
+        {5, 64, 8, 0.0},    {64, 96, 19, 0.25}, {1, 0, 4, 0.5},     {4, 0, 4, 0.5},
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int index_bytes = 2; index_bytes <= 4; index_bytes += 2)
+            check_shape(&r, level, shapes[i].batch, shapes[i].in, shapes[i].out,
+                        shapes[i].density, index_bytes, 0);
+    check_shape(&r, level, 1, 70000, 3, 0.001, 4, 0); /* in past the uint16 range */
+    check_shape(&r, level, 17, 70000, 3, 0.001, 4, 0);
+    check_shape(&r, level, 1, 50, 30, 0.5, 2, 1); /* Inf/NaN activations */
+    check_shape(&r, level, 19, 50, 30, 0.5, 2, 1);
+    check_bad_arguments(&r);
+}
