@@ -171,6 +171,15 @@ static void fill_table(int cap) {
         PK_USE(linear_pow2, pk_linear_pow2_avx2);
     }
 #endif
+    /* int8 / int4 */
+    PK_USE(linear_int8, pk_linear_int8_scalar);
+    PK_USE(linear_int4, pk_linear_int4_scalar);
+#ifdef PK_HAVE_AVX2
+    if (cap >= PK_ISA_AVX2) {
+        PK_USE(linear_int8, pk_linear_int8_avx2);
+        PK_USE(linear_int4, pk_linear_int4_avx2);
+    }
+#endif
     (void)cap;
 }
 

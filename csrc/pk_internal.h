@@ -28,6 +28,15 @@ typedef int (*pk_linear_csr_fn)(const float *x, int64_t batch, int64_t in_featur
                                 const int32_t *indptr, const void *indices, int index_bytes,
                                 const float *values, int64_t out_features,
                                 const float *bias, int activation, float *y);
+/* int8 / int4 quantized linear (csrc/linear/linear_int8*.c, linear_int4*.c). */
+typedef int (*pk_linear_int8_fn)(const float *x, int64_t batch, int64_t in_features,
+                                 const int8_t *packed, const float *scale,
+                                 int64_t out_features, float act_scale, const float *bias,
+                                 int activation, float *y);
+typedef int (*pk_linear_int4_fn)(const float *x, int64_t batch, int64_t in_features,
+                                 const uint8_t *packed, const float *scale,
+                                 int64_t out_features, int group_size, float act_scale,
+                                 const float *bias, int activation, float *y);
 
 /* conv2d (csrc/conv): offset GEMM (dense), CSR, depthwise. */
 typedef int (*pk_conv_gemm_fn)(const float *x, int64_t images, int64_t x_image, int64_t x_row,
@@ -63,6 +72,8 @@ typedef int (*pk_linear_pow2_fn)(const float *x, const int8_t *xq, const float *
  * the table, its names and pk_kernel_slot()/pk_kernel_impl() follow from it. */
 #define PK_KERNEL_SLOTS(X) \
     X(linear_csr, pk_linear_csr_fn) \
+    X(linear_int8, pk_linear_int8_fn) \
+    X(linear_int4, pk_linear_int4_fn) \
     X(linear_binary, pk_linear_binary_fn) \
     X(linear_pow2, pk_linear_pow2_fn) \
     X(conv_gemm, pk_conv_gemm_fn) \
@@ -139,6 +150,33 @@ PK_CONV_PROTOS(avx2)
 PK_BINARY_POW2_PROTOS(scalar)
 #ifdef PK_HAVE_AVX2
 PK_BINARY_POW2_PROTOS(avx2)
+#endif
+
+/* ---- int8 / int4 ---- */
+/* Shared by the int8/int4 kernels (linear_int8.c): argument checks (1: work to do),
+ * the portable row quantizer, and the epilogue of one output value. */
+int pk_quant_check_args(const float *x, int64_t batch, int64_t in_features,
+                        const void *packed, const float *scale, int64_t out_features,
+                        float act_scale, int activation, float *y);
+void pk_quantize_row_scalar(const float *x, int64_t in, int64_t ldq, float act_scale,
+                            int8_t *q, float *scale, unsigned char *bad);
+static inline float pk_quant_store(float v, const float *bias, int64_t o, int activation,
+                                   int bad) {
+    if (bad) return __builtin_nanf(""); /* a row with NaN/Inf activations */
+    if (bias) v = v + bias[o];
+    return pk_activate(v, activation);
+}
+int pk_linear_int8_scalar(const float *, int64_t, int64_t, const int8_t *, const float *,
+                          int64_t, float, const float *, int, float *);
+int pk_linear_int4_scalar(const float *, int64_t, int64_t, const uint8_t *, const float *,
+                          int64_t, int, float, const float *, int, float *);
+#ifdef PK_HAVE_AVX2
+void pk_quantize_row_avx2(const float *x, int64_t in, int64_t ldq, float act_scale,
+                          int8_t *q, uint8_t *qabs, float *scale, unsigned char *bad);
+int pk_linear_int8_avx2(const float *, int64_t, int64_t, const int8_t *, const float *,
+                        int64_t, float, const float *, int, float *);
+int pk_linear_int4_avx2(const float *, int64_t, int64_t, const uint8_t *, const float *,
+                        int64_t, int, float, const float *, int, float *);
 #endif
 
 #endif /* PK_INTERNAL_H */

@@ -63,6 +63,25 @@ int pk_linear_csr_f32(const float *x, int64_t batch, int64_t in_features,
                       const float *values, int64_t out_features,
                       const float *bias, int activation, float *y);
 
+/* int8 weights: packed[ceil(out/8)][ceil(in/4)][8][4] with packed[ob][c][r][j] =
+ * q[8*ob + r][4*c + j] in -127..127 (never -128), scale[out] per output channel.
+ * Activations are quantized per row to int8 (act_scale > 0: that static scale; 0:
+ * dynamic max|x|/127), accumulated exactly in int32 (in_features <= 133144), then
+ * y = act((float)acc * (x_scale * scale[o]) + bias[o]); rows with NaN/Inf give NaN. */
+int pk_linear_int8_f32(const float *x, int64_t batch, int64_t in_features,
+                       const int8_t *packed, const float *scale, int64_t out_features,
+                       float act_scale, const float *bias, int activation, float *y);
+
+/* int4 weights: packed[ceil(out/8)][groups*group_size/8][8][4] bytes holding offset-binary
+ * nibbles u = q + 8: low nibble = u[8*ob + r][8*c + j], high = u[8*ob + r][8*c + 4 + j];
+ * scale[ceil(out/8)][groups][8] per row and group (group_size 32, 64 or 128). Activations
+ * as for int8; t = sum over groups g in order of (float)acc_g * scale_g, then
+ * y = act(t * x_scale + bias[o]). */
+int pk_linear_int4_f32(const float *x, int64_t batch, int64_t in_features,
+                       const uint8_t *packed, const float *scale, int64_t out_features,
+                       int group_size, float act_scale, const float *bias, int activation,
+                       float *y);
+
 /* ---- conv2d building blocks (NCHW float32; kernels/conv.py validates every size) ---- */
 
 /* xpad[n, c] = x[n, c] with pad_* zero rows/columns around it. */

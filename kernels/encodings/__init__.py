@@ -6,7 +6,7 @@ A new encoding is a module here (weight class, NumPy codec, NumPy reference, and
 
 import importlib
 
-ROWS = ("dense", "csr", "binary", "pow2")
+ROWS = ("dense", "csr", "int8", "int4", "binary", "pow2")
 
 for _row in ROWS:
     importlib.import_module(f"{__name__}.{_row}")

@@ -1,0 +1,135 @@
+/* int4 linear, AVX2. Rows of x are quantized as for int8. Each 32-byte weight tile
+ * splits (& 0x0F, >> 4) into two 8-row x 4-k tiles of unsigned nibbles u = q + 8; a row
+ * per 32-bit lane, vpmaddubsw multiplies u (0..15) by the broadcast int8 x: a pair is at
+ * most 2*15*127 = 3810 in magnitude, so the 8 products of 32 k sum exactly in int16
+ * before one vpmaddwd widens them. Per group, acc = sum(u*x) - 8*sum(x) exactly, and
+ * t += (float)acc * scale in float32 (mul then add, groups in order: the reference). */
+#include <immintrin.h>
+#include <string.h>
+
+#include "pk_internal.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+ALWAYS_INLINE __m256i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* res[j][r] = sum over groups of (float)acc * scale for the 8 rows of one row block and
+ * NC batch rows; GS is the group size. */
+ALWAYS_INLINE void tile(const uint8_t *w, const float *sc, int64_t groups, int GS,
+                        const int8_t *xq, const int32_t *xsum, int64_t ldq, int NC,
+                        float res[4][8]) {
+    const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    __m256 t[4];
+    for (int j = 0; j < NC; j++) t[j] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < groups; g++) {
+        __m256i a32[4];
+        for (int j = 0; j < NC; j++) a32[j] = _mm256_setzero_si256();
+        for (int s = 0; s < GS / 32; s++) {
+            __m256i a16[4];
+            for (int j = 0; j < NC; j++) a16[j] = _mm256_setzero_si256();
+            for (int u = 0; u < 4; u++) {
+                const int64_t c = g * (GS / 8) + s * 4 + u; /* byte column: 8 k */
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(w + c * 32));
+                const __m256i lo = _mm256_and_si256(v, mask);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                for (int j = 0; j < NC; j++) {
+                    const int8_t *xj = xq + j * ldq + c * 8;
+                    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xj)),
+                                                 _mm256_maddubs_epi16(hi, bcast4(xj + 4)));
+                    a16[j] = _mm256_add_epi16(a16[j], p);
+                }
+            }
+            for (int j = 0; j < NC; j++)
+                a32[j] = _mm256_add_epi32(a32[j], _mm256_madd_epi16(a16[j], ones));
+        }
+        const __m256 sv = _mm256_loadu_ps(sc + g * 8);
+        for (int j = 0; j < NC; j++) {
+            __m256i acc = _mm256_sub_epi32(a32[j], _mm256_set1_epi32(8 * xsum[j * groups + g]));
+            t[j] = _mm256_add_ps(t[j], _mm256_mul_ps(_mm256_cvtepi32_ps(acc), sv));
+        }
+    }
+    for (int j = 0; j < NC; j++) _mm256_storeu_ps(res[j], t[j]);
+}
+
+#define TILE_FN(GS, NC)                                                                    \
+    static void tile_##GS##_##NC(const uint8_t *w, const float *sc, int64_t groups,        \
+                                 const int8_t *xq, const int32_t *xsum, int64_t ldq,       \
+                                 float res[4][8]) {                                        \
+        tile(w, sc, groups, GS, xq, xsum, ldq, NC, res);                                   \
+    }
+TILE_FN(32, 1) TILE_FN(32, 2) TILE_FN(32, 3) TILE_FN(32, 4)
+TILE_FN(64, 1) TILE_FN(64, 2) TILE_FN(64, 3) TILE_FN(64, 4)
+TILE_FN(128, 1) TILE_FN(128, 2) TILE_FN(128, 3) TILE_FN(128, 4)
+#undef TILE_FN
+
+typedef void (*tile_fn)(const uint8_t *, const float *, int64_t, const int8_t *,
+                        const int32_t *, int64_t, float[4][8]);
+static const tile_fn tiles[3][4] = {
+    {tile_32_1, tile_32_2, tile_32_3, tile_32_4},
+    {tile_64_1, tile_64_2, tile_64_3, tile_64_4},
+    {tile_128_1, tile_128_2, tile_128_3, tile_128_4},
+};
+
+#define PANEL 4 /* row blocks per parallel work item */
+
+int pk_linear_int4_avx2(const float *x, int64_t batch, int64_t in_features,
+                        const uint8_t *packed, const float *scale, int64_t out_features,
+                        int group_size, float act_scale, const float *bias, int activation,
+                        float *y) {
+    const int64_t groups = (in_features + group_size - 1) / group_size;
+    const int64_t ldq = groups * group_size;
+    const int64_t nblocks = (out_features + 7) / 8, npanels = (nblocks + PANEL - 1) / PANEL;
+    int8_t *xq = pk_aligned_alloc((size_t)(batch * ldq));
+    int32_t *xsum = pk_aligned_alloc((size_t)(batch * groups) * sizeof(int32_t));
+    float *xs = pk_aligned_alloc((size_t)batch * sizeof(float));
+    unsigned char *bad = pk_aligned_alloc((size_t)batch);
+    if (!xq || !xsum || !xs || !bad) {
+        pk_aligned_free(xq);
+        pk_aligned_free(xsum);
+        pk_aligned_free(xs);
+        pk_aligned_free(bad);
+        return PK_ERR_NOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 1)
+    for (int64_t b = 0; b < batch; b++) {
+        int8_t *qr = xq + b * ldq;
+        pk_quantize_row_avx2(x + b * in_features, in_features, ldq, act_scale, qr, NULL,
+                             xs + b, bad + b);
+        for (int64_t g = 0; g < groups; g++) {
+            int32_t s = 0;
+            for (int k = 0; k < group_size; k++) s += qr[g * group_size + k];
+            xsum[b * groups + g] = s;
+        }
+    }
+    const int gi = group_size == 32 ? 0 : (group_size == 64 ? 1 : 2);
+    const int64_t wstride = ldq / 8 * 32; /* bytes per row block */
+#pragma omp parallel for schedule(static) num_threads(pk_threads())
+    for (int64_t p = 0; p < npanels; p++) {
+        const int64_t ob1 = (p + 1) * PANEL < nblocks ? (p + 1) * PANEL : nblocks;
+        float res[4][8];
+        for (int64_t b0 = 0; b0 < batch; b0 += 4) {
+            const int nc = batch - b0 < 4 ? (int)(batch - b0) : 4;
+            for (int64_t ob = p * PANEL; ob < ob1; ob++) {
+                tiles[gi][nc - 1](packed + ob * wstride, scale + ob * groups * 8, groups,
+                                  xq + b0 * ldq, xsum + b0 * groups, ldq, res);
+                for (int j = 0; j < nc; j++) {
+                    const int64_t b = b0 + j;
+                    float *yr = y + b * out_features;
+                    for (int r = 0; r < 8 && ob * 8 + r < out_features; r++) {
+                        const int64_t o = ob * 8 + r;
+                        yr[o] = pk_quant_store(res[j][r] * xs[b], bias, o, activation, bad[b]);
+                    }
+                }
+            }
+        }
+    }
+    pk_aligned_free(xq);
+    pk_aligned_free(xsum);
+    pk_aligned_free(xs);
+    pk_aligned_free(bad);
+    return PK_OK;
+}
