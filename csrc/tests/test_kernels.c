@@ -10,6 +10,7 @@
 long pk_test_passed, pk_test_failed;
 
 void test_linear_csr(int level);
+void test_linear_quant(int level);
 
 /* One row per kernel family: its name and its test function, run at each ISA level. */
 static const struct {
@@ -17,6 +18,7 @@ static const struct {
     void (*run)(int level);
 } FAMILIES[] = {
     {"linear_csr", test_linear_csr},
+    {"linear_int8/int4", test_linear_quant},
 };
 
 /* The dispatch table itself: names, caps and every slot filled at every level. */
