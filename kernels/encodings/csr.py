@@ -28,7 +28,8 @@ class CSRWeight(EncodedWeight):
     indptr : ndarray of int32, shape [out + 1]
         Monotone row pointers, ``indptr[0] == 0`` and ``indptr[-1] == nnz``.
     indices : ndarray of uint16 or int32, shape [nnz]
-        Column of each nonzero, in ``[0, in)``; uint16 exactly when ``in <= 65536``.
+        Column of each nonzero, in ``[0, in)``, strictly increasing within a row; uint16
+        exactly when ``in <= 65536``.
     values : ndarray of float32, shape [nnz]
     """
 
@@ -61,6 +62,18 @@ class CSRWeight(EncodedWeight):
                 f"csr column indices must lie in [0, {cols}), got "
                 f"[{int(indices.min())}, {int(indices.max())}]"
             )
+        if nnz > 1:
+            # sorted and distinct within each row: what encode() makes, and what makes
+            # decode() (an assignment) agree with the kernels (which would sum duplicates)
+            step = np.diff(indices.astype(np.int64))
+            row_start = np.zeros(nnz, bool)
+            inner = indptr[1:-1]
+            row_start[inner[inner < nnz]] = True
+            if np.any(step[~row_start[1:]] <= 0):
+                raise ValueError(
+                    "csr column indices must be strictly increasing within each row "
+                    "(sorted, no duplicates)"
+                )
         freeze(self, "indptr", indptr)
         freeze(self, "indices", indices)
         freeze(self, "values", values)
@@ -106,9 +119,10 @@ def linear_reference(x, w: CSRWeight, bias=None, activation=None) -> np.ndarray:
     """y[b, o] = act(Σ_p values[p] · x[b, indices[p]] + bias[o]) over row o's nonzeros p."""
     x64 = x.astype(np.float64)
     y = np.zeros((x.shape[0], w.out_features), np.float64)
-    for o in range(w.out_features):
-        lo, hi = w.indptr[o], w.indptr[o + 1]
-        y[:, o] = x64[:, w.indices[lo:hi]] @ w.values[lo:hi].astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # Inf/NaN propagate, as in dense math
+        for o in range(w.out_features):
+            lo, hi = w.indptr[o], w.indptr[o + 1]
+            y[:, o] = x64[:, w.indices[lo:hi]] @ w.values[lo:hi].astype(np.float64)
     return apply_epilogue(y, bias, activation).astype(np.float32)
 
 
