@@ -1,7 +1,7 @@
-/* Binary (1-bit) linear, AVX2. Float activations: 32 weight bits are broadcast, a
- * variable shift (vpsllvd) moves bit l of each group of 8 to lane l's sign bit, and
- * vblendvps picks x or -x: three instructions per 8 weights, no multiplications; 4
- * output rows share each activation load. Binary activations: XOR + hardware popcnt on
+/* Binary (1-bit) linear, AVX2. Float activations: table lookup -- for each group of 8
+ * activations the 256 signed sums are tabulated once per call, then every weight byte
+ * costs one lookup and one add (no multiplications); measured faster on AMD Zen than
+ * expanding bits to lane masks with vpsllvd + vblendvps (slow 256-bit ops there). Binary activations: XOR + hardware popcnt on
  * 64-bit words in 2 x 4 (rows x batch) register blocks; on this AVX2 class of CPU
  * (AMD Zen: 4 popcnt per cycle, 256-bit ops split in two) that beats the vpshufb
  * nibble-table popcount (measured), and the integer result is the same, exact. */
@@ -10,86 +10,96 @@
 
 #include "pk_internal.h"
 
-#define ROWS 4 /* output rows per float-activation block */
+#define LUT_COLS 1024 /* columns per table block: 128 groups x 256 floats = 128 KB */
 
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static inline uint32_t load_u32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* x with its sign flipped where the weight bit is 0 (weight -1). */
-static inline float sign_select(float x, uint64_t word, int j) {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    u ^= (uint32_t)(~(word >> j) & 1u) << 31;
-    memcpy(&x, &u, sizeof u);
-    return x;
-}
-
-/* Sign-select sums of `nrows` (1..ROWS) weight rows against one activation row. */
-static inline void float_rows(const float *xr, int64_t in_features, int64_t words,
-                              const uint64_t *wrow, int nrows, float *sums) {
-    const __m256i sh0 = _mm256_setr_epi32(31, 30, 29, 28, 27, 26, 25, 24);
-    const __m256i sh1 = _mm256_setr_epi32(23, 22, 21, 20, 19, 18, 17, 16);
-    const __m256i sh2 = _mm256_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8);
-    const __m256i sh3 = _mm256_setr_epi32(7, 6, 5, 4, 3, 2, 1, 0);
-    const __m256 signbit = _mm256_set1_ps(-0.0f);
-    __m256 acc[ROWS];
-    for (int r = 0; r < ROWS; r++) acc[r] = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 32 <= in_features; k += 32) {
-        const __m256 x0 = _mm256_loadu_ps(xr + k), x1 = _mm256_loadu_ps(xr + k + 8);
-        const __m256 x2 = _mm256_loadu_ps(xr + k + 16), x3 = _mm256_loadu_ps(xr + k + 24);
-        const __m256 n0 = _mm256_xor_ps(x0, signbit), n1 = _mm256_xor_ps(x1, signbit);
-        const __m256 n2 = _mm256_xor_ps(x2, signbit), n3 = _mm256_xor_ps(x3, signbit);
-        for (int r = 0; r < ROWS; r++) {
-            if (r >= nrows) break;
-            const __m256i v =
-                _mm256_set1_epi32((int)load_u32((const char *)(wrow + r * words) + k / 8));
-            /* bit 8g + l of the word -> sign bit of lane l: set means +1, keep x */
-            __m256 a = acc[r];
-            a = _mm256_add_ps(a, _mm256_blendv_ps(n0, x0, _mm256_castsi256_ps(_mm256_sllv_epi32(v, sh0))));
-            a = _mm256_add_ps(a, _mm256_blendv_ps(n1, x1, _mm256_castsi256_ps(_mm256_sllv_epi32(v, sh1))));
-            a = _mm256_add_ps(a, _mm256_blendv_ps(n2, x2, _mm256_castsi256_ps(_mm256_sllv_epi32(v, sh2))));
-            a = _mm256_add_ps(a, _mm256_blendv_ps(n3, x3, _mm256_castsi256_ps(_mm256_sllv_epi32(v, sh3))));
-            acc[r] = a;
-        }
-    }
-    for (int r = 0; r < nrows; r++) {
-        float s = hsum8(acc[r]);
-        const uint64_t *w = wrow + r * words;
-        for (int64_t j = k; j < in_features; j++) s += sign_select(xr[j], w[j / 64], (int)(j % 64));
-        sums[r] = s;
-    }
-}
-
-static void linear_float(const float *x, int64_t batch, int64_t in_features,
-                         const uint64_t *bits, const float *alpha, int64_t out_features,
-                         const float *bias, int activation, float *y) {
-    const int64_t words = (in_features + 63) / 64;
-    const int64_t blocks = (out_features + ROWS - 1) / ROWS;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
-    for (int64_t ob = 0; ob < blocks; ob++) {
-        const int64_t o0 = ob * ROWS;
-        const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
-        for (int64_t b = 0; b < batch; b++) {
-            float sums[ROWS];
-            float_rows(x + b * in_features, in_features, words, bits + o0 * words, nrows, sums);
-            for (int r = 0; r < nrows; r++) {
-                const int64_t o = o0 + r;
-                y[b * out_features + o] =
-                    pk_activate(alpha[o] * sums[r] + (bias ? bias[o] : 0.0f), activation);
+/* Tables of one column block: T[g][m] = sum_j (bit j of m ? x[8g + j] : -x[8g + j])
+ * over the 8 columns of group g (columns past n count as 0), built as the sum of two
+ * 16-entry half tables. */
+static void build_tables(const float *x, int64_t n, int64_t g0, int64_t g1, float *T) {
+    for (int64_t g = g0; g < g1; g++) {
+        float v[8];
+        for (int j = 0; j < 8; j++) v[j] = 8 * g + j < n ? x[8 * g + j] : 0.0f;
+        float lo[16], hi[16];
+        for (int m = 0; m < 16; m++) {
+            float a = 0.0f, b = 0.0f;
+            for (int j = 0; j < 4; j++) {
+                a += (m >> j) & 1 ? v[j] : -v[j];
+                b += (m >> j) & 1 ? v[4 + j] : -v[4 + j];
             }
+            lo[m] = a;
+            hi[m] = b;
+        }
+        const __m256 l0 = _mm256_loadu_ps(lo), l1 = _mm256_loadu_ps(lo + 8);
+        float *t = T + g * 256;
+        for (int h = 0; h < 16; h++) {
+            const __m256 hv = _mm256_set1_ps(hi[h]);
+            _mm256_storeu_ps(t + 16 * h, _mm256_add_ps(l0, hv));
+            _mm256_storeu_ps(t + 16 * h + 8, _mm256_add_ps(l1, hv));
         }
     }
+}
+
+/* sum over groups g0..g1 of T[g][byte g of the row]: four chains hide the add latency */
+static inline float lookup_row(const uint8_t *wb, const float *T, int64_t g0, int64_t g1) {
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    int64_t g = g0;
+    for (; g + 8 <= g1; g += 8) {
+        uint64_t w;
+        memcpy(&w, wb + g, sizeof w);
+        const float *t = T + g * 256;
+        a0 += t[w & 255];
+        a1 += t[256 + ((w >> 8) & 255)];
+        a2 += t[512 + ((w >> 16) & 255)];
+        a3 += t[768 + ((w >> 24) & 255)];
+        a0 += t[1024 + ((w >> 32) & 255)];
+        a1 += t[1280 + ((w >> 40) & 255)];
+        a2 += t[1536 + ((w >> 48) & 255)];
+        a3 += t[1792 + (w >> 56)];
+    }
+    for (; g < g1; g++) a0 += T[g * 256 + wb[g]];
+    return (a0 + a1) + (a2 + a3);
+}
+
+/* Float activations: per activation row and block of LUT_COLS columns, a table of the
+ * 256 signed sums of each group of 8 activations is built once and shared by all output
+ * rows, which then need one lookup and one add per 8 weights (no multiplications). */
+static int linear_float(const float *x, int64_t batch, int64_t in_features,
+                        const uint64_t *bits, const float *alpha, int64_t out_features,
+                        const float *bias, int activation, float *y) {
+    const int64_t words = (in_features + 63) / 64;
+    const int64_t groups = (in_features + 7) / 8;
+    const int64_t block_groups = LUT_COLS / 8;
+    float *T = pk_aligned_alloc((size_t)(groups < block_groups ? groups : block_groups) * 256 *
+                                sizeof(float));
+    float *acc = pk_aligned_alloc((size_t)out_features * sizeof(float));
+    if (!T || !acc) {
+        pk_aligned_free(T);
+        pk_aligned_free(acc);
+        return PK_ERR_NOMEM;
+    }
+#pragma omp parallel num_threads(pk_threads())
+    for (int64_t b = 0; b < batch; b++) {
+        const float *xr = x + b * in_features;
+        for (int64_t g0 = 0; g0 < groups || g0 == 0; g0 += block_groups) {
+            const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
+            float *Tb = T - g0 * 256; /* Tb[g * 256] for g in [g0, g1) */
+#pragma omp for schedule(static)
+            for (int64_t g = g0; g < g1; g++) build_tables(xr, in_features, g, g + 1, Tb);
+#pragma omp for schedule(static)
+            for (int64_t o = 0; o < out_features; o++) {
+                const float s = lookup_row((const uint8_t *)(bits + o * words), Tb, g0, g1);
+                acc[o] = g0 == 0 ? s : acc[o] + s;
+            }
+            if (groups == 0) break;
+        }
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < out_features; o++)
+            y[b * out_features + o] =
+                pk_activate(alpha[o] * acc[o] + (bias ? bias[o] : 0.0f), activation);
+    }
+    pk_aligned_free(T);
+    pk_aligned_free(acc);
+    return PK_OK;
 }
 
 #define XR 2 /* weight rows per XNOR block */
@@ -155,6 +165,7 @@ int pk_linear_binary_avx2(const float *x, const uint64_t *xbits, const float *be
         linear_xnor(xbits, beta, batch, in_features, bits, alpha, out_features, bias,
                     activation, y);
     else
-        linear_float(x, batch, in_features, bits, alpha, out_features, bias, activation, y);
+        return linear_float(x, batch, in_features, bits, alpha, out_features, bias, activation,
+                            y);
     return PK_OK;
 }

@@ -1,13 +1,15 @@
-/* Power-of-two linear, AVX2. Codes are read 8 at a time (one 32-bit load); vpsrlvd
- * puts code l in the low bits of lane l and vpsllvd its sign bit in lane l's sign bit.
- * Float activations: vpermps looks up 2^-e (0 for the zero code) from the 8 powers,
- * vblendvps picks x or -x, one FMA accumulates (a product by a power of two is exact and
- * an FMA costs what an add costs here; see linear_pow2_scalar.c). int8 activations,
- * batch < 4: vpermd looks up the shift 6 - e (32 for the zero code, which vpsllvd turns
- * into 0), so acc += +-(q << (6 - e)) with shifts and adds only. int8 activations,
- * batch >= 4: a block of rows is expanded once to int8 values +-2^(6-e) and multiplied
- * with u = q + 128 by vpmaddubsw: |pair sum| <= 2 * 255 * 64 = 32640 never saturates,
- * so the int32 result (minus 128 * sum(w)) is exact and equals the shift form. */
+/* Power-of-two linear, AVX2. Codes are split into nibbles and looked up with vpshufb
+ * (16-entry tables; 128-bit shuffles, cheap on every AVX2 CPU, where vpermps and
+ * variable shifts are slow on AMD Zen 1).
+ * Float activations: the table gives each code's IEEE half high byte, vcvtph2ps makes
+ * the exact float +-2^-e (0 for the zero code) and one FMA accumulates -- a product by a
+ * power of two is exact and costs what an add costs here (see linear_pow2_scalar.c).
+ * int8 activations: the table gives the int8 value +-2^(6-e); AVX2 has no per-byte
+ * variable shift, so the shift q << (6 - e) is done by vpmaddubsw, exact (no int16
+ * saturation: the weights are at most 64 in magnitude) and equal to the shift form.
+ * Batch >= 4: a block of rows is expanded once to int8 and multiplied with
+ * u = q + 128: |pair sum| <= 2 * 255 * 64 = 32640 never saturates, and the int32
+ * result minus 128 * sum(w) is exact. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -55,30 +57,56 @@ static inline int32_t code_int(int c) {
     return (c & 8) ? -t : t;
 }
 
+/* Codes of 32 columns (16 bytes) in column order: c0 = columns 0..15, c1 = 16..31. */
+static inline void split_codes(const uint8_t *p, __m128i *c0, __m128i *c1) {
+    const __m128i low = _mm_set1_epi8(0x0f);
+    const __m128i b = _mm_loadu_si128((const __m128i *)p);
+    const __m128i lo = _mm_and_si128(b, low), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low);
+    *c0 = _mm_unpacklo_epi8(lo, hi);
+    *c1 = _mm_unpackhi_epi8(lo, hi);
+}
+
 /* ---- float activations ---- */
+/* High byte of the IEEE half of each code value (the low byte is 0): sign << 7 |
+ * (15 - e) << 2; code 0 (and the invalid 8) give 0. */
+#define HALF_HI                                                                         \
+    _mm_setr_epi8(0, 0x3c, 0x38, 0x34, 0x30, 0x2c, 0x28, 0x24, 0, (char)0xbc, (char)0xb8, \
+                  (char)0xb4, (char)0xb0, (char)0xac, (char)0xa8, (char)0xa4)
+
+/* Weights of 32 columns of one row as floats: a vpshufb gives each code's half-float
+ * high byte, vcvtph2ps widens (+-2^-e exactly, 0 for the zero code). */
+static inline void decode32(const uint8_t *p, __m256 w[4]) {
+    const __m128i table = HALF_HI, zero = _mm_setzero_si128();
+    __m128i c0, c1;
+    split_codes(p, &c0, &c1);
+    const __m128i h0 = _mm_shuffle_epi8(table, c0), h1 = _mm_shuffle_epi8(table, c1);
+    w[0] = _mm256_cvtph_ps(_mm_unpacklo_epi8(zero, h0));
+    w[1] = _mm256_cvtph_ps(_mm_unpackhi_epi8(zero, h0));
+    w[2] = _mm256_cvtph_ps(_mm_unpacklo_epi8(zero, h1));
+    w[3] = _mm256_cvtph_ps(_mm_unpackhi_epi8(zero, h1));
+}
+
 static void float_rows(const float *xr, int64_t in_features, int64_t row_bytes,
                        const uint8_t *wrow, int nrows, float *sums) {
-    const __m256i shr = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    const __m256i shl = _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0);
-    const __m256 powers = _mm256_setr_ps(0.0f, 1.0f, 0.5f, 0.25f, 0.125f, 0.0625f, 0.03125f,
-                                         0.015625f);
-    const __m256 signbit = _mm256_set1_ps(-0.0f);
-    __m256 acc[ROWS];
-    for (int r = 0; r < ROWS; r++) acc[r] = _mm256_setzero_ps();
+    /* two accumulators per row halve the FMA latency chain */
+    __m256 acc[ROWS], acc2[ROWS];
+    for (int r = 0; r < ROWS; r++) acc[r] = acc2[r] = _mm256_setzero_ps();
     int64_t k = 0;
-    for (; k + 8 <= in_features; k += 8) {
-        const __m256 x = _mm256_loadu_ps(xr + k);
-        const __m256 n = _mm256_xor_ps(x, signbit);
+    for (; k + 32 <= in_features; k += 32) {
+        const __m256 x0 = _mm256_loadu_ps(xr + k), x1 = _mm256_loadu_ps(xr + k + 8);
+        const __m256 x2 = _mm256_loadu_ps(xr + k + 16), x3 = _mm256_loadu_ps(xr + k + 24);
         for (int r = 0; r < ROWS; r++) {
             if (r >= nrows) break;
-            const __m256i v = _mm256_set1_epi32((int)load_u32(wrow + r * row_bytes + k / 2));
-            const __m256 mag = _mm256_permutevar8x32_ps(powers, _mm256_srlv_epi32(v, shr));
-            const __m256 xs = _mm256_blendv_ps(x, n, _mm256_castsi256_ps(_mm256_sllv_epi32(v, shl)));
-            acc[r] = _mm256_fmadd_ps(xs, mag, acc[r]);
+            __m256 w[4];
+            decode32(wrow + r * row_bytes + k / 2, w);
+            acc[r] = _mm256_fmadd_ps(x0, w[0], acc[r]);
+            acc2[r] = _mm256_fmadd_ps(x1, w[1], acc2[r]);
+            acc[r] = _mm256_fmadd_ps(x2, w[2], acc[r]);
+            acc2[r] = _mm256_fmadd_ps(x3, w[3], acc2[r]);
         }
     }
     for (int r = 0; r < nrows; r++) {
-        float s = hsum8(acc[r]);
+        float s = hsum8(_mm256_add_ps(acc[r], acc2[r]));
         for (int64_t j = k; j < in_features; j++)
             s += xr[j] * pow2_values[code_at(wrow + r * row_bytes, j)];
         sums[r] = s;
@@ -107,30 +135,37 @@ static void linear_float(const float *x, int64_t batch, int64_t in_features,
     }
 }
 
-/* ---- int8 activations, small batch: shifts ---- */
-static void shift_rows(const int8_t *qr, int64_t in_features, int64_t row_bytes,
-                       const uint8_t *wrow, int nrows, int32_t *sums) {
-    const __m256i shr = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    const __m256i shl = _mm256_setr_epi32(28, 24, 20, 16, 12, 8, 4, 0);
-    const __m256i shifts = _mm256_setr_epi32(32, 6, 5, 4, 3, 2, 1, 0);
-    __m256i acc[ROWS];
-    for (int r = 0; r < ROWS; r++) acc[r] = _mm256_setzero_si256();
+/* ---- int8 activations, small batch ---- */
+#define INT8_VALUES _mm_setr_epi8(0, 64, 32, 16, 8, 4, 2, 1, 0, -64, -32, -16, -8, -4, -2, -1)
+
+/* acc[r] = sum_k q[k] * w[r][k] over 32 columns per step: a vpshufb turns codes into
+ * +-2^(6-e); vpsignb moves q's sign onto w so that vpmaddubsw(|q|, w) is exact, and two
+ * of its pair sums (each |.| <= 2 * 127 * 64) still fit int16 before vpmaddwd. */
+static void int8_rows(const int8_t *qr, int64_t in_features, int64_t row_bytes,
+                      const uint8_t *wrow, int nrows, int32_t *sums) {
+    const __m128i table = INT8_VALUES, ones = _mm_set1_epi16(1);
+    __m128i acc[ROWS];
+    for (int r = 0; r < ROWS; r++) acc[r] = _mm_setzero_si128();
     int64_t k = 0;
-    for (; k + 8 <= in_features; k += 8) {
-        const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(qr + k)));
-        const __m256i n = _mm256_sub_epi32(_mm256_setzero_si256(), q);
+    for (; k + 32 <= in_features; k += 32) {
+        const __m128i q0 = _mm_loadu_si128((const __m128i *)(qr + k));
+        const __m128i q1 = _mm_loadu_si128((const __m128i *)(qr + k + 16));
+        const __m128i a0 = _mm_abs_epi8(q0), a1 = _mm_abs_epi8(q1);
         for (int r = 0; r < ROWS; r++) {
             if (r >= nrows) break;
-            const __m256i v = _mm256_set1_epi32((int)load_u32(wrow + r * row_bytes + k / 2));
-            const __m256i cnt = _mm256_permutevar8x32_epi32(shifts, _mm256_srlv_epi32(v, shr));
-            const __m256i qs = _mm256_castps_si256(
-                _mm256_blendv_ps(_mm256_castsi256_ps(q), _mm256_castsi256_ps(n),
-                                 _mm256_castsi256_ps(_mm256_sllv_epi32(v, shl))));
-            acc[r] = _mm256_add_epi32(acc[r], _mm256_sllv_epi32(qs, cnt));
+            __m128i c0, c1;
+            split_codes(wrow + r * row_bytes + k / 2, &c0, &c1);
+            const __m128i w0 = _mm_sign_epi8(_mm_shuffle_epi8(table, c0), q0);
+            const __m128i w1 = _mm_sign_epi8(_mm_shuffle_epi8(table, c1), q1);
+            const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(a0, w0), _mm_maddubs_epi16(a1, w1));
+            acc[r] = _mm_add_epi32(acc[r], _mm_madd_epi16(p, ones));
         }
     }
     for (int r = 0; r < nrows; r++) {
-        int32_t s = hsum8i(acc[r]);
+        __m128i v = acc[r];
+        v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0x4e));
+        v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0xb1));
+        int32_t s = _mm_cvtsi128_si32(v);
         for (int64_t j = k; j < in_features; j++)
             s += (int32_t)qr[j] * code_int(code_at(wrow + r * row_bytes, j));
         sums[r] = s;
@@ -238,8 +273,8 @@ int pk_linear_pow2_avx2(const float *x, const int8_t *xq, const float *xscale,
         const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
         for (int64_t b = 0; b < batch; b++) {
             int32_t sums[ROWS];
-            shift_rows(xq + b * xq_stride, in_features, row_bytes, codes + o0 * row_bytes,
-                       nrows, sums);
+            int8_rows(xq + b * xq_stride, in_features, row_bytes, codes + o0 * row_bytes,
+                      nrows, sums);
             for (int r = 0; r < nrows; r++) {
                 const int64_t o = o0 + r;
                 const float v = ((alpha[o] * xscale[b]) * (float)sums[r]) * 0.015625f;
