@@ -193,6 +193,20 @@ def test_stored_arrays_are_read_only():
         w.indices[0] = 2
 
 
+def test_linear_with_empty_dimensions(variant):
+    # in = 0: every output is its bias; out = 0: an empty result (encoded by the codec,
+    # since kernels.encode needs at least one row)
+    no_inputs = csr_encode(np.zeros((5, 0), np.float32))
+    bias = np.arange(5, dtype=np.float32)
+    for batch in (1, 3):
+        y = kernels.linear(np.ones((batch, 0), np.float32), no_inputs, bias=bias)
+        np.testing.assert_array_equal(y, np.broadcast_to(bias, (batch, 5)))
+        y = kernels.linear(
+            np.ones((batch, 4), np.float32), csr_encode(np.zeros((0, 4), np.float32))
+        )
+        assert y.shape == (batch, 0)
+
+
 # --- special values -------------------------------------------------------------------
 
 
