@@ -12,7 +12,7 @@
 
 #define LUT_COLS 1024 /* columns per table block: 128 groups x 256 floats = 128 KB */
 
-/* Tables of one column block: T[g][m] = sum_j (bit j of m ? x[8g + j] : -x[8g + j])
+/* Tables of one column block: T[g - g0][m] = sum_j (bit j of m ? x[8g + j] : -x[8g + j])
  * over the 8 columns of group g (columns past n count as 0), built as the sum of two
  * 16-entry half tables. */
 static void build_tables(const float *x, int64_t n, int64_t g0, int64_t g1, float *T) {
@@ -30,7 +30,7 @@ static void build_tables(const float *x, int64_t n, int64_t g0, int64_t g1, floa
             hi[m] = b;
         }
         const __m256 l0 = _mm256_loadu_ps(lo), l1 = _mm256_loadu_ps(lo + 8);
-        float *t = T + g * 256;
+        float *t = T + (g - g0) * 256;
         for (int h = 0; h < 16; h++) {
             const __m256 hv = _mm256_set1_ps(hi[h]);
             _mm256_storeu_ps(t + 16 * h, _mm256_add_ps(l0, hv));
@@ -39,14 +39,14 @@ static void build_tables(const float *x, int64_t n, int64_t g0, int64_t g1, floa
     }
 }
 
-/* sum over groups g0..g1 of T[g][byte g of the row]: four chains hide the add latency */
+/* sum over groups g0..g1 of T[g - g0][byte g of the row]: four chains hide the add latency */
 static inline float lookup_row(const uint8_t *wb, const float *T, int64_t g0, int64_t g1) {
     float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
     int64_t g = g0;
     for (; g + 8 <= g1; g += 8) {
         uint64_t w;
         memcpy(&w, wb + g, sizeof w);
-        const float *t = T + g * 256;
+        const float *t = T + (g - g0) * 256;
         a0 += t[w & 255];
         a1 += t[256 + ((w >> 8) & 255)];
         a2 += t[512 + ((w >> 16) & 255)];
@@ -56,48 +56,54 @@ static inline float lookup_row(const uint8_t *wb, const float *T, int64_t g0, in
         a2 += t[1536 + ((w >> 48) & 255)];
         a3 += t[1792 + (w >> 56)];
     }
-    for (; g < g1; g++) a0 += T[g * 256 + wb[g]];
+    for (; g < g1; g++) a0 += T[(g - g0) * 256 + wb[g]];
     return (a0 + a1) + (a2 + a3);
 }
 
 /* Float activations: per activation row and block of LUT_COLS columns, a table of the
- * 256 signed sums of each group of 8 activations is built once and shared by all output
- * rows, which then need one lookup and one add per 8 weights (no multiplications). */
+ * 256 signed sums of each group of 8 activations is built, then every output row needs
+ * one lookup and one add per 8 weights (no multiplications). Each thread builds its
+ * own tables (cheap next to the lookups) so that a call has a single parallel region
+ * and no barriers inside: with few cores, a barrier can wait a whole time slice. */
 static int linear_float(const float *x, int64_t batch, int64_t in_features,
                         const uint64_t *bits, const float *alpha, int64_t out_features,
                         const float *bias, int activation, float *y) {
     const int64_t words = (in_features + 63) / 64;
     const int64_t groups = (in_features + 7) / 8;
     const int64_t block_groups = LUT_COLS / 8;
-    float *T = pk_aligned_alloc((size_t)(groups < block_groups ? groups : block_groups) * 256 *
-                                sizeof(float));
+    const int64_t table_floats = (groups < block_groups ? groups : block_groups) * 256;
+    const int nthreads = pk_threads();
+    float *tables = pk_aligned_alloc((size_t)(nthreads * table_floats + 16) * sizeof(float));
     float *acc = pk_aligned_alloc((size_t)out_features * sizeof(float));
-    if (!T || !acc) {
-        pk_aligned_free(T);
+    if (!tables || !acc) {
+        pk_aligned_free(tables);
         pk_aligned_free(acc);
         return PK_ERR_NOMEM;
     }
-#pragma omp parallel num_threads(pk_threads())
-    for (int64_t b = 0; b < batch; b++) {
-        const float *xr = x + b * in_features;
-        for (int64_t g0 = 0; g0 < groups || g0 == 0; g0 += block_groups) {
-            const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
-            float *Tb = T - g0 * 256; /* Tb[g * 256] for g in [g0, g1) */
-#pragma omp for schedule(static)
-            for (int64_t g = g0; g < g1; g++) build_tables(xr, in_features, g, g + 1, Tb);
-#pragma omp for schedule(static)
-            for (int64_t o = 0; o < out_features; o++) {
-                const float s = lookup_row((const uint8_t *)(bits + o * words), Tb, g0, g1);
-                acc[o] = g0 == 0 ? s : acc[o] + s;
+#pragma omp parallel num_threads(nthreads)
+    {
+#ifdef _OPENMP
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int t = 0, nt = 1;
+#endif
+        float *T = tables + (int64_t)t * table_floats;
+        const int64_t o_lo = out_features * t / nt, o_hi = out_features * (t + 1) / nt;
+        for (int64_t b = 0; b < batch && o_lo < o_hi; b++) {
+            const float *xr = x + b * in_features;
+            for (int64_t o = o_lo; o < o_hi; o++) acc[o] = 0.0f;
+            for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
+                const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
+                build_tables(xr, in_features, g0, g1, T);
+                for (int64_t o = o_lo; o < o_hi; o++)
+                    acc[o] += lookup_row((const uint8_t *)(bits + o * words), T, g0, g1);
             }
-            if (groups == 0) break;
+            for (int64_t o = o_lo; o < o_hi; o++)
+                y[b * out_features + o] =
+                    pk_activate(alpha[o] * acc[o] + (bias ? bias[o] : 0.0f), activation);
         }
-#pragma omp for schedule(static)
-        for (int64_t o = 0; o < out_features; o++)
-            y[b * out_features + o] =
-                pk_activate(alpha[o] * acc[o] + (bias ? bias[o] : 0.0f), activation);
     }
-    pk_aligned_free(T);
+    pk_aligned_free(tables);
     pk_aligned_free(acc);
     return PK_OK;
 }

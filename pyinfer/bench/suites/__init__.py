@@ -3,4 +3,5 @@
 
 SUITES = {
     "csr": "pyinfer.bench.suites.csr",
+    "bitwise": "pyinfer.bench.suites.bitwise",
 }
