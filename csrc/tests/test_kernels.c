@@ -11,6 +11,7 @@ long pk_test_passed, pk_test_failed;
 
 void test_linear_csr(int level);
 void test_linear_quant(int level);
+void test_linear_bitwise(int level);
 
 /* One row per kernel family: its name and its test function, run at each ISA level. */
 static const struct {
@@ -19,6 +20,7 @@ static const struct {
 } FAMILIES[] = {
     {"linear_csr", test_linear_csr},
     {"linear_int8/int4", test_linear_quant},
+    {"linear_binary/pow2", test_linear_bitwise},
 };
 
 /* The dispatch table itself: names, caps and every slot filled at every level. */

@@ -1,0 +1,128 @@
+/* linear_binary / linear_pow2: the dispatched kernels against the portable scalar ones
+ * on random weights (in tails of every SIMD width, several column blocks, out not a
+ * multiple of the row blocks, batch 1 and odd batches, bias and activations, zero and
+ * NaN activation rows): binary activations and int8 activations bit for bit, float
+ * activations within tolerance; bad arguments refused by the public entries. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pk_test.h"
+
+static int same(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
+
+/* x [batch, in] in [-2, 2), row 1 all zero, row 3 with a NaN when the batch has them. */
+static float *bw_make_x(pk_rng *r, int64_t batch, int64_t in) {
+    float *x = malloc((size_t)(batch * in) * sizeof(float) + 1);
+    for (int64_t i = 0; i < batch * in; i++) x[i] = 2.0f * pk_rng_float(r);
+    if (batch > 1) memset(x + in, 0, (size_t)in * sizeof(float));
+    if (batch > 3) x[3 * in + in / 2] = NAN;
+    return x;
+}
+
+typedef struct {
+    int64_t in, out;
+    const uint64_t *bits;
+    const uint8_t *codes;
+    const float *alpha, *bias;
+    int mode, activation;
+} bw_case;
+
+static int bw_run(const bw_case *c, const float *x, int64_t batch, float *y) {
+    if (c->bits)
+        return pk_linear_binary_f32(x, batch, c->in, c->bits, c->alpha, c->out, c->mode, c->bias,
+                                    c->activation, y);
+    return pk_linear_pow2_f32(x, batch, c->in, c->codes, c->alpha, c->out, c->mode, c->bias,
+                              c->activation, y);
+}
+
+/* The case at `level` and at scalar: equal bits when `exact`, else close. */
+static void bw_compare(const char *what, const bw_case *c, int64_t batch, const float *x,
+                       int level, int exact) {
+    float *y1 = malloc((size_t)(batch * c->out) * sizeof(float) + 1);
+    float *y2 = malloc((size_t)(batch * c->out) * sizeof(float) + 1);
+    pk_set_isa_cap(level);
+    const int s1 = bw_run(c, x, batch, y1);
+    pk_set_isa_cap(0);
+    const int s2 = bw_run(c, x, batch, y2);
+    pk_set_isa_cap(level);
+    CHECK(s1 == PK_OK && s2 == PK_OK, "%s: status %d / %d", what, s1, s2);
+    int64_t bad = 0, first = -1;
+    for (int64_t b = 0; b < batch; b++) {
+        double scale = 0.0; /* bounds |sum of terms| of a row */
+        for (int64_t k = 0; k < c->in; k++) scale += fabs((double)x[b * c->in + k]);
+        for (int64_t o = 0; o < c->out; o++) {
+            const int64_t i = b * c->out + o;
+            const double s = scale * c->alpha[o] + (c->bias ? fabs(c->bias[o]) : 0.0);
+            const int ok = exact ? same(y1[i], y2[i]) : pk_close(y1[i], y2[i], s, 1e-5);
+            if (!ok && bad++ == 0) first = i;
+        }
+    }
+    CHECK(bad == 0, "%s mode=%d batch=%lld in=%lld out=%lld: %lld outputs differ, first at "
+          "%lld (%g vs %g)", what, c->mode, (long long)batch, (long long)c->in,
+          (long long)c->out, (long long)bad, (long long)first, first >= 0 ? y1[first] : 0.0,
+          first >= 0 ? y2[first] : 0.0);
+    free(y1);
+    free(y2);
+}
+
+static void check_sizes(pk_rng *r, int64_t batch, int64_t in, int64_t out, int level) {
+    const int64_t words = (in + 63) / 64, row_bytes = (in + 1) / 2;
+    uint64_t *bits = malloc((size_t)(out * words) * sizeof(uint64_t) + 1);
+    uint8_t *codes = malloc((size_t)(out * row_bytes) + 1);
+    float *alpha = malloc((size_t)out * sizeof(float)), *bias = malloc((size_t)out * sizeof(float));
+    for (int64_t o = 0; o < out; o++) {
+        for (int64_t i = 0; i < words; i++) bits[o * words + i] = pk_rng_next(r);
+        if (in % 64) bits[o * words + words - 1] &= (1ULL << (in % 64)) - 1; /* padding 0 */
+        for (int64_t j = 0; j < row_bytes; j++) {
+            int lo = (int)pk_rng_below(r, 16), hi = (int)pk_rng_below(r, 16);
+            if (lo == 8) lo = 0; /* code 8 is invalid */
+            if (hi == 8 || (in % 2 && j == row_bytes - 1)) hi = 0;
+            codes[o * row_bytes + j] = (uint8_t)(lo | hi << 4);
+        }
+        alpha[o] = o == 0 ? 0.0f : (float)pk_rng_unit(r); /* row 0: all-zero weights */
+        bias[o] = pk_rng_float(r);
+    }
+    float *x = bw_make_x(r, batch, in);
+    for (int mode = 0; mode < 2; mode++) {
+        bw_case c = {in, out, bits, NULL, alpha, batch % 2 ? bias : NULL, mode, (int)(batch % 3)};
+        bw_compare("binary", &c, batch, x, level, mode == 1);
+        c.bits = NULL;
+        c.codes = codes;
+        bw_compare("pow2", &c, batch, x, level, mode == 1);
+    }
+    free(bits);
+    free(codes);
+    free(alpha);
+    free(bias);
+    free(x);
+}
+
+static void check_bad_arguments(void) {
+    const uint64_t bits[2] = {0, 0};
+    const uint8_t codes[2] = {0, 0};
+    const float x[4] = {0}, alpha[2] = {1, 1};
+    float y[4];
+    CHECK(pk_linear_binary_f32(x, -1, 2, bits, alpha, 2, 0, NULL, 0, y) == PK_ERR_ARG, "batch<0");
+    CHECK(pk_linear_binary_f32(x, 1, 2, bits, alpha, 2, 2, NULL, 0, y) == PK_ERR_ARG, "mode 2");
+    CHECK(pk_linear_binary_f32(x, 1, 2, bits, alpha, 2, 0, NULL, 3, y) == PK_ERR_ARG, "act 3");
+    CHECK(pk_linear_binary_f32(NULL, 1, 2, bits, alpha, 2, 1, NULL, 0, y) == PK_ERR_ARG, "x NULL");
+    CHECK(pk_linear_binary_f32(x, 1, 2, NULL, alpha, 2, 0, NULL, 0, y) == PK_ERR_ARG, "w NULL");
+    CHECK(pk_linear_pow2_f32(x, 1, 2, codes, alpha, -2, 0, NULL, 0, y) == PK_ERR_ARG, "out<0");
+    CHECK(pk_linear_pow2_f32(x, 1, 2, codes, NULL, 2, 1, NULL, 0, y) == PK_ERR_ARG, "alpha NULL");
+    CHECK(pk_linear_pow2_f32(x, 1, 2, codes, alpha, 2, 1, NULL, 0, NULL) == PK_ERR_ARG, "y NULL");
+    CHECK(pk_linear_pow2_f32(x, 1, 264209, codes, alpha, 2, 1, NULL, 0, y) == PK_ERR_OVERFLOW,
+          "int8 accumulation limit");
+    CHECK(pk_linear_pow2_f32(x, 0, 2, codes, alpha, 2, 1, NULL, 0, y) == PK_OK, "empty batch");
+}
+
+void test_linear_bitwise(int level) {
+    pk_rng r = {0x9e3779b97f4a7c15ULL + (uint64_t)level};
+    static const int64_t ins[] = {1, 7, 31, 32, 63, 64, 65, 130, 1025, 4097};
+    static const int64_t outs[] = {1, 5, 9};
+    static const int64_t batches[] = {1, 3, 4, 5, 17};
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
+        for (size_t o = 0; o < sizeof outs / sizeof outs[0]; o++)
+            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
+                check_sizes(&r, batches[b], ins[i], outs[o], level);
+    check_bad_arguments();
+}
