@@ -433,7 +433,8 @@ def sparsity(w: EncodedWeight) -> float:
 
 
 def _bind(fn, ins: tuple, out: int, dead: tuple):
-    """A step ``step(env)`` computing ``env[out] = fn(*env[ins])``, then freeing ``dead``."""
+    """A step ``step(env)`` computing ``env[out] = fn(*env[ins])``, then freeing ``dead``
+    (slots no later step reads, so large intermediates go back to the allocator early)."""
     if len(ins) == 1 and not dead:
         (a,) = ins
 
@@ -441,15 +442,14 @@ def _bind(fn, ins: tuple, out: int, dead: tuple):
             env[out] = fn(env[a])
 
         return step1
-    if len(ins) == 1:
-        (a,) = ins
+    if len(ins) == 1 and len(dead) == 1:
+        (a,), (d,) = ins, dead
 
-        def step1_free(env):
+        def step1_free1(env):
             env[out] = fn(env[a])
-            for d in dead:
-                env[d] = None
+            env[d] = None
 
-        return step1_free
+        return step1_free1
     if len(ins) == 2:
         a, b = ins
 

@@ -281,22 +281,31 @@ def _build_linear(node: Node):
     k, n = w.in_features, w.out_features
     name = node.name
 
-    def linear(x: np.ndarray) -> np.ndarray:
+    def general(x: np.ndarray) -> np.ndarray:
         if x.shape[-1:] != (k,):
             raise ValueError(
                 f"node {name!r}: input has shape {x.shape}, expected last axis of size {k}"
             )
         lead = x.shape[:-1]
-        if x.ndim != 2:
-            x = x.reshape(-1, k)
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        out = np.empty((x.shape[0], n), np.float32)
+        x = np.ascontiguousarray(x.reshape(-1, k))
+        out = np.empty((x.shape[0], n), F32)
         if x.shape[0]:
             if numba_threads:
                 backends.apply_numba_threads()
             kernel(x, w, bias, activation, out)
-        return out if len(lead) == 1 else out.reshape(*lead, n)
+        return out.reshape(*lead, n)
+
+    if numba_threads:
+        return general
+
+    def linear(x: np.ndarray) -> np.ndarray:
+        # the common case in as few Python operations as possible: [batch, k], contiguous
+        shape = x.shape
+        if len(shape) == 2 and shape[1] == k and shape[0] and x.flags.c_contiguous:
+            out = np.empty((shape[0], n), F32)
+            kernel(x, w, bias, activation, out)
+            return out
+        return general(x)
 
     return linear
 
