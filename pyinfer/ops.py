@@ -361,75 +361,17 @@ def _build_conv(node: Node):
     bias = _bias(node, 2, w.shape[0])
     activation = a["activation"]
     stride, padding, dilation, groups = a["stride"], a["padding"], a["dilation"], a["groups"]
-    o, cg, kh, kw = w.shape
+    cg = w.shape[1]
     name = node.name
-    conv = getattr(kernels, "conv2d", None)
 
-    def check(x):
+    def conv2d(x: np.ndarray) -> np.ndarray:
         if x.ndim != 4 or x.shape[1] != cg * groups:
             raise ValueError(
                 f"node {name!r}: input has shape {x.shape}, expected [N, {cg * groups}, H, W]"
             )
+        return kernels.conv2d(x, w, bias, stride, padding, dilation, groups, activation)
 
-    if conv is not None:
-
-        def conv2d(x: np.ndarray) -> np.ndarray:
-            check(x)
-            return conv(x, w, bias, stride, padding, dilation, groups, activation)
-
-        return conv2d
-
-    # NOTE: until kernels.conv2d exists: im2col + the weight's linear kernel (groups=1),
-    # or the decoded weight per group.
-    kernel, numba_threads = linear_kernel(w)
-    dense = w.decode_matrix().reshape(groups, o // groups, cg * kh * kw) if groups > 1 else None
-
-    def conv2d_im2col(x: np.ndarray) -> np.ndarray:
-        check(x)
-        cols, oh, ow = im2col(x, (kh, kw), stride, padding, dilation)  # [N, C*kh*kw, OH*OW]
-        n = x.shape[0]
-        if groups == 1:
-            xm = np.ascontiguousarray(cols.transpose(0, 2, 1).reshape(n * oh * ow, -1))
-            out = np.empty((xm.shape[0], o), np.float32)
-            if xm.shape[0]:
-                if numba_threads:
-                    backends.apply_numba_threads()
-                kernel(xm, w, bias, activation, out)
-            return np.ascontiguousarray(out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2))
-        cols = cols.reshape(n, groups, cg * kh * kw, oh * ow)
-        y = np.einsum("gok,ngkp->ngop", dense, cols, optimize=True).reshape(n, o, oh, ow)
-        if bias is not None:
-            y += bias[:, None, None]
-        return _activate(y.astype(np.float32, copy=False), activation)
-
-    return conv2d_im2col
-
-
-def im2col(x: np.ndarray, kernel_size, stride, padding, dilation):
-    """Patches of NCHW ``x``: [N, C*kh*kw, OH*OW] (C-major, then kh, then kw), OH, OW."""
-    n, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    oh = _conv_out(h, kh, sh, ph, dh)
-    ow = _conv_out(w, kw, sw, pw, dw)
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    cols = np.empty((n, c, kh, kw, oh, ow), np.float32)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i, j] = xp[
-                :,
-                :,
-                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
-                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
-            ]
-    return cols.reshape(n, c * kh * kw, oh * ow), oh, ow
-
-
-def _activate(y: np.ndarray, activation):
-    if activation == "relu":
-        np.maximum(y, 0, out=y)
-    elif activation == "relu6":
-        np.clip(y, 0, 6, out=y)
-    return y
+    return conv2d
 
 
 _op(

@@ -385,6 +385,20 @@ def test_broken_encoding_invariants_name_the_weight(tmp_path):
         pyinfer.load(path, verify=True)
 
 
+@pytest.mark.skipif("int8" not in registry.names(), reason="no int8 encoding registered")
+def test_non_finite_scale_is_refused(tmp_path):
+    g = pyinfer.Graph()
+    g.output(g.linear(g.input("x", (None, 8)), np.eye(8, dtype=np.float32), encoding="int8"))
+    path = tmp_path / "m.pinf"
+    pyinfer.save(g, path)
+    blob = bytearray(path.read_bytes())
+    header, data = split(bytes(blob))
+    begin = header["linear0.weight.scale"]["data_offsets"][0] + len(blob) - len(data)
+    blob[begin : begin + 4] = np.float32(np.nan).tobytes()
+    with pytest.raises(FormatError, match=r"weight 'linear0.weight' \(int8\).*finite"):
+        pyinfer.load(write(path, bytes(blob)))
+
+
 def test_unknown_encoding_lists_the_known_ones(saved, tmp_path):
     def change(h):
         table = json.loads(h["__metadata__"]["weights"])

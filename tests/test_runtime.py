@@ -221,6 +221,21 @@ def test_conv2d_matches_torch(torch, stride, padding, dilation, groups):
     assert model.shapes[model.output_names[0]][1:] == tuple(want.shape[1:])
 
 
+@pytest.mark.parametrize("name, opts", encoding_cases())
+def test_conv2d_every_encoding_through_a_file(tmp_path, name, opts):
+    x = randn(2, 4, 6, 5)
+    w = kernels.encode(sparse_gaussian(RNG, (6, 2, 3, 3), 0.5), name, **opts)
+    b = randn(6)
+    g = pyinfer.Graph()
+    y = g.conv2d(g.input("x", (None, 4, 6, 5)), w, b, padding=1, groups=2, name="conv")
+    g.output(g.node("Relu6", y))
+    pyinfer.save(g, tmp_path / "c.pinf")
+    model = pyinfer.load(tmp_path / "c.pinf")
+    assert model.weights["conv.weight"].shape == (6, 2, 3, 3)
+    want = kernels.conv2d(x, w, b, padding=1, groups=2, activation="relu6")
+    np.testing.assert_array_equal(model(x), want)
+
+
 # ------------------------------------------------------------------ planning
 
 
