@@ -138,23 +138,25 @@ static void linear_float(const float *x, int64_t batch, int64_t in_features,
 /* ---- int8 activations, small batch ---- */
 #define INT8_VALUES _mm_setr_epi8(0, 64, 32, 16, 8, 4, 2, 1, 0, -64, -32, -16, -8, -4, -2, -1)
 
-/* acc[r] = sum_k q[k] * w[r][k] over 32 columns per step: a vpshufb turns codes into
- * +-2^(6-e); vpsignb moves q's sign onto w so that vpmaddubsw(|q|, w) is exact, and two
- * of its pair sums (each |.| <= 2 * 127 * 64) still fit int16 before vpmaddwd. */
-static void int8_rows(const int8_t *qr, int64_t in_features, int64_t row_bytes,
-                      const uint8_t *wrow, int nrows, int32_t *sums) {
-    const __m128i table = INT8_VALUES, ones = _mm_set1_epi16(1);
+/* acc[r] = sum_k q[k] * w[r][k] over 32 columns per step. qp is q with each chunk of 32
+ * columns reordered as its 16 even columns then its 16 odd ones, the order of the low
+ * and high nibbles of 16 code bytes, so codes need no interleaving: a vpshufb turns
+ * them into +-2^(6-e); vpsignb moves q's sign onto w so that vpmaddubsw(|q|, w) is
+ * exact, and two of its pair sums (each |.| <= 2 * 127 * 64) still fit int16. */
+static void int8_rows(const int8_t *qr, const int8_t *qp, int64_t in_features,
+                      int64_t row_bytes, const uint8_t *wrow, int nrows, int32_t *sums) {
+    const __m128i table = INT8_VALUES, ones = _mm_set1_epi16(1), low = _mm_set1_epi8(0x0f);
     __m128i acc[ROWS];
     for (int r = 0; r < ROWS; r++) acc[r] = _mm_setzero_si128();
     int64_t k = 0;
     for (; k + 32 <= in_features; k += 32) {
-        const __m128i q0 = _mm_loadu_si128((const __m128i *)(qr + k));
-        const __m128i q1 = _mm_loadu_si128((const __m128i *)(qr + k + 16));
+        const __m128i q0 = _mm_load_si128((const __m128i *)(qp + k));
+        const __m128i q1 = _mm_load_si128((const __m128i *)(qp + k + 16));
         const __m128i a0 = _mm_abs_epi8(q0), a1 = _mm_abs_epi8(q1);
         for (int r = 0; r < ROWS; r++) {
             if (r >= nrows) break;
-            __m128i c0, c1;
-            split_codes(wrow + r * row_bytes + k / 2, &c0, &c1);
+            const __m128i b = _mm_loadu_si128((const __m128i *)(wrow + r * row_bytes + k / 2));
+            const __m128i c0 = _mm_and_si128(b, low), c1 = _mm_and_si128(_mm_srli_epi16(b, 4), low);
             const __m128i w0 = _mm_sign_epi8(_mm_shuffle_epi8(table, c0), q0);
             const __m128i w1 = _mm_sign_epi8(_mm_shuffle_epi8(table, c1), q1);
             const __m128i p = _mm_add_epi16(_mm_maddubs_epi16(a0, w0), _mm_maddubs_epi16(a1, w1));
@@ -170,6 +172,15 @@ static void int8_rows(const int8_t *qr, int64_t in_features, int64_t row_bytes,
             s += (int32_t)qr[j] * code_int(code_at(wrow + r * row_bytes, j));
         sums[r] = s;
     }
+}
+
+/* qp: each chunk of 32 columns of q as its even columns then its odd ones. */
+static void deinterleave32(const int8_t *q, int64_t n, int8_t *qp) {
+    for (int64_t c = 0; c + 32 <= n; c += 32)
+        for (int j = 0; j < 16; j++) {
+            qp[c + j] = q[c + 2 * j];
+            qp[c + 16 + j] = q[c + 2 * j + 1];
+        }
 }
 
 /* ---- int8 activations, batch >= QBATCH: vpmaddubsw on expanded rows ---- */
@@ -267,14 +278,18 @@ int pk_linear_pow2_avx2(const float *x, const int8_t *xq, const float *xscale,
     }
     const int64_t row_bytes = (in_features + 1) / 2;
     const int64_t blocks = (out_features + ROWS - 1) / ROWS;
+    int8_t *qp = pk_aligned_alloc((size_t)(batch * xq_stride));
+    if (!qp) return PK_ERR_NOMEM;
+    for (int64_t b = 0; b < batch; b++)
+        deinterleave32(xq + b * xq_stride, xq_stride, qp + b * xq_stride);
 #pragma omp parallel for schedule(static) num_threads(pk_threads())
     for (int64_t ob = 0; ob < blocks; ob++) {
         const int64_t o0 = ob * ROWS;
         const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
         for (int64_t b = 0; b < batch; b++) {
             int32_t sums[ROWS];
-            int8_rows(xq + b * xq_stride, in_features, row_bytes, codes + o0 * row_bytes,
-                      nrows, sums);
+            int8_rows(xq + b * xq_stride, qp + b * xq_stride, in_features, row_bytes,
+                      codes + o0 * row_bytes, nrows, sums);
             for (int r = 0; r < nrows; r++) {
                 const int64_t o = o0 + r;
                 const float v = ((alpha[o] * xscale[b]) * (float)sums[r]) * 0.015625f;
@@ -282,5 +297,6 @@ int pk_linear_pow2_avx2(const float *x, const int8_t *xq, const float *xscale,
             }
         }
     }
+    pk_aligned_free(qp);
     return PK_OK;
 }
