@@ -17,62 +17,84 @@ ALWAYS_INLINE __m256i bcast4(const void *p) {
     return _mm256_set1_epi32(v);
 }
 
-/* res[j][r] = sum over groups of (float)acc * scale for the 8 rows of one row block and
- * NC batch rows; GS is the group size. */
-ALWAYS_INLINE void tile(const uint8_t *w, const float *sc, int64_t groups, int GS,
-                        const int8_t *xq, const int32_t *xsum, int64_t ldq, int NC,
-                        float res[4][8]) {
+/* res[j][8r + i] = sum over groups of (float)acc * scale for row i of row block r
+ * (R blocks, wstride bytes and sstride floats apart) and batch row j (NC of them); GS is
+ * the group size. Several row blocks share each broadcast of x (batch 1 and 2). */
+ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int64_t sstride,
+                        int R, int64_t groups, int GS, const int8_t *xq, const int32_t *xsum,
+                        int64_t ldq, int NC, float res[4][16]) {
     const __m256i mask = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-    __m256 t[4];
-    for (int j = 0; j < NC; j++) t[j] = _mm256_setzero_ps();
+    __m256 t[2][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NC; j++) t[r][j] = _mm256_setzero_ps();
     for (int64_t g = 0; g < groups; g++) {
-        __m256i a32[4];
-        for (int j = 0; j < NC; j++) a32[j] = _mm256_setzero_si256();
+        __m256i a32[2][4];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < NC; j++) a32[r][j] = _mm256_setzero_si256();
         for (int s = 0; s < GS / 32; s++) {
-            __m256i a16[4];
-            for (int j = 0; j < NC; j++) a16[j] = _mm256_setzero_si256();
+            __m256i a16[2][4];
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < NC; j++) a16[r][j] = _mm256_setzero_si256();
             for (int u = 0; u < 4; u++) {
                 const int64_t c = g * (GS / 8) + s * 4 + u; /* byte column: 8 k */
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(w + c * 32));
-                const __m256i lo = _mm256_and_si256(v, mask);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                __m256i lo[2], hi[2];
+                for (int r = 0; r < R; r++) {
+                    const __m256i v =
+                        _mm256_loadu_si256((const __m256i *)(w + r * wstride + c * 32));
+                    lo[r] = _mm256_and_si256(v, mask);
+                    hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                }
                 for (int j = 0; j < NC; j++) {
                     const int8_t *xj = xq + j * ldq + c * 8;
-                    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xj)),
-                                                 _mm256_maddubs_epi16(hi, bcast4(xj + 4)));
-                    a16[j] = _mm256_add_epi16(a16[j], p);
+                    const __m256i xl = bcast4(xj), xh = bcast4(xj + 4);
+                    for (int r = 0; r < R; r++) {
+                        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], xl),
+                                                     _mm256_maddubs_epi16(hi[r], xh));
+                        a16[r][j] = _mm256_add_epi16(a16[r][j], p);
+                    }
                 }
             }
-            for (int j = 0; j < NC; j++)
-                a32[j] = _mm256_add_epi32(a32[j], _mm256_madd_epi16(a16[j], ones));
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < NC; j++)
+                    a32[r][j] = _mm256_add_epi32(a32[r][j], _mm256_madd_epi16(a16[r][j], ones));
         }
-        const __m256 sv = _mm256_loadu_ps(sc + g * 8);
-        for (int j = 0; j < NC; j++) {
-            __m256i acc = _mm256_sub_epi32(a32[j], _mm256_set1_epi32(8 * xsum[j * groups + g]));
-            t[j] = _mm256_add_ps(t[j], _mm256_mul_ps(_mm256_cvtepi32_ps(acc), sv));
+        for (int r = 0; r < R; r++) {
+            const __m256 sv = _mm256_loadu_ps(sc + r * sstride + g * 8);
+            for (int j = 0; j < NC; j++) {
+                __m256i acc =
+                    _mm256_sub_epi32(a32[r][j], _mm256_set1_epi32(8 * xsum[j * groups + g]));
+                t[r][j] = _mm256_add_ps(t[r][j], _mm256_mul_ps(_mm256_cvtepi32_ps(acc), sv));
+            }
         }
     }
-    for (int j = 0; j < NC; j++) _mm256_storeu_ps(res[j], t[j]);
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NC; j++) _mm256_storeu_ps(&res[j][r * 8], t[r][j]);
 }
 
-#define TILE_FN(GS, NC)                                                                    \
-    static void tile_##GS##_##NC(const uint8_t *w, const float *sc, int64_t groups,        \
-                                 const int8_t *xq, const int32_t *xsum, int64_t ldq,       \
-                                 float res[4][8]) {                                        \
-        tile(w, sc, groups, GS, xq, xsum, ldq, NC, res);                                   \
+#define TILE_FN(GS, R, NC)                                                                 \
+    static void tile_##GS##_##R##_##NC(const uint8_t *w, int64_t ws, const float *sc,      \
+                                       int64_t ss, int64_t groups, const int8_t *xq,       \
+                                       const int32_t *xsum, int64_t ldq,                   \
+                                       float res[4][16]) {                                 \
+        tile(w, ws, sc, ss, R, groups, GS, xq, xsum, ldq, NC, res);                        \
     }
-TILE_FN(32, 1) TILE_FN(32, 2) TILE_FN(32, 3) TILE_FN(32, 4)
-TILE_FN(64, 1) TILE_FN(64, 2) TILE_FN(64, 3) TILE_FN(64, 4)
-TILE_FN(128, 1) TILE_FN(128, 2) TILE_FN(128, 3) TILE_FN(128, 4)
+#define TILE_FNS(GS)                                                                       \
+    TILE_FN(GS, 1, 1) TILE_FN(GS, 1, 2) TILE_FN(GS, 1, 3) TILE_FN(GS, 1, 4)                \
+    TILE_FN(GS, 2, 1) TILE_FN(GS, 2, 2)
+TILE_FNS(32)
+TILE_FNS(64)
+TILE_FNS(128)
+#undef TILE_FNS
 #undef TILE_FN
 
-typedef void (*tile_fn)(const uint8_t *, const float *, int64_t, const int8_t *,
-                        const int32_t *, int64_t, float[4][8]);
-static const tile_fn tiles[3][4] = {
-    {tile_32_1, tile_32_2, tile_32_3, tile_32_4},
-    {tile_64_1, tile_64_2, tile_64_3, tile_64_4},
-    {tile_128_1, tile_128_2, tile_128_3, tile_128_4},
-};
+typedef void (*tile_fn)(const uint8_t *, int64_t, const float *, int64_t, int64_t,
+                        const int8_t *, const int32_t *, int64_t, float[4][16]);
+/* [group size][R - 1][NC - 1]: two row blocks at a time for batch 1 and 2 */
+#define TILE_ROW(GS)                                                                       \
+    {{tile_##GS##_1_1, tile_##GS##_1_2, tile_##GS##_1_3, tile_##GS##_1_4},                 \
+     {tile_##GS##_2_1, tile_##GS##_2_2, NULL, NULL}}
+static const tile_fn tiles[3][2][4] = {TILE_ROW(32), TILE_ROW(64), TILE_ROW(128)};
+#undef TILE_ROW
 
 #define PANEL 4 /* row blocks per parallel work item */
 
@@ -110,18 +132,21 @@ int pk_linear_int4_avx2(const float *x, int64_t batch, int64_t in_features,
 #pragma omp parallel for schedule(static) num_threads(pk_threads())
     for (int64_t p = 0; p < npanels; p++) {
         const int64_t ob1 = (p + 1) * PANEL < nblocks ? (p + 1) * PANEL : nblocks;
-        float res[4][8];
+        float res[4][16];
         for (int64_t b0 = 0; b0 < batch; b0 += 4) {
             const int nc = batch - b0 < 4 ? (int)(batch - b0) : 4;
-            for (int64_t ob = p * PANEL; ob < ob1; ob++) {
-                tiles[gi][nc - 1](packed + ob * wstride, scale + ob * groups * 8, groups,
-                                  xq + b0 * ldq, xsum + b0 * groups, ldq, res);
+            const int rmax = nc <= 2 ? 2 : 1;
+            for (int64_t ob = p * PANEL; ob < ob1; ob += rmax) {
+                const int R = ob1 - ob < rmax ? (int)(ob1 - ob) : rmax;
+                tiles[gi][R - 1][nc - 1](packed + ob * wstride, wstride,
+                                         scale + ob * groups * 8, groups * 8, groups,
+                                         xq + b0 * ldq, xsum + b0 * groups, ldq, res);
                 for (int j = 0; j < nc; j++) {
                     const int64_t b = b0 + j;
                     float *yr = y + b * out_features;
-                    for (int r = 0; r < 8 && ob * 8 + r < out_features; r++) {
-                        const int64_t o = ob * 8 + r;
-                        yr[o] = pk_quant_store(res[j][r] * xs[b], bias, o, activation, bad[b]);
+                    for (int i = 0; i < R * 8 && ob * 8 + i < out_features; i++) {
+                        const int64_t o = ob * 8 + i;
+                        yr[o] = pk_quant_store(res[j][i] * xs[b], bias, o, activation, bad[b]);
                     }
                 }
             }
