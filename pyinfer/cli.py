@@ -13,6 +13,8 @@ import sys
 #: subcommand -> module implementing it
 COMMANDS = {
     "bench": "pyinfer.bench.cli",
+    "run": "pyinfer.commands.run",
+    "inspect": "pyinfer.commands.inspect",
 }
 
 
