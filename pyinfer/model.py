@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,6 +38,17 @@ from pyinfer.format import (
 INPUT_DTYPES = ("float32", "int64", "int32")
 #: Largest dimension of a weight (kernels index with 32-bit integers).
 MAX_DIM = 2**31 - 1
+
+
+class _Compiled(NamedTuple):
+    steps: tuple  # (step(env), node name, op)
+    template: list  # env before a call: constants in their slots
+    input_slots: list
+    output_slots: list
+    arena_slot: int
+    n_buffers: int
+    local: threading.local  # .arena: this thread's reusable buffers
+    backend: str  # the backend setting the kernels were resolved under
 
 
 @dataclass(frozen=True)
@@ -95,7 +107,9 @@ class Model:
         constants: Mapping[str, np.ndarray] | None = None,
         *,
         source: Container | None = None,
+        reuse_buffers: bool = True,
     ):
+        self.reuse_buffers = reuse_buffers
         self.graph = graph
         self.weights = dict(weights or {})
         self.constants = dict(constants or {})
@@ -144,7 +158,6 @@ class Model:
         self.output_names = list(outputs)
         self.nodes = checked
         self.shapes = {n: s for n, (s, _) in info.items()}
-        self._planned_backend = None
         self._build_steps()
 
     @staticmethod
@@ -296,8 +309,50 @@ class Model:
                 result[id(node)] = node
         return [n for n in result.values() if id(n) not in dropped]
 
+    def _assign_buffers(self, planned: list[ops.Node]) -> int:
+        """Give each Linear output that never leaves the call a reusable buffer id.
+
+        A buffer is live from the step producing it to the last step reading it or any
+        view of it (Reshape/Flatten/Transpose pass their input's storage on). Buffers of
+        equal width whose lives do not overlap share an id, so a chain of layers
+        ping-pongs between two arrays. Graph outputs (and what they view) are always
+        fresh arrays. Returns the number of ids.
+        """
+        root: dict[str, str] = {}
+        for node in planned:
+            node.buffer = None
+            out = node.outputs[0]
+            if node.op in ops.POOLED_OPS:
+                root[out] = out
+            elif node.op in ops.VIEW_OPS and node.inputs[0] in root:
+                root[out] = root[node.inputs[0]]
+        end = {r: k for k, node in enumerate(planned) for r in [node.outputs[0]] if r in root}
+        for k, node in enumerate(planned):
+            for v in node.inputs:
+                if v in root:
+                    end[root[v]] = k
+        escaping = {root[o] for o in self.output_names if o in root}
+        free: dict[int, list[int]] = {}  # width -> ids free for reuse
+        live: list[tuple[int, int, int]] = []  # (last step, width, id)
+        count = 0
+        for k, node in enumerate(planned):
+            for item in [t for t in live if t[0] < k]:
+                live.remove(item)
+                free.setdefault(item[1], []).append(item[2])
+            out = node.outputs[0]
+            if node.op not in ops.POOLED_OPS or out in escaping:
+                continue
+            width = node.static[1].out_features
+            if free.get(width):
+                node.buffer = free[width].pop()
+            else:
+                node.buffer, count = count, count + 1
+            live.append((end[out], width, node.buffer))
+        return count
+
     def _build_steps(self) -> None:
         planned = self._fused()
+        n_buffers = self._assign_buffers(planned) if self.reuse_buffers else 0
         slots: dict[str, int] = {}
         for name in [
             *self.constants,
@@ -305,6 +360,7 @@ class Model:
             *(n.outputs[0] for n in planned),
         ]:
             slots.setdefault(name, len(slots))
+        arena_slot = len(slots)  # env[arena_slot]: this thread's buffers
         last_use: dict[int, int] = {}
         for k, node in enumerate(planned):
             for v in node.inputs:
@@ -320,26 +376,41 @@ class Model:
                 raise FormatError(f"node {node.name!r} ({node.op}): {exc}") from None
             ins = tuple(slots[v] for pos, v in enumerate(node.inputs) if spec.role(pos) == "tensor")
             dead = tuple(sorted({s for s in ins if last_use.get(s) == k and s not in keep}))
+            if getattr(node, "buffer", None) is not None:
+                ins += (arena_slot,)
             steps.append((_bind(fn, ins, slots[node.outputs[0]], dead), node.name, node.op))
-        template = [None] * len(slots)
+        template = [None] * (len(slots) + 1)
         for name, c in self.constants.items():
             template[slots[name]] = c
         self.planned_nodes = planned
-        self._template = template
-        self._input_slots = [(s, slots[s.name]) for s in self.inputs]
-        self._output_slots = [slots[o] for o in self.output_names]
-        self._steps = tuple(steps)
-        self._planned_backend = backends.get_backend()
+        # one tuple, swapped at once: a call in another thread sees an old or a new plan
+        self._compiled = _Compiled(
+            tuple(steps),
+            template,
+            [slots[s.name] for s in self.inputs],
+            [slots[o] for o in self.output_names],
+            arena_slot,
+            n_buffers,
+            threading.local(),
+            backends.get_backend(),
+        )
 
     # ------------------------------------------------------------------ running
 
     def _execute(self, values: list[np.ndarray]) -> list[np.ndarray]:
-        if self._planned_backend != backends.get_backend():
+        plan = self._compiled
+        if plan.backend != backends.get_backend():
             self._build_steps()  # kernels were resolved for another backend setting
-        env = self._template.copy()
-        for (_, slot), value in zip(self._input_slots, values):
+            plan = self._compiled
+        env = plan.template.copy()
+        for slot, value in zip(plan.input_slots, values):
             env[slot] = value
-        steps = self._steps
+        if plan.n_buffers:
+            arena = getattr(plan.local, "arena", None)
+            if arena is None:
+                arena = plan.local.arena = [None] * plan.n_buffers
+            env[plan.arena_slot] = arena
+        steps = plan.steps
         i = 0
         try:
             for i, (step, _, _) in enumerate(steps):  # noqa: B007
@@ -347,7 +418,7 @@ class Model:
         except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
             _, name, op = steps[i]
             raise type(exc)(f"node {name!r} ({op}): {exc}") from exc
-        return [env[s] for s in self._output_slots]
+        return [env[s] for s in plan.output_slots]
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the model on named inputs.

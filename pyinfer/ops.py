@@ -58,6 +58,7 @@ class Node:
     static: list[Any] = field(default_factory=list)
     in_shapes: list[Any] = field(default_factory=list)
     out_shape: Any = None
+    buffer: int | None = None  # planner: id of the reusable output buffer, if any
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,24 @@ def _build_linear(node: Node):
                 backends.apply_numba_threads()
             kernel(x, w, bias, activation, out)
         return out.reshape(*lead, n)
+
+    if node.buffer is not None:
+        slot = node.buffer
+
+        def linear_into_buffer(x: np.ndarray, arena: list) -> np.ndarray:
+            # arena: this thread's buffers; the planner proved this one free here
+            shape = x.shape
+            if len(shape) == 2 and shape[1] == k and shape[0] and x.flags.c_contiguous:
+                out = arena[slot]
+                if out is None or out.shape[0] != shape[0]:
+                    out = arena[slot] = np.empty((shape[0], n), F32)
+                if numba_threads:
+                    backends.apply_numba_threads()
+                kernel(x, w, bias, activation, out)
+                return out
+            return general(x)
+
+        return linear_into_buffer
 
     if numba_threads:
         return general
@@ -905,6 +924,11 @@ _op(
     description="take rows (embeddings): data[..., indices, ...] along axis",
 )((_infer_gather, _build_gather))
 
+
+#: Ops whose output may live in a reused per-thread buffer (their kernel takes ``out``).
+POOLED_OPS = ("Linear", "Gemm")
+#: Ops whose output may be a view of their first input's memory.
+VIEW_OPS = ("Reshape", "Flatten", "Transpose")
 
 #: Ops a preceding Linear/Conv2d absorbs into its kernel's epilogue.
 FUSIBLE_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6"}

@@ -364,7 +364,7 @@ def test_backend_setting_is_followed(backend):
     want = model(x)
     with kernels.using(backend=backend):
         np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-5)
-        assert model._planned_backend == backend
+        assert model._compiled.backend == backend
 
 
 def test_one_model_many_threads():
@@ -389,6 +389,35 @@ def test_one_model_many_threads():
     for t in threads:
         t.join()
     assert not errors, errors[0]
+
+
+def test_chains_ping_pong_between_two_buffers():
+    model = mlp(5).build()
+    assert [n.buffer for n in model.planned_nodes] == [0, 1, 0, 1, None]  # output: fresh
+    fresh = pyinfer.Model(model.graph, model.weights, model.constants, reuse_buffers=False)
+    assert all(n.buffer is None for n in fresh.planned_nodes)
+    x = randn(3, 16)
+    for batch in (3, 1, 3):  # buffers re-sized when the batch changes
+        np.testing.assert_array_equal(model(x[:batch]), fresh(x[:batch]))
+
+
+def test_buffers_are_not_reused_while_a_view_lives():
+    rng = np.random.default_rng(5)
+    g = pyinfer.Graph()
+    h0 = g.linear(g.input("x", (None, 16)), rng.standard_normal((16, 16)), name="a")
+    view = g.node("Reshape", h0, shape=[-1, 4, 4])  # a view of a's buffer
+    h = h0
+    for i in range(3):
+        h = g.linear(h, rng.standard_normal((16, 16)), name=f"b{i}")
+    flat = g.node("Flatten", view)
+    g.output(g.node("Add", h, flat))  # a's buffer must survive until here
+    model = g.build()
+    fresh = pyinfer.Model(model.graph, model.weights, model.constants, reuse_buffers=False)
+    ids = {n.name: n.buffer for n in model.planned_nodes}
+    assert ids["a"] not in (ids["b0"], ids["b1"], ids["b2"])
+    x = randn(4, 16)
+    np.testing.assert_array_equal(model(x), fresh(x))
+    np.testing.assert_array_equal(model(x), fresh(x))
 
 
 def test_outputs_are_fresh_arrays():
