@@ -16,7 +16,7 @@
 #include "pk_internal.h"
 
 #define ROWS 4     /* output rows sharing each activation load */
-#define QBATCH 4   /* from this batch on, the vpmaddubsw path */
+#define QBATCH 4   /* from this batch on, row blocks are expanded once (float or int8) */
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -113,26 +113,83 @@ static void float_rows(const float *xr, int64_t in_features, int64_t row_bytes,
     }
 }
 
-static void linear_float(const float *x, int64_t batch, int64_t in_features,
-                         const uint8_t *codes, const float *alpha, int64_t out_features,
-                         const float *bias, int activation, float *y) {
+/* Batch >= QBATCH: a block of ROWS rows is decoded once to floats (scratch wf,
+ * row stride `stride`), then every activation row is a plain FMA loop over it. */
+static void float_rows_decoded(const float *xr, int64_t in_features, const float *wf,
+                               int64_t stride, int nrows, float *sums) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const float *w0 = wf, *w1 = wf + stride, *w2 = wf + 2 * stride, *w3 = wf + 3 * stride;
+    int64_t k = 0;
+    for (; k + 8 <= in_features; k += 8) {
+        const __m256 x = _mm256_loadu_ps(xr + k);
+        a0 = _mm256_fmadd_ps(x, _mm256_load_ps(w0 + k), a0);
+        a1 = _mm256_fmadd_ps(x, _mm256_load_ps(w1 + k), a1);
+        a2 = _mm256_fmadd_ps(x, _mm256_load_ps(w2 + k), a2);
+        a3 = _mm256_fmadd_ps(x, _mm256_load_ps(w3 + k), a3);
+    }
+    const __m256 acc[ROWS] = {a0, a1, a2, a3};
+    for (int r = 0; r < nrows; r++) {
+        float s = hsum8(acc[r]);
+        for (int64_t j = k; j < in_features; j++) s += xr[j] * wf[r * stride + j];
+        sums[r] = s;
+    }
+}
+
+static int linear_float(const float *x, int64_t batch, int64_t in_features,
+                        const uint8_t *codes, const float *alpha, int64_t out_features,
+                        const float *bias, int activation, float *y) {
     const int64_t row_bytes = (in_features + 1) / 2;
     const int64_t blocks = (out_features + ROWS - 1) / ROWS;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
-    for (int64_t ob = 0; ob < blocks; ob++) {
-        const int64_t o0 = ob * ROWS;
-        const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
-        for (int64_t b = 0; b < batch; b++) {
-            float sums[ROWS];
-            float_rows(x + b * in_features, in_features, row_bytes, codes + o0 * row_bytes,
-                       nrows, sums);
-            for (int r = 0; r < nrows; r++) {
-                const int64_t o = o0 + r;
-                y[b * out_features + o] =
-                    pk_activate(alpha[o] * sums[r] + (bias ? bias[o] : 0.0f), activation);
+    const int64_t stride = (in_features + 31) / 32 * 32;
+    const int decoded = batch >= QBATCH;
+    float *scratch = NULL;
+    if (decoded) {
+        scratch = pk_aligned_alloc((size_t)(pk_threads() * ROWS * stride) * sizeof(float));
+        if (!scratch) return PK_ERR_NOMEM;
+    }
+#pragma omp parallel num_threads(pk_threads())
+    {
+#ifdef _OPENMP
+        float *wf = decoded ? scratch + (int64_t)omp_get_thread_num() * ROWS * stride : NULL;
+#else
+        float *wf = scratch;
+#endif
+#pragma omp for schedule(static)
+        for (int64_t ob = 0; ob < blocks; ob++) {
+            const int64_t o0 = ob * ROWS;
+            const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;
+            if (decoded)
+                for (int r = 0; r < ROWS; r++) {
+                    float *dst = wf + r * stride;
+                    int64_t k = 0;
+                    if (r < nrows) {
+                        const uint8_t *wrow = codes + (o0 + r) * row_bytes;
+                        for (; k + 32 <= in_features; k += 32) {
+                            __m256 w[4];
+                            decode32(wrow + k / 2, w);
+                            for (int j = 0; j < 4; j++) _mm256_store_ps(dst + k + 8 * j, w[j]);
+                        }
+                        for (; k < in_features; k++) dst[k] = pow2_values[code_at(wrow, k)];
+                    }
+                    for (; k < stride; k++) dst[k] = 0.0f;
+                }
+            for (int64_t b = 0; b < batch; b++) {
+                float sums[ROWS];
+                if (decoded)
+                    float_rows_decoded(x + b * in_features, in_features, wf, stride, nrows, sums);
+                else
+                    float_rows(x + b * in_features, in_features, row_bytes,
+                               codes + o0 * row_bytes, nrows, sums);
+                for (int r = 0; r < nrows; r++) {
+                    const int64_t o = o0 + r;
+                    y[b * out_features + o] =
+                        pk_activate(alpha[o] * sums[r] + (bias ? bias[o] : 0.0f), activation);
+                }
             }
         }
     }
+    pk_aligned_free(scratch);
+    return PK_OK;
 }
 
 /* ---- int8 activations, small batch ---- */
@@ -264,10 +321,7 @@ int pk_linear_pow2_avx2(const float *x, const int8_t *xq, const float *xscale,
                         int64_t xq_stride, int64_t batch, int64_t in_features,
                         const uint8_t *codes, const float *alpha, int64_t out_features,
                         const float *bias, int activation, float *y) {
-    if (!xq) {
-        linear_float(x, batch, in_features, codes, alpha, out_features, bias, activation, y);
-        return PK_OK;
-    }
+    if (!xq) return linear_float(x, batch, in_features, codes, alpha, out_features, bias, activation, y);
     if (batch >= QBATCH) {
         int8_t *scratch = pk_aligned_alloc((size_t)(pk_threads() * ROWS * xq_stride));
         if (!scratch) return PK_ERR_NOMEM;
