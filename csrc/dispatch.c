@@ -155,11 +155,13 @@ static void fill_table(int cap) {
     PK_USE(conv_gemm, pk_conv_gemm_scalar);
     PK_USE(conv_csr, pk_conv_csr_scalar);
     PK_USE(conv_depthwise, pk_conv_depthwise_scalar);
+    PK_USE(conv_binary, pk_conv_binary_scalar);
 #ifdef PK_HAVE_AVX2
     if (cap >= PK_ISA_AVX2) {
         PK_USE(conv_gemm, pk_conv_gemm_avx2);
         PK_USE(conv_csr, pk_conv_csr_avx2);
         PK_USE(conv_depthwise, pk_conv_depthwise_avx2);
+        PK_USE(conv_binary, pk_conv_binary_avx2);
     }
 #endif
     /* binary / pow2 */

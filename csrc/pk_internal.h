@@ -54,6 +54,14 @@ typedef int (*pk_conv_depthwise_fn)(const float *x, int64_t images, int64_t chan
                                     int64_t dil_w, int64_t pad_top, int64_t pad_left,
                                     int64_t out_h, int64_t out_w, const float *bias,
                                     int activation, float *y);
+typedef int (*pk_conv_binary_fn)(const float *x, int64_t images, int64_t channels,
+                                 int64_t height, int64_t width, int64_t groups,
+                                 const uint64_t *wbits, const float *alpha,
+                                 int64_t out_channels, int64_t kh, int64_t kw,
+                                 int64_t stride_h, int64_t stride_w, int64_t dil_h,
+                                 int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                                 int64_t out_h, int64_t out_w, const float *bias,
+                                 int activation, float *y);
 
 /* binary / pow2 linear (csrc/linear/linear_binary*.c, linear_pow2*.c). The public
  * entries prepare the activations: binary gets xbits/beta (NULL: float activations),
@@ -78,7 +86,8 @@ typedef int (*pk_linear_pow2_fn)(const float *x, const int8_t *xq, const float *
     X(linear_pow2, pk_linear_pow2_fn) \
     X(conv_gemm, pk_conv_gemm_fn) \
     X(conv_csr, pk_conv_csr_fn) \
-    X(conv_depthwise, pk_conv_depthwise_fn)
+    X(conv_depthwise, pk_conv_depthwise_fn) \
+    X(conv_binary, pk_conv_binary_fn)
 
 #define PK_SLOT_FIELD(slot, type) type slot; const char *slot##_impl;
 struct pk_functable { PK_KERNEL_SLOTS(PK_SLOT_FIELD) };
@@ -133,7 +142,11 @@ int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const
     int pk_conv_depthwise_##isa(const float *, int64_t, int64_t, int64_t, int64_t,          \
                                 const float *, int64_t, int64_t, int64_t, int64_t, int64_t, \
                                 int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,       \
-                                const float *, int, float *);
+                                const float *, int, float *);                      \
+    int pk_conv_binary_##isa(const float *, int64_t, int64_t, int64_t, int64_t, int64_t,    \
+                             const uint64_t *, const float *, int64_t, int64_t, int64_t,    \
+                             int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                             int64_t, const float *, int, float *);
 PK_CONV_PROTOS(scalar)
 #ifdef PK_HAVE_AVX2
 PK_CONV_PROTOS(avx2)

@@ -164,8 +164,7 @@ def conv2d(
     elif weight.encoding == "csr":
         _csr(backend, xa, weight, b, geo, activation, y)
     elif weight.encoding == "binary" and getattr(weight, "activations", "") == "binary":
-        # NOTE: padding correction needs the patch validity; done with NumPy helpers.
-        y[...] = _binary_reference(xa, weight, b, geo, activation, backend)
+        _binary(backend, xa, weight, b, geo, activation, y)
     else:
         _generic(backend, xa, weight, b, geo, activation, y)
     return y
@@ -253,10 +252,15 @@ def geometry(x_shape, w_shape, stride, padding, dilation, groups) -> Geometry:
     return Geometry(n, c, h, wd, out, groups, kh, kw, sh, sw, dh, dw, pt, pb, pl, pr, ho, wo)
 
 
+_usable: list = []
+
+
 def _backend() -> str:
     """The backend conv2d's own kernels run on: the setting, or the fastest available."""
     wanted = backends.get_backend()
-    usable = backends.available_backends()
+    if not _usable:  # NOTE: looked up once; available_backends() costs ~0.5 ms a call
+        _usable.extend(backends.available_backends())
+    usable = _usable
     order = (
         registry.BACKENDS
         if wanted == "auto"
@@ -438,7 +442,7 @@ def _run_offsets(x, geo: Geometry, ops, cache: dict, offsets_for, kernel) -> Non
     """Shared driver: stride 1 reads (padded) x directly; otherwise an im2col matrix."""
     if geo.sh == 1 and geo.sw == 1:
         xp, x_image, plane, row = _direct_input(ops, x, geo)
-        key = ("direct", geo.groups, geo.hp, geo.wp)
+        key = ("direct", geo.groups, geo.dh, geo.dw, geo.hp, geo.wp)
         if key not in cache:
             cache[key] = offsets_for(plane, row, direct=True)
         flat = geo.wp == geo.wo
@@ -457,8 +461,11 @@ def _run_offsets(x, geo: Geometry, ops, cache: dict, offsets_for, kernel) -> Non
 
 def _dense(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     ops = _ops(backend)
-    matrix = np.ascontiguousarray(w.data, np.float32)  # [out, kg]
     cache = _cache(w)
+    key = ("packed", backend, geo.groups)
+    if key not in cache:
+        cache[key] = ops.pack_gemm_weight(np.ascontiguousarray(w.data, np.float32), geo.groups)
+    packed = cache[key]
 
     def offsets_for(plane, row, direct):
         k = np.arange(geo.kg)
@@ -473,7 +480,7 @@ def _dense(backend, x, w, bias, geo: Geometry, activation, y) -> None:
         return np.concatenate(per_group)
 
     def kernel(xs, x_image, x_row, offsets, out_h, out_w):
-        ops.gemm(xs, geo.n, x_image, x_row, offsets, geo.groups, matrix, geo.og, out_h, out_w,
+        ops.gemm(xs, geo.n, x_image, x_row, offsets, geo.groups, packed, geo.og, out_h, out_w,
                  bias, activation, y)  # fmt: skip
 
     _run_offsets(x, geo, ops, cache, offsets_for, kernel)
@@ -504,11 +511,36 @@ def _depthwise(backend, x, w, bias, geo: Geometry, activation, y) -> None:
                   bias, activation, y)  # fmt: skip
 
 
+#: Largest kh·kw·ceil(cg/64) of the C binary kernel (PK_CONV_BINARY_WORDS).
+BINARY_WORDS = 256
+
+
+def _binary(backend, x, w, bias, geo: Geometry, activation, y) -> None:
+    """Binary activations: XNOR-popcount in C over sign bits packed per pixel."""
+    cw = -(-geo.cg // 64)
+    if backend != "c" or geo.kh * geo.kw * cw > BINARY_WORDS:
+        # NOTE: no Numba kernel yet; the NumPy definition serves (slow but exact).
+        y[...] = _binary_reference(x, w, bias, geo, activation, backend)
+        return
+    cache = _cache(w)
+    if "tap_bits" not in cache:
+        from kernels.encodings.binary import pack_signs
+
+        signs = w.signs().reshape(geo.out, geo.cg, geo.kh * geo.kw)
+        per_tap = np.ascontiguousarray(signs.transpose(0, 2, 1)).reshape(-1, geo.cg)
+        cache["tap_bits"] = np.ascontiguousarray(
+            pack_signs(per_tap).reshape(geo.out, geo.kh * geo.kw, cw)
+        )
+    _ops(backend).binary(x, geo.groups, cache["tap_bits"], w.alpha, geo.kh, geo.kw,
+                         (geo.sh, geo.sw), (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo,
+                         bias, activation, y)  # fmt: skip
+
+
 def _generic(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     """Any encoding: patch rows through the encoding's linear kernel, per group."""
     ops = _ops(backend)
-    _, linear = backends.resolve("linear", w.encoding)
-    if backends.resolve("linear", w.encoding)[0] == "numba":
+    linear_backend, linear = backends.resolve("linear", w.encoding)
+    if linear_backend == "numba":
         backends.apply_numba_threads()
     positions = geo.n * geo.ho * geo.wo
     one_by_one = geo.kh == geo.kw == 1 and geo.sh == geo.sw == 1 and not geo.padded

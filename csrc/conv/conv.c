@@ -1,12 +1,13 @@
 /* Public entries of the dispatched conv2d kernels: argument checks, then the
  * implementation the dispatch table holds. Python has validated geometry and that every
  * offset stays inside x; these checks only keep a bad call from crashing. */
-#include "pk_internal.h"
+#include "conv_internal.h"
 
 static int bad_common(int64_t images, int64_t x_image, int64_t x_row, int64_t out_h,
                       int64_t out_w, int activation) {
     return images < 0 || x_image < 0 || x_row < 0 || out_h < 0 || out_w < 0 ||
-           activation < PK_ACT_NONE || activation > PK_ACT_RELU6;
+           (out_h > 1 && x_row < out_w) || activation < PK_ACT_NONE ||
+           activation > PK_ACT_RELU6;
 }
 
 int pk_conv_gemm_f32(const float *x, int64_t images, int64_t x_image, int64_t x_row,
@@ -53,4 +54,25 @@ int pk_conv_depthwise_f32(const float *x, int64_t images, int64_t channels, int6
     return pk_table.conv_depthwise(x, images, channels, height, width, w, out_channels, kh, kw,
                                    stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
                                    out_w, bias, activation, y);
+}
+
+int pk_conv_binary_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                       int64_t width, int64_t groups, const uint64_t *wbits,
+                       const float *alpha, int64_t out_channels, int64_t kh, int64_t kw,
+                       int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                       int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                       const float *bias, int activation, float *y) {
+    if (images < 0 || channels < 1 || groups < 1 || channels % groups != 0 || height < 0 ||
+        width < 0 || out_channels < 0 || out_channels % groups != 0 || kh < 1 || kw < 1 ||
+        stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || pad_top < 0 ||
+        pad_left < 0 || out_h < 0 || out_w < 0 || activation < PK_ACT_NONE ||
+        activation > PK_ACT_RELU6)
+        return PK_ERR_ARG;
+    if (kh * kw * ((channels / groups + 63) / 64) > PK_CONV_BINARY_WORDS) return PK_ERR_ARG;
+    if (images == 0 || out_channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
+    if (!x || !wbits || !alpha || !y) return PK_ERR_ARG;
+    pk_dispatch_init();
+    return pk_table.conv_binary(x, images, channels, height, width, groups, wbits, alpha,
+                                out_channels, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top,
+                                pad_left, out_h, out_w, bias, activation, y);
 }

@@ -1,36 +1,45 @@
-/* Dense conv2d as an offset GEMM, AVX2 + FMA: 6 output channels x 16 output columns per
- * micro-tile (12 accumulators), weights packed [group][row block][k][6] per call so each
- * k broadcasts 6 contiguous values. Same contract as conv_dense_scalar.c. */
+/* Dense conv2d as an offset GEMM, AVX2 + FMA. Same contract as conv_dense_scalar.c.
+ *
+ * - Columns run flat over j = oh * x_row + ow for j < (out_h - 1) * x_row + out_w, so the
+ *   rows of a padded input need no tail tiles; columns with ow >= out_w (the padding
+ *   between rows, computed from in-bounds data) are simply not stored.
+ * - Micro-tile: 6 output channels x 16 columns, 12 accumulators in registers; weights
+ *   packed [group][6-row block][k][6] (by the caller, once) so each k broadcasts 6
+ *   contiguous values.
+ * - k is blocked by KC so that the activations a tile reads (KC shifted rows of 16
+ *   columns) and the weight panel stay in L1 while every row block passes over them;
+ *   partial sums live in a per-thread [out][16] buffer. */
 #include <immintrin.h>
 
 #include "conv_internal.h"
 
 #define MR PK_CONV_MR
 #define NR PK_CONV_NR
+#define KC 192
 
 static inline __m256i lanes_below(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-static inline __m256 epilogue(__m256 v, __m256 b, int activation) {
-    v = _mm256_add_ps(v, b);
-    /* max/min return their second operand on NaN: NaN passes through, as in NumPy */
-    if (activation == PK_ACT_RELU) v = _mm256_max_ps(_mm256_setzero_ps(), v);
-    if (activation == PK_ACT_RELU6)
-        v = _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(_mm256_setzero_ps(), v));
-    return v;
-}
+#define PK_ROW(r, c0, c1)                               \
+    do {                                                \
+        const __m256 a = _mm256_broadcast_ss(wk + (r)); \
+        c0 = _mm256_fmadd_ps(a, b0, c0);                \
+        if (nv == 2) c1 = _mm256_fmadd_ps(a, b1, c1);   \
+    } while (0)
 
-/* One 6 x (8*NV) tile; `masked`: the last vector holds only `cols % 8` (or 8) lanes. */
+/* buf[r][0:8*nv] += sum_k wp[k][r] * xb[off[k] + 0:8*nv] for one 6-row block; `masked`
+ * loads only the lanes in `mask` of the last vector (the others stay 0). */
 static inline __attribute__((always_inline)) void tile(const float *xb, const int64_t *off,
-                                                       int64_t kg, const float *wp, int nv,
-                                                       int masked, int64_t cols, int64_t rows,
-                                                       float *const *yrow, const float *bias,
-                                                       int activation) {
-    __m256 acc[MR][2];
-    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    const __m256i mask = lanes_below(cols - 8 * (nv - 1));
-    for (int64_t k = 0; k < kg; k++) {
+                                                       int64_t kc, const float *wp, int nv,
+                                                       int masked, __m256i mask, float *buf) {
+    __m256 c00 = _mm256_loadu_ps(buf), c10 = _mm256_loadu_ps(buf + NR);
+    __m256 c20 = _mm256_loadu_ps(buf + 2 * NR), c30 = _mm256_loadu_ps(buf + 3 * NR);
+    __m256 c40 = _mm256_loadu_ps(buf + 4 * NR), c50 = _mm256_loadu_ps(buf + 5 * NR);
+    __m256 c01 = _mm256_loadu_ps(buf + 8), c11 = _mm256_loadu_ps(buf + NR + 8);
+    __m256 c21 = _mm256_loadu_ps(buf + 2 * NR + 8), c31 = _mm256_loadu_ps(buf + 3 * NR + 8);
+    __m256 c41 = _mm256_loadu_ps(buf + 4 * NR + 8), c51 = _mm256_loadu_ps(buf + 5 * NR + 8);
+    for (int64_t k = 0; k < kc; k++) {
         const float *b = xb + off[k];
         __m256 b0, b1 = _mm256_setzero_ps();
         if (nv == 1) {
@@ -40,71 +49,90 @@ static inline __attribute__((always_inline)) void tile(const float *xb, const in
             b1 = masked ? _mm256_maskload_ps(b + 8, mask) : _mm256_loadu_ps(b + 8);
         }
         const float *wk = wp + k * MR;
-        for (int r = 0; r < MR; r++) {
-            const __m256 a = _mm256_broadcast_ss(wk + r);
-            acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
-            if (nv == 2) acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
-        }
+        PK_ROW(0, c00, c01);
+        PK_ROW(1, c10, c11);
+        PK_ROW(2, c20, c21);
+        PK_ROW(3, c30, c31);
+        PK_ROW(4, c40, c41);
+        PK_ROW(5, c50, c51);
     }
-    for (int r = 0; r < MR; r++) {
-        if (r >= rows) break;
-        const __m256 bv = _mm256_set1_ps(bias ? bias[r] : 0.0f);
-        float *yo = yrow[r];
-        for (int v = 0; v < nv; v++) {
-            const __m256 out = epilogue(acc[r][v], bv, activation);
-            if (masked && v == nv - 1)
-                _mm256_maskstore_ps(yo + 8 * v, mask, out);
-            else
-                _mm256_storeu_ps(yo + 8 * v, out);
-        }
-    }
+    _mm256_storeu_ps(buf, c00);
+    _mm256_storeu_ps(buf + NR, c10);
+    _mm256_storeu_ps(buf + 2 * NR, c20);
+    _mm256_storeu_ps(buf + 3 * NR, c30);
+    _mm256_storeu_ps(buf + 4 * NR, c40);
+    _mm256_storeu_ps(buf + 5 * NR, c50);
+    _mm256_storeu_ps(buf + 8, c01);
+    _mm256_storeu_ps(buf + NR + 8, c11);
+    _mm256_storeu_ps(buf + 2 * NR + 8, c21);
+    _mm256_storeu_ps(buf + 3 * NR + 8, c31);
+    _mm256_storeu_ps(buf + 4 * NR + 8, c41);
+    _mm256_storeu_ps(buf + 5 * NR + 8, c51);
 }
+#undef PK_ROW
 
 int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x_row,
                       const int64_t *offsets, int64_t groups, int64_t kg, const float *w,
                       int64_t og, int64_t out_h, int64_t out_w, const float *bias,
                       int activation, float *y) {
     const int64_t blocks = (og + MR - 1) / MR;
-    float *packed = pk_aligned_alloc((size_t)(groups * blocks * kg * MR) * sizeof(float));
-    if (!packed) return PK_ERR_NOMEM;
+    const float *packed = w; /* [groups][blocks][kg][MR], see pk_conv_gemm_f32 */
     const int nthreads = pk_threads();
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t gb = 0; gb < groups * blocks; gb++) {
-        const int64_t g = gb / blocks, o0 = (gb % blocks) * MR;
-        float *dst = packed + gb * kg * MR;
-        for (int64_t k = 0; k < kg; k++)
-            for (int64_t r = 0; r < MR; r++)
-                dst[k * MR + r] = o0 + r < og ? w[(g * og + o0 + r) * kg + k] : 0.0f;
-    }
-    const int64_t tiles = (out_w + NR - 1) / NR;
-    const int64_t tasks = images * groups * out_h * tiles;
-    const int64_t out_c = groups * og;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t t = 0; t < tasks; t++) {
-        const int64_t tl = t % tiles, oh = (t / tiles) % out_h;
-        const int64_t g = (t / (tiles * out_h)) % groups, n = t / (tiles * out_h * groups);
-        const int64_t ow0 = tl * NR;
-        const int64_t cols = out_w - ow0 < NR ? out_w - ow0 : NR;
-        const float *xb = x + n * x_image + oh * x_row + ow0;
-        const int64_t *off = offsets + g * kg;
-        for (int64_t blk = 0; blk < blocks; blk++) {
-            const int64_t o0 = g * og + blk * MR;
-            const int64_t rows = og - blk * MR < MR ? og - blk * MR : MR;
-            float *yrow[MR];
-            for (int64_t r = 0; r < MR; r++)
-                yrow[r] = y + ((n * out_c + o0 + (r < rows ? r : 0)) * out_h + oh) * out_w + ow0;
-            const float *wp = packed + (g * blocks + blk) * kg * MR;
-            const float *bb = bias ? bias + o0 : NULL;
-            if (cols == NR)
-                tile(xb, off, kg, wp, 2, 0, cols, rows, yrow, bb, activation);
-            else if (cols > 8)
-                tile(xb, off, kg, wp, 2, 1, cols, rows, yrow, bb, activation);
-            else if (cols == 8)
-                tile(xb, off, kg, wp, 1, 0, cols, rows, yrow, bb, activation);
-            else
-                tile(xb, off, kg, wp, 1, 1, cols, rows, yrow, bb, activation);
+    const int64_t span = (out_h - 1) * x_row + out_w;
+    const int contiguous = out_h == 1 || x_row == out_w;
+    const int64_t tiles = (span + NR - 1) / NR;
+    const int64_t tasks = images * groups * tiles;
+    const int64_t out_c = groups * og, plane = out_h * out_w;
+    int status = PK_OK;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *buf = pk_aligned_alloc((size_t)(blocks * MR * NR) * sizeof(float));
+        if (!buf) {
+#pragma omp atomic write
+            status = PK_ERR_NOMEM;
         }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; t++) {
+            if (!buf) continue;
+            const int64_t tl = t % tiles, g = (t / tiles) % groups, n = t / (tiles * groups);
+            const int64_t j0 = tl * NR;
+            const int64_t cols = span - j0 < NR ? span - j0 : NR;
+            const float *xb = x + n * x_image + j0;
+            const __m256i mask = lanes_below(cols > 8 ? cols - 8 : cols);
+            memset(buf, 0, (size_t)(blocks * MR * NR) * sizeof(float));
+            for (int64_t k0 = 0; k0 < kg; k0 += KC) {
+                const int64_t kc = kg - k0 < KC ? kg - k0 : KC;
+                const int64_t *off = offsets + g * kg + k0;
+                for (int64_t blk = 0; blk < blocks; blk++) {
+                    const float *wp = packed + ((g * blocks + blk) * kg + k0) * MR;
+                    float *bb = buf + blk * MR * NR;
+                    if (cols == NR)
+                        tile(xb, off, kc, wp, 2, 0, mask, bb);
+                    else if (cols > 8)
+                        tile(xb, off, kc, wp, 2, 1, mask, bb);
+                    else if (cols == 8)
+                        tile(xb, off, kc, wp, 1, 0, mask, bb);
+                    else
+                        tile(xb, off, kc, wp, 1, 1, mask, bb);
+                }
+            }
+            for (int64_t o = 0; o < og; o++) { /* epilogue; skips the padding columns */
+                const float bv = bias ? bias[g * og + o] : 0.0f;
+                float *yo = y + (n * out_c + g * og + o) * plane;
+                const float *src = buf + o * NR;
+                if (contiguous) {
+                    for (int64_t jj = 0; jj < cols; jj++)
+                        yo[j0 + jj] = pk_activate(src[jj] + bv, activation);
+                    continue;
+                }
+                int64_t oh = j0 / x_row, ow = j0 % x_row;
+                for (int64_t jj = 0; jj < cols; jj++) {
+                    if (ow < out_w) yo[oh * out_w + ow] = pk_activate(src[jj] + bv, activation);
+                    if (++ow == x_row) ow = 0, oh++;
+                }
+            }
+        }
+        pk_aligned_free(buf);
     }
-    pk_aligned_free(packed);
-    return PK_OK;
+    return status;
 }

@@ -4,7 +4,7 @@
  * convolution; with x an im2col matrix (off = k * positions) it is a plain GEMM. */
 #include "conv_internal.h"
 
-#define MR 4
+#define MR PK_CONV_GEMM_MR
 
 int pk_conv_gemm_scalar(const float *x, int64_t images, int64_t x_image, int64_t x_row,
                         const int64_t *offsets, int64_t groups, int64_t kg, const float *w,
@@ -12,7 +12,7 @@ int pk_conv_gemm_scalar(const float *x, int64_t images, int64_t x_image, int64_t
                         int activation, float *y) {
     const int64_t tiles = (out_w + PK_CONV_NR - 1) / PK_CONV_NR;
     const int64_t tasks = images * groups * out_h * tiles;
-    const int64_t out_c = groups * og;
+    const int64_t out_c = groups * og, blocks = (og + MR - 1) / MR;
 #pragma omp parallel for schedule(static) num_threads(pk_threads())
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t tile = t % tiles, oh = (t / tiles) % out_h;
@@ -27,7 +27,7 @@ int pk_conv_gemm_scalar(const float *x, int64_t images, int64_t x_image, int64_t
             for (int64_t k = 0; k < kg; k++) {
                 const float *b = xb + off[k];
                 for (int64_t r = 0; r < rows; r++) {
-                    const float wv = w[(g * og + o0 + r) * kg + k];
+                    const float wv = w[((g * blocks + o0 / MR) * kg + k) * MR + r];
                     for (int64_t j = 0; j < cols; j++) acc[r][j] += wv * b[j];
                 }
             }

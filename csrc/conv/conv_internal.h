@@ -8,8 +8,10 @@
 
 /* Output column tile of the offset GEMM / CSR kernels, and rows per dense micro-tile. */
 #define PK_CONV_NR 16
-#define PK_CONV_MR 6
+#define PK_CONV_MR PK_CONV_GEMM_MR
 #define PK_CONV_CSR_TILE 64
+/* Largest kh * kw * ceil(cg / 64) the binary conv kernel takes (its patch lives on the stack). */
+#define PK_CONV_BINARY_WORDS 256
 
 /* Copies the window of one input plane that a depthwise conv reads into `dst`
  * [hp][wp] (row pitch wp), zero where the window leaves the plane. */

@@ -103,8 +103,11 @@ int pk_im2row_f32(const float *x, int64_t images, int64_t channels, int64_t heig
                   int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
                   float *rows);
 
-/* Offset GEMM: y[n, g*og + o, oh, ow] = act(bias + sum_k w[g*og + o, k] *
- * x[n * x_image + offsets[g * kg + k] + oh * x_row + ow]); w is [groups * og, kg]. */
+/* Offset GEMM: y[n, g*og + o, oh, ow] = act(bias + sum_k W[g*og + o, k] *
+ * x[n * x_image + offsets[g * kg + k] + oh * x_row + ow]), x_row >= out_w when out_h > 1.
+ * w is W packed [groups][ceil(og / MR)][kg][MR] with MR = PK_CONV_GEMM_MR:
+ * w[((g * blocks + o / MR) * kg + k) * MR + o % MR] = W[g*og + o, k], 0 past og. */
+#define PK_CONV_GEMM_MR 6
 int pk_conv_gemm_f32(const float *x, int64_t images, int64_t x_image, int64_t x_row,
                      const int64_t *offsets, int64_t groups, int64_t kg, const float *w,
                      int64_t og, int64_t out_h, int64_t out_w, const float *bias,
@@ -124,6 +127,16 @@ int pk_conv_depthwise_f32(const float *x, int64_t images, int64_t channels, int6
                           int64_t kw, int64_t stride_h, int64_t stride_w, int64_t dil_h,
                           int64_t dil_w, int64_t pad_top, int64_t pad_left, int64_t out_h,
                           int64_t out_w, const float *bias, int activation, float *y);
+
+/* Binary weights and binary activations (XNOR + popcount); a padded position adds 0 to
+ * the +-1 dot product (Larq). wbits [out][kh * kw][ceil(cg / 64)]: channel c of a tap is
+ * bit c % 64 of word c / 64, set for +1. alpha [out]. kh * kw * ceil(cg / 64) <= 256. */
+int pk_conv_binary_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                       int64_t width, int64_t groups, const uint64_t *wbits,
+                       const float *alpha, int64_t out_channels, int64_t kh, int64_t kw,
+                       int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                       int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                       const float *bias, int activation, float *y);
 
 /* binary weights: bits [out][ceil(in/64)] uint64; bit j of word i is column 64*i + j,
  * 1 means +1, 0 means -1, padding bits of the last word 0; alpha[out] >= 0.

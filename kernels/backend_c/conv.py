@@ -40,12 +40,24 @@ def im2row(x, c0, cg, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w,
     check(status, "conv2d im2row")
 
 
+def pack_gemm_weight(matrix: np.ndarray, groups: int) -> np.ndarray:
+    """W [groups·og, kg] in the offset GEMM's layout [groups][ceil(og/MR)][kg][MR]."""
+    mr = library()[1].PK_CONV_GEMM_MR
+    out, kg = matrix.shape
+    og = out // groups
+    blocks = -(-og // mr)
+    padded = np.zeros((groups, blocks * mr, kg), np.float32)
+    padded[:, :og] = matrix.reshape(groups, og, kg)
+    packed = padded.reshape(groups, blocks, mr, kg).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(packed)
+
+
 def gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation, y):
-    """Offset GEMM (see pk_conv_gemm_f32): w float32 [groups·og, kg], offsets int64."""
+    """Offset GEMM (see pk_conv_gemm_f32): w packed by pack_gemm_weight, offsets int64."""
     ffi, lib = library()
     status = lib.pk_conv_gemm_f32(
         ptr(ffi, "float *", x), images, x_image, x_row, ptr(ffi, "int64_t *", offsets),
-        groups, w.shape[1], ptr(ffi, "float *", w), og, out_h, out_w,
+        groups, w.shape[2], ptr(ffi, "float *", w), og, out_h, out_w,
         ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
     )  # fmt: skip
     check(status, "conv2d dense")
@@ -74,3 +86,17 @@ def depthwise(x, w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, act
         ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
     )  # fmt: skip
     check(status, "conv2d depthwise")
+
+
+def binary(x, groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w,
+           bias, activation, y):  # fmt: skip
+    """Binary weights x binary activations (pk_conv_binary_f32); wbits uint64 [out, taps, cw]."""
+    ffi, lib = library()
+    n, c, h, wd = x.shape
+    status = lib.pk_conv_binary_f32(
+        ptr(ffi, "float *", x), n, c, h, wd, groups, ptr(ffi, "uint64_t *", wbits),
+        ptr(ffi, "float *", alpha), alpha.shape[0], kh, kw, stride[0], stride[1],
+        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
+        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
+    )  # fmt: skip
+    check(status, "conv2d binary")

@@ -100,6 +100,11 @@ def _gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias,
                 y[n, o, oh, ow0 + j] = activate(acc[j] + add, act)
 
 
+def pack_gemm_weight(matrix: np.ndarray, groups: int) -> np.ndarray:
+    """The Numba offset GEMM reads W [groups·og, kg] as it is."""
+    return matrix
+
+
 def gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation, y):
     """Offset GEMM: w float32 [groups·og, kg], offsets int64 [groups·kg]."""
     yv = y.reshape(images, groups * og, out_h, out_w)

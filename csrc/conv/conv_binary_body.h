@@ -1,0 +1,101 @@
+/* Body of the binary-activation conv2d kernel, included by conv_binary_scalar.c and
+ * conv_binary_avx2.c (the latter compiled with -mpopcnt, so __builtin_popcountll is
+ * one instruction). PK_CONV_BINARY_NAME names the function.
+ *
+ * Per group g, output position p and output channel o (Larq's rule for padding):
+ *   beta[p] = (sum of |x| over the patch, padding counted as 0) / (cg*kh*kw)  (float64 sum)
+ *   n[p, o] = sum over in-bounds taps of sign(x) * sign(w)  (exact, popcount of XOR)
+ *   y       = act((alpha[o] * beta[p]) * (float)n + bias[o])
+ * Input signs are packed once per pixel, channels-last: bit c % 64 of word c / 64 of
+ * xbits[n][g][h][w][:] is x[n, g*cg + c, h, w] >= 0. Weights arrive tap-major:
+ * wbits[o][tap][cw] with the same channel bits. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_internal.h"
+
+int PK_CONV_BINARY_NAME(const float *x, int64_t images, int64_t channels, int64_t height,
+                        int64_t width, int64_t groups, const uint64_t *wbits,
+                        const float *alpha, int64_t out_channels, int64_t kh, int64_t kw,
+                        int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                        int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                        const float *bias, int activation, float *y) {
+    const int64_t cg = channels / groups, og = out_channels / groups;
+    const int64_t cw = (cg + 63) / 64, taps = kh * kw, pixels = height * width;
+    const int64_t kg = cg * taps;
+    uint64_t *xbits = calloc((size_t)(images * groups * pixels * cw), sizeof(uint64_t));
+    double *absum = malloc((size_t)(images * groups * pixels) * sizeof(double));
+    if (!xbits || !absum) {
+        free(xbits);
+        free(absum);
+        return PK_ERR_NOMEM;
+    }
+    const int nthreads = pk_threads();
+    /* pack signs channels-last and sum |x| per pixel and group */
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t row = 0; row < images * groups * height; row++) {
+        const int64_t n = row / (groups * height), g = (row / height) % groups;
+        const int64_t h = row % height;
+        uint64_t *bits = xbits + ((n * groups + g) * pixels + h * width) * cw;
+        double *sums = absum + (n * groups + g) * pixels + h * width;
+        for (int64_t w = 0; w < width; w++) sums[w] = 0.0;
+        for (int64_t c = 0; c < cg; c++) {
+            const float *src = x + ((n * channels + g * cg + c) * height + h) * width;
+            const uint64_t bit = (uint64_t)1 << (c % 64);
+            for (int64_t w = 0; w < width; w++) {
+                const float v = src[w];
+                if (v >= 0.0f) bits[w * cw + c / 64] |= bit;
+                sums[w] += v < 0.0f ? -(double)v : (double)v;
+            }
+        }
+    }
+    const int64_t tasks = images * groups * out_h;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t n = t / (groups * out_h), g = (t / out_h) % groups, oh = t % out_h;
+        const uint64_t *bits = xbits + (n * groups + g) * pixels * cw;
+        const double *sums = absum + (n * groups + g) * pixels;
+        uint64_t pw[PK_CONV_BINARY_WORDS]; /* the patch's sign words, taps * cw */
+        uint64_t mw[PK_CONV_BINARY_WORDS]; /* all ones for in-bounds taps, 0 for padding */
+        for (int64_t ow = 0; ow < out_w; ow++) {
+            double s = 0.0;
+            int64_t valid = 0;
+            for (int64_t ky = 0; ky < kh; ky++) {
+                const int64_t ih = oh * stride_h + ky * dil_h - pad_top;
+                for (int64_t kx = 0; kx < kw; kx++) {
+                    const int64_t iw = ow * stride_w + kx * dil_w - pad_left;
+                    const int64_t tp = ky * kw + kx;
+                    const int inside = ih >= 0 && ih < height && iw >= 0 && iw < width;
+                    for (int64_t i = 0; i < cw; i++) {
+                        pw[tp * cw + i] = inside ? bits[(ih * width + iw) * cw + i] : 0;
+                        mw[tp * cw + i] = inside ? ~(uint64_t)0 : 0;
+                    }
+                    if (inside) {
+                        s += sums[ih * width + iw];
+                        valid++;
+                    }
+                }
+            }
+            const float beta = (float)(s / (double)kg);
+            const int64_t words = taps * cw, full = valid == taps;
+            for (int64_t o = g * og; o < (g + 1) * og; o++) {
+                const uint64_t *wo = wbits + o * words;
+                int64_t differ = 0;
+                if (full) {
+                    for (int64_t i = 0; i < words; i++) differ += __builtin_popcountll(pw[i] ^ wo[i]);
+                } else {
+                    for (int64_t i = 0; i < words; i++)
+                        differ += __builtin_popcountll((pw[i] ^ wo[i]) & mw[i]);
+                }
+                const int64_t dot = valid * cg - 2 * differ;
+                const float scale = alpha[o] * beta; /* float32 product, then times n */
+                float v = scale * (float)dot;
+                if (bias) v += bias[o];
+                y[((n * out_channels + o) * out_h + oh) * out_w + ow] = pk_activate(v, activation);
+            }
+        }
+    }
+    free(xbits);
+    free(absum);
+    return PK_OK;
+}
