@@ -4,8 +4,11 @@
 input produced before use, shapes consistent), fuses a Relu/Relu6 into the Linear or
 Conv2d feeding it, resolves each weighted layer's kernel once, and keeps a list of
 prepared steps. A call copies a small list of slots, writes the inputs into it and runs
-the steps: one function call per layer, the kernel writing into a fresh output array.
-Nothing mutable is shared between calls, so one Model may run in several threads at once.
+the steps: one function call per layer. Linear layers whose output stays inside the call
+write into buffers reused from call to call (assigned by liveness at plan time, one set
+per thread); other intermediates are released at their last use. Graph outputs are always
+fresh arrays, and nothing mutable is shared between threads, so one Model may run in
+several threads at once.
 
 ``load(path)`` reads a ``.pinf`` file (memory-mapped, validated; see ``pyinfer.format``)
 and ``save(model, path)`` writes one atomically.
@@ -142,6 +145,10 @@ class Model:
         if not isinstance(nodes, list):
             raise FormatError("graph nodes must be a list")
         checked = [self._check_node(i, raw, info) for i, raw in enumerate(nodes)]
+        names = [n.name for n in checked]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise FormatError(f"node name {dup!r} is used by more than one node")
 
         outputs = graph["outputs"]
         if (
@@ -200,7 +207,6 @@ class Model:
         name = raw.get("name", f"{op}_{i}")
         if not isinstance(name, str):
             raise FormatError(f"node {i}: name must be a string, got {name!r:.60}")
-        label = f"node {name!r} ({op!r:.40})"
         try:
             spec = ops.spec(op)
         except ValueError as exc:
@@ -280,8 +286,7 @@ class Model:
             for v in node.inputs:
                 consumers[v] = consumers.get(v, 0) + 1
         producer = {n.outputs[0]: n for n in self.nodes}
-        dropped = set()
-        result: dict[int, ops.Node] = {}
+        result: dict[int, ops.Node] = {}  # id(original) -> node to run (fused or not)
         for node in self.nodes:
             act = ops.FUSIBLE_ACTIVATIONS.get(node.op)
             src = producer.get(node.inputs[0]) if act else None
@@ -303,11 +308,10 @@ class Model:
                     src.in_shapes,
                     node.out_shape,
                 )
-                result[id(src)] = merged
-                dropped.add(id(node))
+                result[id(src)] = merged  # the activation node itself is not kept
             else:
                 result[id(node)] = node
-        return [n for n in result.values() if id(n) not in dropped]
+        return list(result.values())
 
     def _assign_buffers(self, planned: list[ops.Node]) -> int:
         """Give each Linear output that never leaves the call a reusable buffer id.
