@@ -510,6 +510,9 @@ def sparsity(w: EncodedWeight) -> float:
 def _bind(fn, ins: tuple, out: int, dead: tuple):
     """A step ``step(env)`` computing ``env[out] = fn(*env[ins])``, then freeing ``dead``
     (slots no later step reads, so large intermediates go back to the allocator early)."""
+    parts = getattr(fn, "parts", None)
+    if parts is not None and len(ins) == 2 and len(dead) <= 1:
+        return _bind_linear(parts, ins, out, dead)
     if len(ins) == 1 and not dead:
         (a,) = ins
 
@@ -541,6 +544,31 @@ def _bind(fn, ins: tuple, out: int, dead: tuple):
             env[d] = None
 
     return step_n
+
+
+def _bind_linear(parts, ins: tuple, out: int, dead: tuple):
+    """The Linear-into-buffer step inlined (one Python call per layer instead of two):
+    the same checks and kernel call as ``ops._build_linear``'s ``linear_into_buffer``."""
+    kernel, w, bias, activation, k, n, slot, general = parts
+    a, arena_slot = ins
+    d = dead[0] if dead else None
+
+    def linear_step(env):
+        x = env[a]
+        shape = x.shape
+        if len(shape) == 2 and shape[1] == k and shape[0] and x.flags.c_contiguous:
+            arena = env[arena_slot]
+            y = arena[slot]
+            if y is None or y.shape[0] != shape[0]:
+                y = arena[slot] = np.empty((shape[0], n), np.float32)
+            kernel(x, w, bias, activation, y)
+            env[out] = y
+        else:
+            env[out] = general(x)
+        if d is not None:
+            env[d] = None
+
+    return linear_step
 
 
 # ---------------------------------------------------------------------- files

@@ -312,6 +312,8 @@ def _build_linear(node: Node):
                 return out
             return general(x)
 
+        if not numba_threads:  # the planner may inline this step (see model._bind)
+            linear_into_buffer.parts = (kernel, w, bias, activation, k, n, slot, general)
         return linear_into_buffer
 
     if numba_threads:
