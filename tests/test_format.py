@@ -224,6 +224,18 @@ def test_save_replaces_atomically(tmp_path):
     assert os.listdir(tmp_path) == ["m.pinf"]
 
 
+def test_save_over_the_file_a_model_was_loaded_from(tmp_path):
+    path = tmp_path / "m.pinf"
+    pyinfer.save(sample_graph(), path)
+    model = pyinfer.load(path)  # its weights are views of the old file's map
+    want = model.run(sample_inputs())["add0"]
+    pyinfer.save(model, path)  # rename replaces the name; the old inode stays mapped
+    np.testing.assert_array_equal(model.run(sample_inputs())["add0"], want)
+    np.testing.assert_array_equal(
+        pyinfer.load(path, verify=True).run(sample_inputs())["add0"], want
+    )
+
+
 # ------------------------------------------------------------------ memory mapping
 
 
