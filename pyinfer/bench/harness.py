@@ -295,7 +295,6 @@ def run_cases(
     """Measure every impl of every case; ratios against the fastest dense baseline."""
     results: list[Result] = []
     set_threads(threads)
-    cold = cold_bytes > 0
     pool_key, pool = None, None
     for case in cases:
         if progress:
@@ -303,52 +302,9 @@ def run_cases(
         if (case.suite, case.label) != pool_key:  # one shape's weights in memory at a time
             pool_key, pool = (case.suite, case.label), WeightPool(case.make_weight)
         x = case.make_input(np.random.default_rng(12345))
-        prepared: dict[str, Prepared] = {}
-        errors: dict[str, str] = {}
-        for impl in case.impls:
-            try:
-                prepared[impl.name] = impl.prepare(pool, x, cold_bytes)
-            except Exception as exc:  # noqa: BLE001 - a missing peer must not stop the run
-                errors[impl.name] = f"{type(exc).__name__}: {exc}"
-        timings = measure({n: p.run_round for n, p in prepared.items()}, min_time=min_time)
-        rows = []
-        for impl in case.impls:
-            if impl.name in errors:
-                rows.append(
-                    Result(
-                        case.suite,
-                        case.label,
-                        case.batch,
-                        threads,
-                        cold,
-                        impl.name,
-                        impl.kind,
-                        math.nan,
-                        math.nan,
-                        0,
-                        0,
-                        dict(case.meta),
-                        error=errors[impl.name],
-                    )
-                )
-                continue
-            p, t = prepared[impl.name], timings[impl.name]
-            rows.append(
-                Result(
-                    case.suite,
-                    case.label,
-                    case.batch,
-                    threads,
-                    cold,
-                    impl.name,
-                    impl.kind,
-                    1e3 * t.median_s / p.calls,
-                    1e3 * t.p90_s / p.calls,
-                    p.calls,
-                    p.weight_bytes,
-                    dict(case.meta),
-                )
-            )
+        rows = [
+            _measure_impl(case, impl, pool, x, threads, cold_bytes, min_time) for impl in case.impls
+        ]
         dense = [r.median_ms for r in rows if r.kind == "dense" and r.error is None]
         if dense:
             for r in rows:
@@ -356,6 +312,41 @@ def run_cases(
                     r.speedup_vs_dense = min(dense) / r.median_ms
         results.extend(rows)
     return results
+
+
+def _measure_impl(
+    case: Case,
+    impl: Impl,
+    pool: WeightPool,
+    x: np.ndarray,
+    threads: int,
+    cold_bytes: int,
+    min_time: float,
+) -> Result:
+    """One impl on one case; a failing impl (a missing or broken peer) becomes an error row."""
+    row = Result(
+        case.suite,
+        case.label,
+        case.batch,
+        threads,
+        cold_bytes > 0,
+        impl.name,
+        impl.kind,
+        math.nan,
+        math.nan,
+        0,
+        0,
+        dict(case.meta),
+    )
+    try:
+        p = impl.prepare(pool, x, cold_bytes)
+        t = measure({impl.name: p.run_round}, min_time=min_time)[impl.name]
+    except Exception as exc:  # noqa: BLE001 - one peer must not stop the run
+        row.error = f"{type(exc).__name__}: {exc}"
+        return row
+    row.median_ms, row.p90_ms = 1e3 * t.median_s / p.calls, 1e3 * t.p90_s / p.calls
+    row.calls_per_round, row.weight_bytes = p.calls, p.weight_bytes
+    return row
 
 
 def format_table(results: list[Result], bandwidth_gbs: float | None = None) -> str:
