@@ -19,7 +19,9 @@ Lowering, chosen per call (backend ``c``; ``numba`` has the same structure):
   (the CHW layout makes every nonzero a contiguous vector op, XNNPACK's SpMM idea).
   Groups are folded into the offsets (a group's channel base), so every output channel
   is one CSR row whatever ``groups`` is.
-* **depthwise** (in/groups == 1, dense) -- its own direct kernel per plane.
+* **depthwise** (in/groups == 1) -- its own direct kernel per plane for dense weights,
+  and for int8 weights one that quantizes each patch exactly as the generic path would
+  (csrc/conv/depthwise_int8.c; C backend).
 * **any other encoding** (generic) -- patches one per row (im2row in C, [N·Ho·Wo,
   Cg·kh·kw]; for a 1×1 stride-1 unpadded conv simply the NHWC transpose of x) feed the
   encoding's ``linear`` kernel, once per group, and the [N·Ho·Wo, out] result is
@@ -161,6 +163,8 @@ def conv2d(
         _depthwise(backend, xa, weight, b, geo, activation, y)
     elif weight.encoding == "dense":
         _dense(backend, xa, weight, b, geo, activation, y)
+    elif weight.encoding == "int8" and geo.depthwise and backend == "c" and geo.kh * geo.kw <= 1024:
+        _depthwise_int8(xa, weight, b, geo, activation, y)
     elif weight.encoding == "csr":
         _csr(backend, xa, weight, b, geo, activation, y)
     elif weight.encoding == "binary" and getattr(weight, "activations", "") == "binary":
@@ -390,19 +394,53 @@ def group_weight(w: EncodedWeight, geo: Geometry, g: int):
     return cache[key]
 
 
+def _slice_int8(w, lo: int, hi: int, shape):
+    from kernels.encodings import int8
+
+    return int8.Int8Weight(
+        shape=shape,
+        packed=int8.pack(w.quantized()[lo:hi]),
+        scale=np.ascontiguousarray(w.scale[lo:hi]),
+        activation_scale=w.activation_scale,
+    )
+
+
+def _slice_int4(w, lo: int, hi: int, shape):
+    from kernels.encodings import int4
+
+    q = np.zeros((hi - lo, w.n_groups * w.group_size), np.int8)
+    q[:, : w.in_features] = w.quantized()[lo:hi]
+    packed, scale = int4.pack(q, w.group_scales()[lo:hi], w.group_size)
+    return int4.Int4Weight(
+        shape=shape,
+        packed=packed,
+        scale=scale,
+        group_size=w.group_size,
+        activation_scale=w.activation_scale,
+    )
+
+
+#: Row slicing for encodings that store rows in blocks (the others are sliced generically).
+_SLICERS = {"int8": _slice_int8, "int4": _slice_int4}
+
+
 def _slice_rows(w: EncodedWeight, lo: int, hi: int):
+    shape = (hi - lo,) + tuple(w.shape[1:])
     arrays = w.arrays()
-    if arrays and all(a.ndim >= 1 and a.shape[0] == w.out_features for a in arrays.values()):
-        try:
-            part = type(w).from_arrays(
-                (hi - lo,) + tuple(w.shape[1:]),
-                {k: np.ascontiguousarray(a[lo:hi]) for k, a in arrays.items()},
-                w.params(),
-            )
-            if np.array_equal(part.decode_matrix(), w.decode_matrix()[lo:hi], equal_nan=True):
-                return part, slice(None)
-        except (TypeError, ValueError):
-            pass
+    try:
+        if w.encoding in _SLICERS:
+            part = _SLICERS[w.encoding](w, lo, hi, shape)
+        elif arrays and all(a.ndim >= 1 and a.shape[0] == w.out_features for a in arrays.values()):
+            sliced = {k: np.ascontiguousarray(a[lo:hi]) for k, a in arrays.items()}
+            part = type(w).from_arrays(shape, sliced, w.params())
+        else:
+            part = None
+        if part is not None and np.array_equal(
+            part.decode_matrix(), w.decode_matrix()[lo:hi], equal_nan=True
+        ):
+            return part, slice(None)
+    except (TypeError, ValueError, AttributeError, ImportError):
+        pass
     return w, slice(lo, hi)
 
 
@@ -509,6 +547,17 @@ def _depthwise(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     wk = np.ascontiguousarray(w.data, np.float32).reshape(geo.out, geo.kh, geo.kw)
     ops.depthwise(x, wk, (geo.sh, geo.sw), (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo,
                   bias, activation, y)  # fmt: skip
+
+
+def _depthwise_int8(x, w, bias, geo: Geometry, activation, y) -> None:
+    """int8 depthwise: each patch quantized as the int8 linear quantizes a row (C)."""
+    cache = _cache(w)
+    if "dw_q" not in cache:
+        cache["dw_q"] = np.ascontiguousarray(w.quantized().reshape(geo.out, geo.kh, geo.kw))
+    static = 0.0 if w.activation_scale is None else float(w.activation_scale)
+    _ops("c").depthwise_int8(x, cache["dw_q"], w.scale, static, (geo.sh, geo.sw),
+                             (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo, bias, activation,
+                             y)  # fmt: skip
 
 
 #: Largest kh·kw·ceil(cg/64) of the C binary kernel (PK_CONV_BINARY_WORDS).

@@ -239,3 +239,17 @@ def test_bad_inputs_raise_clear_errors():
         kernels.conv2d(x, w, groups=2, activation="gelu")
     with pytest.raises(TypeError, match="floating-point"):
         kernels.conv2d(x.astype(np.int32), w, groups=2)
+
+
+@pytest.mark.skipif("int8" not in registry.names(), reason="no int8 encoding registered")
+@pytest.mark.parametrize("opts", [{}, {"activation_scale": 0.02}])
+def test_int8_depthwise_is_exact_with_non_finite_inputs(variant, opts):
+    """The int8 depthwise kernel quantizes each patch exactly as the reference does."""
+    x, weight, bias, kw = make((3, 1, 1, 1, 4, 2, 4, 8, 6, 7), seed=7)
+    x[0, 1, 2, 3] = np.nan
+    x[1, 3, 0, 0] = np.inf
+    enc = kernels.encode(weight, "int8", **opts)
+    got = kernels.conv2d(x, enc, bias, activation="relu6", **kw)
+    want = reference(x, enc, bias, "relu6", **kw)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[0, 2:4, 1:4, 2:5]).all() and not np.isnan(got[0, :2]).any()

@@ -138,6 +138,17 @@ int pk_conv_binary_f32(const float *x, int64_t images, int64_t channels, int64_t
                        int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
                        const float *bias, int activation, float *y);
 
+/* Depthwise conv (in/groups == 1) with int8 weights wq [out, kh * kw] and scale [out]:
+ * each patch quantized as the int8 linear kernels quantize a row (act_scale > 0: static,
+ * 0: dynamic max|patch| / 127), exact int32 sums, y = f32(acc) * (s * scale[o]) + bias. */
+int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
+                               int64_t height, int64_t width, const int8_t *wq,
+                               const float *scale, float act_scale, int64_t out_channels,
+                               int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
+                               int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                               int64_t out_h, int64_t out_w, const float *bias, int activation,
+                               float *y);
+
 /* binary weights: bits [out][ceil(in/64)] uint64; bit j of word i is column 64*i + j,
  * 1 means +1, 0 means -1, padding bits of the last word 0; alpha[out] >= 0.
  * binary_activations 0: y = act(alpha[o] * (sum_{bit=1} x - sum_{bit=0} x) + bias[o]);

@@ -100,3 +100,18 @@ def binary(x, groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left,
         ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
     )  # fmt: skip
     check(status, "conv2d binary")
+
+
+def depthwise_int8(x, wq, scale, act_scale, stride, dilation, pad_top, pad_left, out_h, out_w,
+                   bias, activation, y):  # fmt: skip
+    """Depthwise conv with int8 weights wq [out, kh, kw] (pk_conv_depthwise_int8_f32)."""
+    ffi, lib = library()
+    n, c, h, wd = x.shape
+    o, kh, kw = wq.shape
+    status = lib.pk_conv_depthwise_int8_f32(
+        ptr(ffi, "float *", x), n, c, h, wd, ptr(ffi, "int8_t *", wq),
+        ptr(ffi, "float *", scale), act_scale, o, kh, kw, stride[0], stride[1],
+        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
+        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
+    )  # fmt: skip
+    check(status, "conv2d depthwise int8")

@@ -4,4 +4,5 @@
 SUITES = {
     "csr": "pyinfer.bench.suites.csr",
     "bitwise": "pyinfer.bench.suites.bitwise",
+    "conv": "pyinfer.bench.suites.conv",
 }
