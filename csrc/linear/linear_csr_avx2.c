@@ -5,8 +5,8 @@
  * Batch > 1: x is transposed once per call (in parallel) into tiles of 8 or 16 batch
  * rows, xt[k][j], so that each nonzero is one broadcast and one or two FMAs over a
  * contiguous vector; a 16-wide tile of in=4096 is 256 KB and stays in L2.
- * Threads own contiguous row ranges balanced by nonzeros, and every output is summed by
- * one thread in an order fixed by its row alone: results do not depend on threads. */
+ * Threads take chunks of rows balanced by nonzeros, and every output is summed by one
+ * thread in an order fixed by its row alone: results do not depend on threads. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -16,22 +16,8 @@
 
 /* Estimated cost of one row besides its nonzeros (loop set-up, reduction, stores). */
 #define ROW_COST 4
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
+/* Row chunks per call (fewer when there are fewer rows); threads take them in turn. */
+#define CHUNKS 64
 
 /* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
 static int64_t first_row(const int32_t *indptr, int64_t rows, int t, int n) {
@@ -231,13 +217,16 @@ PK_INLINE void spmm16_rows(const float *xt, const int32_t *indptr, const void *i
 PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t *indptr,
                        const void *indices, const float *values, int64_t out,
                        const float *bias, int activation, float *y, int wide) {
+    /* Row chunks of about equal work, fixed by the matrix alone, handed out dynamically:
+     * on a busy machine a thread that loses its core holds up one chunk, not half the
+     * matrix. */
+    const int64_t chunks = out < CHUNKS ? out : CHUNKS;
     if (batch == 1) {
-#pragma omp parallel num_threads(pk_threads())
-        {
-            const int t = thread_id(), n = thread_count();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads())
+        for (int64_t c = 0; c < chunks; c++)
             spmv_rows(x, indptr, indices, values, bias, activation, y,
-                      first_row(indptr, out, t, n), first_row(indptr, out, t + 1, n), wide);
-        }
+                      first_row(indptr, out, c, chunks), first_row(indptr, out, c + 1, chunks),
+                      wide);
         return PK_OK;
     }
     /* Tiles of 16 batch rows; a tail of at most 8 rows gets a tile of 8. */
@@ -249,17 +238,18 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
     if (!xt) return PK_ERR_NOMEM;
 #pragma omp parallel num_threads(pk_threads())
     {
-        for (int64_t t = 0; t < tiles; t++) {
-            const int width = t < full ? 16 : last_width;
-            const int64_t rows = t < full ? 16 : tail;
-#pragma omp for schedule(static) nowait
-            for (int64_t kb = 0; kb < blocks; kb++)
-                transpose_block(x + t * 16 * in, in, rows, kb, xt + t * 16 * in, width);
+#pragma omp for schedule(dynamic, 32)
+        for (int64_t i = 0; i < tiles * blocks; i++) {
+            const int64_t t = i / blocks, kb = i % blocks;
+            transpose_block(x + t * 16 * in, in, t < full ? 16 : tail, kb, xt + t * 16 * in,
+                            t < full ? 16 : last_width);
         }
-#pragma omp barrier
-        const int id = thread_id(), n = thread_count();
-        const int64_t r0 = first_row(indptr, out, id, n), r1 = first_row(indptr, out, id + 1, n);
-        for (int64_t t = 0; t < tiles; t++) {
+        /* (the implicit barrier above: every tile is complete before any row starts) */
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t i = 0; i < tiles * chunks; i++) {
+            const int64_t t = i / chunks, c = i % chunks;
+            const int64_t r0 = first_row(indptr, out, c, chunks);
+            const int64_t r1 = first_row(indptr, out, c + 1, chunks);
             const float *tile = xt + t * 16 * in;
             float *yt = y + t * 16 * out;
             if (t < full || last_width == 16)
