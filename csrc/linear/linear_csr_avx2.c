@@ -20,7 +20,7 @@
 #define CHUNKS 64
 
 /* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
-static int64_t first_row(const int32_t *indptr, int64_t rows, int t, int n) {
+static int64_t first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n) {
     if (t <= 0) return 0;
     if (t >= n) return rows;
     const int64_t target = ((int64_t)indptr[rows] + ROW_COST * rows) * t / n;
