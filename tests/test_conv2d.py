@@ -190,7 +190,7 @@ def test_binary_activations_do_not_count_padding():
 def test_thread_count_does_not_change_results(backend):
     if backend not in kernels.available_backends():
         pytest.skip(f"backend {backend} is not available here")
-    x, weight, bias, kw = make((3, 1, 1, 1, 1, 2, 8, 16, 13, 21), seed=5)
+    x, weight, bias, kw = make((3, 1, 1, 1, 1, 2, 16, 32, 13, 21), seed=5)  # parallel sizes
     for w in (weight, kernels.encode(weight, "csr")):
         with kernels.using(backend=backend, threads=1):
             one = kernels.conv2d(x, w, bias, **kw)

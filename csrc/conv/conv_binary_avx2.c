@@ -40,7 +40,9 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
     for (int64_t i = 0; i < words; i++) /* transpose; padding channels repeat channel 0 */
         for (int64_t o = 0; o < opad; o++)
             wt[i * opad + o] = wbits[(o < out_channels ? o : 0) * words + i];
-    const int nthreads = pk_threads();
+    const int nthreads =
+        pk_conv_threads((double)images * out_channels * out_h * out_w * taps * cw +
+                        (double)images * channels * pixels);
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t row = 0; row < images * groups * height; row++) {
         const int64_t n = row / (groups * height), g = (row / height) % groups;

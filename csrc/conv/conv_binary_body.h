@@ -30,7 +30,9 @@ int PK_CONV_BINARY_NAME(const float *x, int64_t images, int64_t channels, int64_
         free(absum);
         return PK_ERR_NOMEM;
     }
-    const int nthreads = pk_threads();
+    const int nthreads =
+        pk_conv_threads((double)images * out_channels * out_h * out_w * taps * cw +
+                        (double)images * channels * pixels);
     /* pack signs channels-last and sum |x| per pixel and group */
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t row = 0; row < images * groups * height; row++) {

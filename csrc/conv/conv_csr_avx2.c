@@ -54,7 +54,8 @@ int pk_conv_csr_avx2(const float *x, int64_t images, int64_t x_image, int64_t x_
                      int activation, float *y) {
     const int64_t tiles = (out_w + TILE - 1) / TILE, plane = out_h * out_w;
     const int64_t tasks = images * out_h * tiles;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) \
+    num_threads(pk_conv_threads((double)indptr[out_channels] * images * out_h * out_w))
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t tl = t % tiles, oh = (t / tiles) % out_h, n = t / (tiles * out_h);
         const int64_t ow0 = tl * TILE;

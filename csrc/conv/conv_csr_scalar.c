@@ -9,7 +9,8 @@ int pk_conv_csr_scalar(const float *x, int64_t images, int64_t x_image, int64_t 
                        int activation, float *y) {
     const int64_t tiles = (out_w + PK_CONV_CSR_TILE - 1) / PK_CONV_CSR_TILE;
     const int64_t tasks = images * out_h * tiles;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) \
+    num_threads(pk_conv_threads((double)indptr[out_channels] * images * out_h * out_w))
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t tile = t % tiles, oh = (t / tiles) % out_h, n = t / (tiles * out_h);
         const int64_t ow0 = tile * PK_CONV_CSR_TILE;

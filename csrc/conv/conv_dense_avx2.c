@@ -77,12 +77,12 @@ int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x
                       int activation, float *y) {
     const int64_t blocks = (og + MR - 1) / MR;
     const float *packed = w; /* [groups][blocks][kg][MR], see pk_conv_gemm_f32 */
-    const int nthreads = pk_threads();
     const int64_t span = (out_h - 1) * x_row + out_w;
     const int contiguous = out_h == 1 || x_row == out_w;
     const int64_t tiles = (span + NR - 1) / NR;
     const int64_t tasks = images * groups * tiles;
     const int64_t out_c = groups * og, plane = out_h * out_w;
+    const int nthreads = pk_conv_threads((double)tasks * NR * og * kg);
     int status = PK_OK;
 #pragma omp parallel num_threads(nthreads)
     {

@@ -13,7 +13,8 @@ int pk_conv_gemm_scalar(const float *x, int64_t images, int64_t x_image, int64_t
     const int64_t tiles = (out_w + PK_CONV_NR - 1) / PK_CONV_NR;
     const int64_t tasks = images * groups * out_h * tiles;
     const int64_t out_c = groups * og, blocks = (og + MR - 1) / MR;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) \
+    num_threads(pk_conv_threads((double)tasks * PK_CONV_NR * og * kg))
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t tile = t % tiles, oh = (t / tiles) % out_h;
         const int64_t g = (t / (tiles * out_h)) % groups, n = t / (tiles * out_h * groups);

@@ -13,6 +13,14 @@
 /* Largest kh * kw * ceil(cg / 64) the binary conv kernel takes (its patch lives on the stack). */
 #define PK_CONV_BINARY_WORDS 256
 
+/* Work (multiply-adds or elements moved) below which a call runs on the calling thread:
+ * a parallel region costs more than it saves there, and far more on a busy machine. */
+#define PK_CONV_SERIAL_WORK 1.0e6
+
+static inline int pk_conv_threads(double work) {
+    return work < PK_CONV_SERIAL_WORK ? 1 : pk_threads();
+}
+
 /* Copies the window of one input plane that a depthwise conv reads into `dst`
  * [hp][wp] (row pitch wp), zero where the window leaves the plane. */
 static inline void pk_conv_window(const float *src, int64_t height, int64_t width,

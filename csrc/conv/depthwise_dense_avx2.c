@@ -13,7 +13,7 @@ int pk_conv_depthwise_avx2(const float *x, int64_t images, int64_t channels, int
     const int64_t wp = (out_w - 1) * stride_w + (kw - 1) * dil_w + 1;
     const int64_t mult = out_channels / channels, planes = images * out_channels;
     int status = PK_OK;
-#pragma omp parallel num_threads(pk_threads())
+#pragma omp parallel num_threads(pk_conv_threads((double)planes * out_h * out_w * kh * kw))
     {
         float *win = pk_aligned_alloc((size_t)(hp * wp) * sizeof(float));
         if (!win) {

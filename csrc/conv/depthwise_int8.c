@@ -25,7 +25,8 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
     if (!x || !wq || !scale || !y) return PK_ERR_ARG;
     const int64_t mult = out_channels / channels, planes = images * out_channels;
     const int64_t taps = kh * kw;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) \
+    num_threads(pk_conv_threads((double)planes * out_h * out_w * taps * 4))
     for (int64_t pl = 0; pl < planes; pl++) {
         const int64_t n = pl / out_channels, o = pl % out_channels;
         const float *src = x + (n * channels + o / mult) * height * width;

@@ -3,7 +3,7 @@
  * Python has validated every size before these are called. */
 #include <string.h>
 
-#include "pk_internal.h"
+#include "conv_internal.h"
 
 int pk_conv_pad_f32(const float *x, int64_t images, int64_t channels, int64_t height,
                     int64_t width, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
@@ -15,7 +15,7 @@ int pk_conv_pad_f32(const float *x, int64_t images, int64_t channels, int64_t he
     if (!x || !xpad) return PK_ERR_ARG;
     const int64_t hp = height + pad_top + pad_bottom, wp = width + pad_left + pad_right;
     const int64_t planes = images * channels;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_conv_threads((double)planes * hp * wp))
     for (int64_t pl = 0; pl < planes; pl++) {
         const float *src = x + pl * height * width;
         float *dst = xpad + pl * hp * wp;
@@ -53,7 +53,7 @@ int pk_im2col_f32(const float *x, int64_t images, int64_t channels, int64_t heig
     if (!x || !cols) return PK_ERR_ARG;
     const int64_t positions = out_h * out_w, taps = kh * kw;
     const int64_t rows = images * channels * taps;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_conv_threads((double)rows * positions))
     for (int64_t r = 0; r < rows; r++) {
         const int64_t plane = r / taps, ky = (r % taps) / kw, kx = r % kw;
         const float *src = x + plane * height * width;
@@ -92,7 +92,7 @@ int pk_im2row_f32(const float *x, int64_t images, int64_t channels, int64_t heig
     if (images == 0 || cg == 0 || out_h == 0 || out_w == 0) return PK_OK;
     if (!x || !rows) return PK_ERR_ARG;
     const int64_t k_len = cg * kh * kw, tasks = images * out_h;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_conv_threads((double)tasks * out_w * k_len))
     for (int64_t t = 0; t < tasks; t++) {
         const int64_t n = t / out_h, oh = t % out_h;
         float *block = rows + t * out_w * k_len; /* the out_w patch rows of this line */
