@@ -3,6 +3,7 @@
 
 SUITES = {
     "csr": "pyinfer.bench.suites.csr",
+    "quant": "pyinfer.bench.suites.quant",
     "bitwise": "pyinfer.bench.suites.bitwise",
     "conv": "pyinfer.bench.suites.conv",
 }
