@@ -8,7 +8,6 @@ package compiles and loads nothing.
 
 from kernels._version import __version__
 from kernels.api import encode, linear
-from kernels.conv import conv2d
 from kernels.backends import (
     available_backends,
     cpu_info,
@@ -20,6 +19,7 @@ from kernels.backends import (
     supported_isas,
     using,
 )
+from kernels.conv import conv2d
 from kernels.encodings.base import EncodedWeight
 from kernels.registry import ENCODINGS, Encoding
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from kernels import backends, registry
 from kernels.encodings.base import ACTIVATIONS, EncodedWeight
+from kernels.encodings.dense import DenseWeight
 
 
 def encode(w: Any, encoding: str, **options: Any) -> EncodedWeight:
@@ -57,7 +58,7 @@ def as_weight(w: Any) -> EncodedWeight:
     dense = _as_float32("w", w)
     if dense.ndim < 2:
         raise ValueError(f"w must be [out, in], got shape {dense.shape}")
-    return registry.get("dense").encode(np.ascontiguousarray(dense.reshape(dense.shape[0], -1)))
+    return DenseWeight.wrap(np.ascontiguousarray(dense.reshape(dense.shape[0], -1)))
 
 
 def linear(
@@ -143,6 +144,6 @@ def check_out(
         raise ValueError(f"out must have shape {shape}, got {out.shape}")
     if not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError("out must be C-contiguous and writeable")
-    if any(np.shares_memory(out, a) for a in inputs):
+    if any(np.may_share_memory(out, a) and np.shares_memory(out, a) for a in inputs):
         raise ValueError("out must not overlap the inputs")
     return out

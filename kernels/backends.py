@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import platform
@@ -19,8 +20,20 @@ def _c():
     return ffi.library()
 
 
+@functools.cache
 def _numba_installed() -> bool:
     return importlib.util.find_spec("numba") is not None and not os.environ.get("PYINFER_NO_NUMBA")
+
+
+@functools.cache
+def _available() -> tuple[str, ...]:
+    found = []
+    if _c() is not None:
+        found.append("c")
+    if _numba_installed():
+        found.append("numba")
+    found.append("numpy")
+    return tuple(found)
 
 
 def available_backends() -> list[str]:
@@ -30,13 +43,7 @@ def available_backends() -> list[str]:
     -------
     list of str
     """
-    found = []
-    if _c() is not None:
-        found.append("c")
-    if _numba_installed():
-        found.append("numba")
-    found.append("numpy")
-    return found
+    return list(_available())
 
 
 def set_backend(name: str = "auto") -> None:
@@ -67,13 +74,17 @@ def get_backend() -> str:
 
 def resolve(op: str, encoding: str):
     """``(backend, kernel)`` that serves ``op`` on ``encoding`` under the current setting."""
-    wanted = _state["backend"]
+    return _resolve(_state["backend"], op, encoding)
+
+
+@functools.cache
+def _resolve(wanted: str, op: str, encoding: str):
     order = (
         registry.BACKENDS
         if wanted == "auto"
         else registry.BACKENDS[registry.BACKENDS.index(wanted) :]
     )
-    usable = available_backends()
+    usable = _available()
     for backend in order:
         if backend in usable:
             fn = registry.kernel(op, encoding, backend)

@@ -8,6 +8,7 @@ checked once, before any kernel sees it) and mark their arrays read-only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, ClassVar
 
@@ -42,12 +43,13 @@ class EncodedWeight:
     encoding: ClassVar[str] = ""
     shape: tuple[int, ...]
 
-    @property
+    # NOTE: cached: kernels.linear reads these on every call.
+    @functools.cached_property
     def out_features(self) -> int:
         """Rows of the weight matrix."""
         return int(self.shape[0])
 
-    @property
+    @functools.cached_property
     def in_features(self) -> int:
         """Columns of the weight matrix (in·kh·kw for a convolution)."""
         return int(math.prod(self.shape[1:]))

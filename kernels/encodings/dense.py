@@ -35,6 +35,20 @@ class DenseWeight(EncodedWeight):
     def decode_matrix(self) -> np.ndarray:
         return np.array(self.data, dtype=np.float32)
 
+    @classmethod
+    def wrap(cls, matrix: np.ndarray) -> DenseWeight:
+        """A view of a float32 C-contiguous matrix the caller has already checked.
+
+        NOTE: skips ``__post_init__`` -- this is the per-call path of ``kernels.linear``
+        on a plain ndarray, where building and checking a record would cost more than
+        a small matmul.
+        """
+        weight = object.__new__(cls)
+        object.__setattr__(weight, "shape", matrix.shape)
+        object.__setattr__(weight, "data", matrix)
+        weight.__dict__.update(out_features=matrix.shape[0], in_features=matrix.shape[1])
+        return weight
+
 
 def encode(matrix: np.ndarray) -> DenseWeight:
     """Wrap a float32 matrix [out, in] (no copy when already float32 and contiguous)."""
