@@ -151,6 +151,15 @@ static void fill_table(int cap) {
 #ifdef PK_HAVE_AVX512
     if (cap >= PK_ISA_AVX512) PK_USE(linear_csr, pk_linear_csr_avx512);
 #endif
+    /* binary / pow2 */
+    PK_USE(linear_binary, pk_linear_binary_scalar);
+    PK_USE(linear_pow2, pk_linear_pow2_scalar);
+#ifdef PK_HAVE_AVX2
+    if (cap >= PK_ISA_AVX2) {
+        PK_USE(linear_binary, pk_linear_binary_avx2);
+        PK_USE(linear_pow2, pk_linear_pow2_avx2);
+    }
+#endif
     /* conv2d */
     PK_USE(conv_gemm, pk_conv_gemm_scalar);
     PK_USE(conv_csr, pk_conv_csr_scalar);
@@ -162,15 +171,6 @@ static void fill_table(int cap) {
         PK_USE(conv_csr, pk_conv_csr_avx2);
         PK_USE(conv_depthwise, pk_conv_depthwise_avx2);
         PK_USE(conv_binary, pk_conv_binary_avx2);
-    }
-#endif
-    /* binary / pow2 */
-    PK_USE(linear_binary, pk_linear_binary_scalar);
-    PK_USE(linear_pow2, pk_linear_pow2_scalar);
-#ifdef PK_HAVE_AVX2
-    if (cap >= PK_ISA_AVX2) {
-        PK_USE(linear_binary, pk_linear_binary_avx2);
-        PK_USE(linear_pow2, pk_linear_pow2_avx2);
     }
 #endif
     /* int8 / int4 */

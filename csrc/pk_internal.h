@@ -80,10 +80,10 @@ typedef int (*pk_linear_pow2_fn)(const float *x, const int8_t *xq, const float *
  * the table, its names and pk_kernel_slot()/pk_kernel_impl() follow from it. */
 #define PK_KERNEL_SLOTS(X) \
     X(linear_csr, pk_linear_csr_fn) \
-    X(linear_int8, pk_linear_int8_fn) \
-    X(linear_int4, pk_linear_int4_fn) \
     X(linear_binary, pk_linear_binary_fn) \
     X(linear_pow2, pk_linear_pow2_fn) \
+    X(linear_int8, pk_linear_int8_fn) \
+    X(linear_int4, pk_linear_int4_fn) \
     X(conv_gemm, pk_conv_gemm_fn) \
     X(conv_csr, pk_conv_csr_fn) \
     X(conv_depthwise, pk_conv_depthwise_fn) \
@@ -106,6 +106,15 @@ int pk_cpu_has(unsigned mask);
 
 /* Threads for the next parallel region (set by pk_set_num_threads). */
 int pk_threads(void);
+
+/* Below this many multiply-adds (or equivalent) a call runs on the calling thread: a
+ * parallel region costs more than it saves there, and far more on a busy machine. */
+#define PK_SERIAL_WORK 262144.0
+
+/* Threads for a parallel region doing `work` multiply-adds. */
+static inline int pk_threads_for(double work) {
+    return work < PK_SERIAL_WORK ? 1 : pk_threads();
+}
 
 /* The fused epilogue for one output value. */
 static inline float pk_activate(float v, int activation) {
@@ -131,6 +140,19 @@ int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const
                          const float *, int64_t, const float *, int, float *);
 #endif
 
+/* ---- binary / pow2 ---- */
+#define PK_BINARY_POW2_PROTOS(isa)                                                           \
+    int pk_linear_binary_##isa(const float *, const uint64_t *, const float *, int64_t,     \
+                               int64_t, const uint64_t *, const float *, int64_t,           \
+                               const float *, int, float *);                                \
+    int pk_linear_pow2_##isa(const float *, const int8_t *, const float *, int64_t, int64_t, \
+                             int64_t, const uint8_t *, const float *, int64_t, const float *, \
+                             int, float *);
+PK_BINARY_POW2_PROTOS(scalar)
+#ifdef PK_HAVE_AVX2
+PK_BINARY_POW2_PROTOS(avx2)
+#endif
+
 /* ---- conv2d ---- */
 #define PK_CONV_PROTOS(isa)                                                                  \
     int pk_conv_gemm_##isa(const float *, int64_t, int64_t, int64_t, const int64_t *,       \
@@ -150,19 +172,6 @@ int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const
 PK_CONV_PROTOS(scalar)
 #ifdef PK_HAVE_AVX2
 PK_CONV_PROTOS(avx2)
-#endif
-
-/* ---- binary / pow2 ---- */
-#define PK_BINARY_POW2_PROTOS(isa)                                                           \
-    int pk_linear_binary_##isa(const float *, const uint64_t *, const float *, int64_t,     \
-                               int64_t, const uint64_t *, const float *, int64_t,           \
-                               const float *, int, float *);                                \
-    int pk_linear_pow2_##isa(const float *, const int8_t *, const float *, int64_t, int64_t, \
-                             int64_t, const uint8_t *, const float *, int64_t, const float *, \
-                             int, float *);
-PK_BINARY_POW2_PROTOS(scalar)
-#ifdef PK_HAVE_AVX2
-PK_BINARY_POW2_PROTOS(avx2)
 #endif
 
 /* ---- int8 / int4 ---- */

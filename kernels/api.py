@@ -3,6 +3,7 @@ receives is checked and normalised here, so no kernel ever sees a bad argument."
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ def encode(w: Any, encoding: str, **options: Any) -> EncodedWeight:
             raise ValueError(
                 f"encoding {encoding!r} option {name}={value!r}; expected one of {list(choices)}"
             )
-    matrix = np.ascontiguousarray(dense.reshape(dense.shape[0], -1))
+    matrix = np.ascontiguousarray(dense.reshape(dense.shape[0], math.prod(dense.shape[1:])))
     weight = row.encode(matrix, **options)
     return weight if dense.ndim == 2 else weight.reshaped(dense.shape)
 
@@ -58,7 +59,9 @@ def as_weight(w: Any) -> EncodedWeight:
     dense = _as_float32("w", w)
     if dense.ndim < 2:
         raise ValueError(f"w must be [out, in], got shape {dense.shape}")
-    return DenseWeight.wrap(np.ascontiguousarray(dense.reshape(dense.shape[0], -1)))
+    return DenseWeight.wrap(
+        np.ascontiguousarray(dense.reshape(dense.shape[0], math.prod(dense.shape[1:])))
+    )
 
 
 def linear(

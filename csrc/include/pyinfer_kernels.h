@@ -82,6 +82,25 @@ int pk_linear_int4_f32(const float *x, int64_t batch, int64_t in_features,
                        int group_size, float act_scale, const float *bias, int activation,
                        float *y);
 
+/* binary weights: bits [out][ceil(in/64)] uint64; bit j of word i is column 64*i + j,
+ * 1 means +1, 0 means -1, padding bits of the last word 0; alpha[out] >= 0.
+ * binary_activations 0: y = act(alpha[o] * (sum_{bit=1} x - sum_{bit=0} x) + bias[o]);
+ * 1: each x row becomes beta * sign(x) (beta = mean |x|, sign(0) = +1) and
+ * y = act((alpha[o] * beta) * (in - 2 * popcount(xbits ^ wbits)) + bias[o]), exact. */
+int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
+                         const uint64_t *bits, const float *alpha, int64_t out_features,
+                         int binary_activations, const float *bias, int activation,
+                         float *y);
+
+/* pow2 weights: codes [out][ceil(in/2)] bytes, column 2j in the low nibble, 2j + 1 in
+ * the high one (padding 0); code 0 is zero, else bit 3 = sign and bits 0..2 = e + 1
+ * (e = 0..6), value alpha[o] * (+-2^-e); code 8 is invalid. int8_activations 0: float
+ * activations; 1: dynamic per-row int8 (as pk_linear_int8_f32), acc = sum +-(q << (6 - e))
+ * exact (in_features <= 264208), y = act(((alpha[o] * sx) * acc) / 64 + bias[o]). */
+int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
+                       const uint8_t *codes, const float *alpha, int64_t out_features,
+                       int int8_activations, const float *bias, int activation, float *y);
+
 /* ---- conv2d building blocks (NCHW float32; kernels/conv.py validates every size) ---- */
 
 /* xpad[n, c] = x[n, c] with pad_* zero rows/columns around it. */
@@ -148,25 +167,6 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
                                int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
                                int64_t out_h, int64_t out_w, const float *bias, int activation,
                                float *y);
-
-/* binary weights: bits [out][ceil(in/64)] uint64; bit j of word i is column 64*i + j,
- * 1 means +1, 0 means -1, padding bits of the last word 0; alpha[out] >= 0.
- * binary_activations 0: y = act(alpha[o] * (sum_{bit=1} x - sum_{bit=0} x) + bias[o]);
- * 1: each x row becomes beta * sign(x) (beta = mean |x|, sign(0) = +1) and
- * y = act((alpha[o] * beta) * (in - 2 * popcount(xbits ^ wbits)) + bias[o]), exact. */
-int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
-                         const uint64_t *bits, const float *alpha, int64_t out_features,
-                         int binary_activations, const float *bias, int activation,
-                         float *y);
-
-/* pow2 weights: codes [out][ceil(in/2)] bytes, column 2j in the low nibble, 2j + 1 in
- * the high one (padding 0); code 0 is zero, else bit 3 = sign and bits 0..2 = e + 1
- * (e = 0..6), value alpha[o] * (+-2^-e); code 8 is invalid. int8_activations 0: float
- * activations; 1: dynamic per-row int8 (as pk_linear_int8_f32), acc = sum +-(q << (6 - e))
- * exact (in_features <= 264208), y = act(((alpha[o] * sx) * acc) / 64 + bias[o]). */
-int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
-                       const uint8_t *codes, const float *alpha, int64_t out_features,
-                       int int8_activations, const float *bias, int activation, float *y);
 
 /* cdef-end */
 

@@ -71,7 +71,7 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
     const int64_t groups = (in_features + 7) / 8;
     const int64_t block_groups = LUT_COLS / 8;
     const int64_t table_floats = (groups < block_groups ? groups : block_groups) * 256;
-    const int nthreads = pk_threads();
+    const int nthreads = pk_threads_for((double)batch * out_features * in_features);
     float *tables = pk_aligned_alloc((size_t)(nthreads * table_floats + 16) * sizeof(float));
     float *acc = pk_aligned_alloc((size_t)out_features * sizeof(float));
     if (!tables || !acc) {
@@ -174,7 +174,7 @@ static void linear_xnor(const uint64_t *xbits, const float *beta, int64_t batch,
                         int64_t in_features, const uint64_t *bits, const float *alpha,
                         int64_t out_features, const float *bias, int activation, float *y) {
     const int64_t words = (in_features + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t o = 0; o < out_features; o++) {
         const uint64_t *w = bits + o * words;
         const float add = bias ? bias[o] : 0.0f;

@@ -30,7 +30,7 @@ int pk_linear_binary_scalar(const float *x, const uint64_t *xbits, const float *
                             const float *alpha, int64_t out_features, const float *bias,
                             int activation, float *y) {
     const int64_t words = (in_features + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t o = 0; o < out_features; o++) {
         const uint64_t *wrow = bits + o * words;
         const float add = bias ? bias[o] : 0.0f;

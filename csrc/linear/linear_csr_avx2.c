@@ -222,7 +222,7 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
      * matrix. */
     const int64_t chunks = out < CHUNKS ? out : CHUNKS;
     if (batch == 1) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads_for((double)batch * indptr[out]))
         for (int64_t c = 0; c < chunks; c++)
             spmv_rows(x, indptr, indices, values, bias, activation, y,
                       first_row(indptr, out, c, chunks), first_row(indptr, out, c + 1, chunks),
@@ -236,7 +236,7 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
     const int64_t blocks = (in + 7) / 8;
     float *xt = pk_aligned_alloc((size_t)in * (size_t)(16 * full + last_width) * sizeof(float));
     if (!xt) return PK_ERR_NOMEM;
-#pragma omp parallel num_threads(pk_threads())
+#pragma omp parallel num_threads(pk_threads_for((double)batch * indptr[out]))
     {
 #pragma omp for schedule(dynamic, 32)
         for (int64_t i = 0; i < tiles * blocks; i++) {

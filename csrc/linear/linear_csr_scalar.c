@@ -16,7 +16,7 @@ int pk_linear_csr_scalar(const float *x, int64_t batch, int64_t in_features,
                          const float *values, int64_t out_features,
                          const float *bias, int activation, float *y) {
     if (batch == 1) {
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * indptr[out_features]))
         for (int64_t o = 0; o < out_features; o++) {
             float acc = 0.0f;
             for (int64_t p = indptr[o]; p < indptr[o + 1]; p++)
@@ -32,7 +32,7 @@ int pk_linear_csr_scalar(const float *x, int64_t batch, int64_t in_features,
         if (bt < TILE) memset(xt, 0, (size_t)in_features * TILE * sizeof(float));
         for (int64_t k = 0; k < in_features; k++)
             for (int64_t j = 0; j < bt; j++) xt[k * TILE + j] = x[(b0 + j) * in_features + k];
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * indptr[out_features]))
         for (int64_t o = 0; o < out_features; o++) {
             float acc[TILE];
             memset(acc, 0, sizeof acc);

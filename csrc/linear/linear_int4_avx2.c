@@ -130,7 +130,7 @@ int pk_linear_int4_avx2(const float *x, int64_t batch, int64_t in_features,
     const int gi = group_size == 32 ? 0 : (group_size == 64 ? 1 : 2);
     const int64_t wstride = ldq / 8 * 32; /* bytes per row block */
     /* dynamic: on a busy machine a descheduled thread must not hold the others up */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t p = 0; p < npanels; p++) {
         const int64_t ob1 = (p + 1) * PANEL < nblocks ? (p + 1) * PANEL : nblocks;
         float res[4][16];

@@ -26,7 +26,7 @@ int pk_linear_int4_scalar(const float *x, int64_t batch, int64_t in_features,
         pk_quantize_row_scalar(x + b * in_features, in_features, ldq, act_scale, xq + b * ldq,
                                xs + b, bad + b);
     const int64_t per_group = group_size / 8; /* byte columns of 8 k per group */
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t ob = 0; ob < nblocks; ob++) {
         const uint8_t *wb = packed + ob * chunks * 32;
         const float *sb = scale + ob * groups * 8;

@@ -162,7 +162,7 @@ int pk_linear_int8_avx2(const float *x, int64_t batch, int64_t in_features,
     quantize_rows(x, batch, in_features, ldq, act_scale, xq, xa, xs, bad);
     const int64_t wstride = chunks * 32; /* bytes per row block */
     /* dynamic: on a busy machine a descheduled thread must not hold the others up */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads())
+#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t p = 0; p < npanels; p++) {
         const int64_t ob0 = p * PANEL;
         const int64_t ob1 = ob0 + PANEL < nblocks ? ob0 + PANEL : nblocks;

@@ -22,7 +22,7 @@ int pk_linear_int8_scalar(const float *x, int64_t batch, int64_t in_features,
     for (int64_t b = 0; b < batch; b++)
         pk_quantize_row_scalar(x + b * in_features, in_features, ldq, act_scale, xq + b * ldq,
                                xs + b, bad + b);
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t ob = 0; ob < nblocks; ob++) {
         const int8_t *wb = packed + ob * chunks * 32;
         for (int64_t b = 0; b < batch; b++) {

@@ -147,7 +147,7 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
         scratch = pk_aligned_alloc((size_t)(pk_threads() * ROWS * stride) * sizeof(float));
         if (!scratch) return PK_ERR_NOMEM;
     }
-#pragma omp parallel num_threads(pk_threads())
+#pragma omp parallel num_threads(pk_threads_for((double)batch * out_features * in_features))
     {
 #ifdef _OPENMP
         float *wf = decoded ? scratch + (int64_t)omp_get_thread_num() * ROWS * stride : NULL;
@@ -268,7 +268,7 @@ static void linear_int8_batched(const int8_t *xq, const float *xscale, int64_t s
                                 int activation, float *y, int8_t *scratch) {
     const int64_t row_bytes = (in_features + 1) / 2;
     const int64_t blocks = (out_features + ROWS - 1) / ROWS;
-#pragma omp parallel num_threads(pk_threads())
+#pragma omp parallel num_threads(pk_threads_for((double)batch * out_features * in_features))
     {
 #ifdef _OPENMP
         int8_t *w8 = scratch + (int64_t)omp_get_thread_num() * ROWS * stride;
@@ -336,7 +336,7 @@ int pk_linear_pow2_avx2(const float *x, const int8_t *xq, const float *xscale,
     if (!qp) return PK_ERR_NOMEM;
     for (int64_t b = 0; b < batch; b++)
         deinterleave32(xq + b * xq_stride, xq_stride, qp + b * xq_stride);
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t ob = 0; ob < blocks; ob++) {
         const int64_t o0 = ob * ROWS;
         const int nrows = out_features - o0 < ROWS ? (int)(out_features - o0) : ROWS;

@@ -23,7 +23,7 @@ int pk_linear_pow2_scalar(const float *x, const int8_t *xq, const float *xscale,
                           const uint8_t *codes, const float *alpha, int64_t out_features,
                           const float *bias, int activation, float *y) {
     const int64_t row_bytes = (in_features + 1) / 2;
-#pragma omp parallel for schedule(static) num_threads(pk_threads())
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t o = 0; o < out_features; o++) {
         const uint8_t *wrow = codes + o * row_bytes;
         const float add = bias ? bias[o] : 0.0f;

@@ -131,10 +131,22 @@ def check_array(
         raise ValueError(f"{where}{name} must have shape {tuple(shape)}, got {a.shape}")
     if not a.flags.c_contiguous:
         raise ValueError(f"{where}{name} must be C-contiguous")
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
+    if _mutable(a):
+        # NOTE: a private copy: whoever holds a writable view could otherwise change
+        # indices after validation and send a C kernel out of bounds.
+        a = a.copy()
+    a = a.view()
+    a.flags.writeable = False
     return a
+
+
+def _mutable(a: np.ndarray) -> bool:
+    """Can anyone write to ``a``'s memory through some ndarray (it, or a base of it)?"""
+    while isinstance(a, np.ndarray):
+        if a.flags.writeable:
+            return True
+        a = a.base
+    return False  # read-only all the way down: bytes, a read-only mmap, or no base
 
 
 def freeze(obj: EncodedWeight, name: str, a: np.ndarray) -> None:
