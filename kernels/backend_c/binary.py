@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from kernels.backend_c.ffi import ACTIVATION_CODES, check, library
-
-_types: dict = {}
-
-
-def _ctypes(ffi):
-    # NOTE: ffi.from_buffer with a pre-parsed pointer type costs ~1 us per array, where
-    # ffi.cast(ctype, a.ctypes.data) costs ~10 us: it matters at batch 1.
-    if not _types:
-        _types.update(f32=ffi.typeof("float *"), u64=ffi.typeof("uint64_t *"))
-    return _types
+from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr
 
 
 def linear(x, w, bias, activation, out) -> None:
     """y = act(x @ Wᵀ + bias) for a BinaryWeight; arguments already validated."""
     ffi, lib = library()
-    t = _ctypes(ffi)
     status = lib.pk_linear_binary_f32(
-        ffi.from_buffer(t["f32"], x),
+        ptr(ffi, "float *", x),
         x.shape[0],
         w.in_features,
-        ffi.from_buffer(t["u64"], w.bits),
-        ffi.from_buffer(t["f32"], w.alpha),
+        ptr(ffi, "uint64_t *", w.bits),
+        ptr(ffi, "float *", w.alpha),
         w.out_features,
         1 if w.activations == "binary" else 0,
-        ffi.NULL if bias is None else ffi.from_buffer(t["f32"], bias),
+        ptr(ffi, "float *", bias),
         ACTIVATION_CODES[activation],
-        ffi.from_buffer(t["f32"], out, require_writable=True),
+        ptr(ffi, "float *", out),
     )
     check(status, "binary linear")

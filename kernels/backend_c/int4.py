@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-from kernels.backend_c.ffi import ACTIVATION_CODES, check, library
-
-_types: dict = {}
-
-
-def _ctypes(ffi):
-    # NOTE: ffi.from_buffer with a pre-parsed pointer type costs ~1 us per array, where
-    # ffi.cast(ctype, a.ctypes.data) costs ~10 us: it matters at batch 1.
-    if not _types:
-        _types.update(f32=ffi.typeof("float *"), u8=ffi.typeof("uint8_t *"))
-    return _types
+from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr
 
 
 def linear(x, w, bias, activation, out) -> None:
     """y = act(x @ Wᵀ + bias) with W int4; arguments already validated by kernels.linear."""
     ffi, lib = library()
-    t = _ctypes(ffi)
     status = lib.pk_linear_int4_f32(
-        ffi.from_buffer(t["f32"], x),
+        ptr(ffi, "float *", x),
         x.shape[0],
         w.in_features,
-        ffi.from_buffer(t["u8"], w.packed),
-        ffi.from_buffer(t["f32"], w.scale),
+        ptr(ffi, "uint8_t *", w.packed),
+        ptr(ffi, "float *", w.scale),
         w.out_features,
         w.group_size,
         w.activation_scale or 0.0,
-        ffi.NULL if bias is None else ffi.from_buffer(t["f32"], bias),
+        ptr(ffi, "float *", bias),
         ACTIVATION_CODES[activation],
-        ffi.from_buffer(t["f32"], out, require_writable=True),
+        ptr(ffi, "float *", out),
     )
     check(status, "int4 linear")
