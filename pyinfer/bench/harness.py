@@ -374,7 +374,7 @@ def format_table(results: list[Result], bandwidth_gbs: float | None = None) -> s
         )
         if bandwidth_gbs:
             roof = ""
-            if r.batch == 1 and r.weight_bytes:
+            if r.batch == 1 and r.weight_bytes and r.meta.get("roofline", True):
                 achieved = r.weight_bytes / (r.median_ms * 1e-3) / 1e9
                 roof = f"{100 * achieved / bandwidth_gbs:.0f}%"
             line += f" {roof} |"

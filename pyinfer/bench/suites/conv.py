@@ -174,6 +174,7 @@ def cases(quick: bool = False) -> list[Case]:
                             "out": cout,
                             "size": size,
                             "sparsity": sparsity,
+                            "roofline": False,  # activations, not weights, dominate traffic
                         },  # fmt: skip
                     )
                 )
