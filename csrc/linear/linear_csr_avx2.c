@@ -245,19 +245,22 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
                             t < full ? 16 : last_width);
         }
         /* (the implicit barrier above: every tile is complete before any row starts) */
+        /* Chunk-major: a chunk's rows are read from memory once and reused from cache
+         * for every batch tile (tile-major would stream the weights once per tile). */
 #pragma omp for schedule(dynamic, 1) nowait
-        for (int64_t i = 0; i < tiles * chunks; i++) {
-            const int64_t t = i / chunks, c = i % chunks;
+        for (int64_t c = 0; c < chunks; c++) {
             const int64_t r0 = first_row(indptr, out, c, chunks);
             const int64_t r1 = first_row(indptr, out, c + 1, chunks);
-            const float *tile = xt + t * 16 * in;
-            float *yt = y + t * 16 * out;
-            if (t < full || last_width == 16)
-                spmm16_rows(tile, indptr, indices, values, bias, activation, yt, out,
-                            t < full ? 16 : tail, r0, r1, wide);
-            else
-                spmm8_rows(tile, indptr, indices, values, bias, activation, yt, out, tail, r0,
-                           r1, wide);
+            for (int64_t t = 0; t < tiles; t++) {
+                const float *tile = xt + t * 16 * in;
+                float *yt = y + t * 16 * out;
+                if (t < full || last_width == 16)
+                    spmm16_rows(tile, indptr, indices, values, bias, activation, yt, out,
+                                t < full ? 16 : tail, r0, r1, wide);
+                else
+                    spmm8_rows(tile, indptr, indices, values, bias, activation, yt, out, tail,
+                               r0, r1, wide);
+            }
         }
     }
     pk_aligned_free(xt);
