@@ -96,24 +96,10 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
             const double *sums = absum + (n * groups + g) * pixels;
             uint64_t pw[PK_CONV_BINARY_WORDS], mw[PK_CONV_BINARY_WORDS];
             for (int64_t ow = 0; ow < out_w; ow++) {
-                double s = 0.0;
-                int64_t valid = 0;
-                for (int64_t ky = 0; ky < kh; ky++) {
-                    const int64_t ih = oh * stride_h + ky * dil_h - pad_top;
-                    for (int64_t kx = 0; kx < kw; kx++) {
-                        const int64_t iw = ow * stride_w + kx * dil_w - pad_left;
-                        const int64_t tp = ky * kw + kx;
-                        const int inside = ih >= 0 && ih < height && iw >= 0 && iw < width;
-                        for (int64_t i = 0; i < cw; i++) {
-                            pw[tp * cw + i] = inside ? bits[(ih * width + iw) * cw + i] : 0;
-                            mw[tp * cw + i] = inside ? ~(uint64_t)0 : 0;
-                        }
-                        if (inside) {
-                            s += sums[ih * width + iw];
-                            valid++;
-                        }
-                    }
-                }
+                int64_t valid;
+                const double s = pk_conv_binary_patch(bits, sums, cw, height, width, kh, kw,
+                    oh * stride_h - pad_top, ow * stride_w - pad_left,
+                    dil_h, dil_w, pw, mw, &valid);
                 const float beta = (float)(s / (double)kg);
                 const int full = valid == taps;
                 for (int64_t ob = 0; ob < og; ob += 4) {

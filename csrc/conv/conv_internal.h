@@ -21,6 +21,37 @@ static inline int pk_conv_threads(double work) {
     return work < PK_CONV_SERIAL_WORK ? 1 : pk_threads();
 }
 
+/* Binary conv: gathers the sign words of the patch whose top-left input position is
+ * (ih0, iw0) into pw[taps][cw] and its in-bounds mask into mw (all ones inside, 0 for
+ * padding: Larq's rule, padding contributes nothing); returns the sum of |x| over the
+ * in-bounds taps (in tap order) and sets *valid to their count. */
+static inline double pk_conv_binary_patch(const uint64_t *bits, const double *sums, int64_t cw,
+                                          int64_t height, int64_t width, int64_t kh,
+                                          int64_t kw, int64_t ih0, int64_t iw0, int64_t dil_h,
+                                          int64_t dil_w, uint64_t *pw, uint64_t *mw,
+                                          int64_t *valid) {
+    double s = 0.0;
+    int64_t count = 0;
+    for (int64_t ky = 0; ky < kh; ky++) {
+        const int64_t ih = ih0 + ky * dil_h;
+        for (int64_t kx = 0; kx < kw; kx++) {
+            const int64_t iw = iw0 + kx * dil_w;
+            const int64_t tp = ky * kw + kx;
+            const int inside = ih >= 0 && ih < height && iw >= 0 && iw < width;
+            for (int64_t i = 0; i < cw; i++) {
+                pw[tp * cw + i] = inside ? bits[(ih * width + iw) * cw + i] : 0;
+                mw[tp * cw + i] = inside ? ~(uint64_t)0 : 0;
+            }
+            if (inside) {
+                s += sums[ih * width + iw];
+                count++;
+            }
+        }
+    }
+    *valid = count;
+    return s;
+}
+
 /* Copies the window of one input plane that a depthwise conv reads into `dst`
  * [hp][wp] (row pitch wp), zero where the window leaves the plane. */
 static inline void pk_conv_window(const float *src, int64_t height, int64_t width,
