@@ -173,6 +173,11 @@ static void fill_table(int cap) {
         PK_USE(conv_binary, pk_conv_binary_avx2);
     }
 #endif
+    /* int8 conv2d */
+    PK_USE(conv_int8, pk_conv_int8_scalar);
+#ifdef PK_HAVE_AVX2
+    if (cap >= PK_ISA_AVX2) PK_USE(conv_int8, pk_conv_int8_avx2);
+#endif
     /* int8 / int4 */
     PK_USE(linear_int8, pk_linear_int8_scalar);
     PK_USE(linear_int4, pk_linear_int4_scalar);

@@ -63,6 +63,15 @@ typedef int (*pk_conv_binary_fn)(const float *x, int64_t images, int64_t channel
                                  int64_t out_h, int64_t out_w, const float *bias,
                                  int activation, float *y);
 
+/* int8 conv2d, groups < channels (csrc/conv/conv_int8*.c); w as in pk_conv_int8_f32. */
+typedef int (*pk_conv_int8_fn)(const float *x, int64_t images, int64_t channels,
+                               int64_t height, int64_t width, int64_t groups, const int32_t *w,
+                               const float *scale, float act_scale, int64_t out_channels,
+                               int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
+                               int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                               int64_t out_h, int64_t out_w, const float *bias, int activation,
+                               float *y);
+
 /* binary / pow2 linear (csrc/linear/linear_binary*.c, linear_pow2*.c). The public
  * entries prepare the activations: binary gets xbits/beta (NULL: float activations),
  * pow2 gets int8 rows xq of stride xq_stride and their scales (NULL: float). */
@@ -87,7 +96,8 @@ typedef int (*pk_linear_pow2_fn)(const float *x, const int8_t *xq, const float *
     X(conv_gemm, pk_conv_gemm_fn) \
     X(conv_csr, pk_conv_csr_fn) \
     X(conv_depthwise, pk_conv_depthwise_fn) \
-    X(conv_binary, pk_conv_binary_fn)
+    X(conv_binary, pk_conv_binary_fn) \
+    X(conv_int8, pk_conv_int8_fn)
 
 #define PK_SLOT_FIELD(slot, type) type slot; const char *slot##_impl;
 struct pk_functable { PK_KERNEL_SLOTS(PK_SLOT_FIELD) };
@@ -172,6 +182,17 @@ PK_BINARY_POW2_PROTOS(avx2)
 PK_CONV_PROTOS(scalar)
 #ifdef PK_HAVE_AVX2
 PK_CONV_PROTOS(avx2)
+#endif
+
+/* ---- int8 conv2d ---- */
+#define PK_CONV_INT8_PROTOS(isa)                                                             \
+    int pk_conv_int8_##isa(const float *, int64_t, int64_t, int64_t, int64_t, int64_t,      \
+                           const int32_t *, const float *, float, int64_t, int64_t, int64_t, \
+                           int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,   \
+                           int64_t, const float *, int, float *);
+PK_CONV_INT8_PROTOS(scalar)
+#ifdef PK_HAVE_AVX2
+PK_CONV_INT8_PROTOS(avx2)
 #endif
 
 /* ---- int8 / int4 ---- */

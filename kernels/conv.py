@@ -19,21 +19,35 @@ Lowering, chosen per call (backend ``c``; ``numba`` has the same structure):
   (the CHW layout makes every nonzero a contiguous vector op, XNNPACK's SpMM idea).
   Groups are folded into the offsets (a group's channel base), so every output channel
   is one CSR row whatever ``groups`` is.
-* **depthwise** (in/groups == 1) -- its own direct kernel per plane for dense weights,
-  and for int8 weights one that quantizes each patch exactly as the generic path would
-  (csrc/conv/depthwise_int8.c; C backend).
+* **int8** -- quantize once, then an exact integer conv. Semantics (every backend, bit
+  for bit; :func:`int8_reference`): each *image* n is quantized once, like one row of the
+  int8 linear (:mod:`kernels.encodings.quant`): static ``s_n = activation_scale`` (per
+  tensor, as ONNX Runtime's ``QLinearConv``) or dynamic ``s_n = max |x[n]| / 127`` over
+  the whole image (all channels and positions; *not* per patch), ``xq = clip(rint(x /
+  s_n), -127, 127)``; the zero padding is the quantized zero; ``acc = Σ xq · q`` exact in
+  int32; ``y = act(f32(acc) · (s_n · scale[o]) + bias[o])``; an image holding NaN/Inf
+  gives NaN everywhere, a zero image gives ``act(bias)``. C (csrc/conv/conv_int8_*.c):
+  the image is quantized into int16 channel pairs (two input channels per 32-bit lane),
+  zero-padded and split into stride phases, so every tap of every output row is a
+  contiguous run at any stride (no im2col); an offset GEMM of 6 output channels × 16
+  columns then runs on ``vpmaddwd`` (exact: |pair sum| <= 2·127², no int16 saturation)
+  with the scale, bias and activation fused into the store into NCHW. Depthwise int8
+  has its own C kernel with the same semantics (csrc/conv/depthwise_int8.c); Numba runs
+  direct integer loops.
+* **depthwise** (in/groups == 1) -- its own direct kernel per plane for dense weights.
 * **any other encoding** (generic) -- patches one per row (im2row in C, [N·Ho·Wo,
   Cg·kh·kw]; for a 1×1 stride-1 unpadded conv simply the NHWC transpose of x) feed the
   encoding's ``linear`` kernel, once per group, and the [N·Ho·Wo, out] result is
   transposed back to NCHW once. Its semantics are those of the encoding's ``linear`` on
-  each patch row (e.g. ``int8`` quantizes each patch row; the zero padding quantizes to
+  each patch row (e.g. ``int4`` quantizes each patch row; the zero padding quantizes to
   the integer zero). ``binary`` weights with binary activations are the exception: a
   padded position contributes 0 to the ±1 dot product instead of sign(0) = +1 (Larq's
   rule); β is still the mean |x| over the whole patch, padding counted as 0.
 
 The ``numpy`` backend runs the reference: explicit padding, then a sum over kernel
 offsets of strided slices (float64) for dense and csr weights, and the encoding's NumPy
-``reference_linear`` on NumPy-built patch rows for the others.
+``reference_linear`` on NumPy-built patch rows for the others (int8: per-image
+quantization, then an int64 sum of strided slices).
 """
 
 from __future__ import annotations
@@ -163,8 +177,8 @@ def conv2d(
         _depthwise(backend, xa, weight, b, geo, activation, y)
     elif weight.encoding == "dense":
         _dense(backend, xa, weight, b, geo, activation, y)
-    elif weight.encoding == "int8" and geo.depthwise and backend == "c" and geo.kh * geo.kw <= 1024:
-        _depthwise_int8(xa, weight, b, geo, activation, y)
+    elif weight.encoding == "int8":
+        _int8(backend, xa, weight, b, geo, activation, y)
     elif weight.encoding == "csr":
         _csr(backend, xa, weight, b, geo, activation, y)
     elif weight.encoding == "binary" and getattr(weight, "activations", "") == "binary":
@@ -320,6 +334,8 @@ def conv2d_reference(x, w: EncodedWeight, bias, geo: Geometry, activation) -> np
         return apply_epilogue(y, b, activation).astype(np.float32)
     if w.encoding == "binary" and getattr(w, "activations", "") == "binary":
         return _binary_reference(x, w, bias, geo, activation, "numpy")
+    if w.encoding == "int8":
+        return int8_reference(x, w, bias, geo, activation)
     row = registry.get(w.encoding)
     xpad = pad_input(x, geo)
     y = np.empty((geo.n * geo.ho * geo.wo, geo.out), np.float32)
@@ -333,6 +349,48 @@ def conv2d_reference(x, w: EncodedWeight, bias, geo: Geometry, activation) -> np
             yg = apply_epilogue(row.reference_linear(rows, wg, None, None)[:, cols], bg, activation)
         y[:, g * geo.og : (g + 1) * geo.og] = yg
     return _rows_to_nchw(y, geo)
+
+
+def quantize_images(x: np.ndarray, activation_scale: float | None):
+    """int8 conv activations: each image quantized as one row (kernels.encodings.quant).
+
+    Returns (xq int8 [n, c, h, w], s float32 [n], bad bool [n]): dynamic
+    ``s_n = max |x[n]| / 127`` over the whole image (all channels), or the static scale;
+    an image holding NaN/Inf has ``bad`` set and gives NaN everywhere.
+    """
+    from kernels.encodings.quant import quantize_activations
+
+    xq, s, bad = quantize_activations(x.reshape(x.shape[0], -1), activation_scale)
+    return xq.reshape(x.shape), s, bad
+
+
+def int8_accumulators(xq: np.ndarray, q: np.ndarray, geo: Geometry) -> np.ndarray:
+    """acc[n, o, oh, ow] = Σ over (c, ky, kx) of xq · q[o], exact, as int32.
+
+    xq: quantized input [n, c, h, w] (zero padding is the integer 0); q: int8 weights
+    [out, cg, kh, kw].
+    """
+    xpad = pad_input(xq, geo).astype(np.int64)
+    q = q.astype(np.int64)
+    acc = np.zeros((geo.n, geo.out, geo.ho, geo.wo), np.int64)
+    for g in range(geo.groups):
+        cs, os_ = slice(g * geo.cg, (g + 1) * geo.cg), slice(g * geo.og, (g + 1) * geo.og)
+        for ky in range(geo.kh):
+            for kx in range(geo.kw):
+                acc[:, os_] += np.einsum(
+                    "ncyx,oc->noyx", tap(xpad[:, cs], geo, ky, kx), q[os_, :, ky, kx]
+                )
+    return acc.astype(np.int32)
+
+
+def int8_reference(x, w, bias, geo: Geometry, activation) -> np.ndarray:
+    """int8 conv: y = act(f32(acc) · (s_n · scale[o]) + bias[o]) on per-image quantized x."""
+    xq, s, bad = quantize_images(x, w.activation_scale)
+    acc = int8_accumulators(xq, w.quantized().reshape(w.shape), geo)
+    y = acc.astype(np.float32) * (s[:, None, None, None] * w.scale[None, :, None, None])
+    y[bad] = np.nan
+    b = None if bias is None else np.asarray(bias, np.float32)[:, None, None]
+    return apply_epilogue(y, b, activation).astype(np.float32)
 
 
 def _rows_to_nchw(y: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -549,8 +607,31 @@ def _depthwise(backend, x, w, bias, geo: Geometry, activation, y) -> None:
                   bias, activation, y)  # fmt: skip
 
 
+def _int8(backend, x, w, bias, geo: Geometry, activation, y) -> None:
+    """int8: per-image quantization, then an exact integer conv (see int8_reference)."""
+    static = 0.0 if w.activation_scale is None else float(w.activation_scale)
+    cache = _cache(w)
+    if backend == "c" and geo.depthwise:
+        _depthwise_int8(x, w, bias, geo, activation, y)
+    elif backend == "c":
+        key = ("int8_pairs", geo.groups)
+        if key not in cache:
+            q = w.quantized().reshape(w.shape)
+            cache[key] = _ops("c").pack_int8_weight(q, geo.groups)
+        _ops("c").conv_int8(x, geo.groups, cache[key], w.scale, static, geo.kh, geo.kw,
+                            (geo.sh, geo.sw), (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo,
+                            bias, activation, y)  # fmt: skip
+    else:
+        if "q4d" not in cache:
+            cache["q4d"] = np.ascontiguousarray(w.quantized().reshape(w.shape))
+        backends.apply_numba_threads()
+        _ops(backend).conv_int8(x, geo.groups, cache["q4d"], w.scale, static, (geo.sh, geo.sw),
+                                (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo, bias,
+                                activation, y)  # fmt: skip
+
+
 def _depthwise_int8(x, w, bias, geo: Geometry, activation, y) -> None:
-    """int8 depthwise: each patch quantized as the int8 linear quantizes a row (C)."""
+    """int8 depthwise (C): per-image quantization, one integer plane per output channel."""
     cache = _cache(w)
     if "dw_q" not in cache:
         cache["dw_q"] = np.ascontiguousarray(w.quantized().reshape(geo.out, geo.kh, geo.kw))

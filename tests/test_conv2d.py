@@ -241,15 +241,138 @@ def test_bad_inputs_raise_clear_errors():
         kernels.conv2d(x.astype(np.int32), w, groups=2)
 
 
-@pytest.mark.skipif("int8" not in registry.names(), reason="no int8 encoding registered")
 @pytest.mark.parametrize("opts", [{}, {"activation_scale": 0.02}])
 def test_int8_depthwise_is_exact_with_non_finite_inputs(variant, opts):
-    """The int8 depthwise kernel quantizes each patch exactly as the reference does."""
-    x, weight, bias, kw = make((3, 1, 1, 1, 4, 2, 4, 8, 6, 7), seed=7)
+    """The int8 depthwise kernel quantizes each image exactly as the reference does."""
+    x, weight, bias, kw = make((3, 1, 1, 1, 4, 3, 4, 8, 6, 7), seed=7)
     x[0, 1, 2, 3] = np.nan
     x[1, 3, 0, 0] = np.inf
     enc = kernels.encode(weight, "int8", **opts)
     got = kernels.conv2d(x, enc, bias, activation="relu6", **kw)
     want = reference(x, enc, bias, "relu6", **kw)
     np.testing.assert_array_equal(got, want)
-    assert np.isnan(got[0, 2:4, 1:4, 2:5]).all() and not np.isnan(got[0, :2]).any()
+    assert np.isnan(got[:2]).all() and not np.isnan(got[2]).any()
+
+
+# ---------------------------------------------------------------------------------------
+# int8: per-image quantization, then an exact integer conv
+
+# (kernel, stride, padding, dilation, groups, batch, in, out, height, width)
+INT8_CASES = [
+    pytest.param((1, 1, 0, 1, 1, 3, 8, 5, 5, 7), id="1x1"),
+    pytest.param((1, 2, 0, 1, 1, 1, 5, 6, 7, 5), id="1x1-s2-odd-in"),
+    pytest.param((3, 1, 1, 1, 1, 1, 5, 7, 9, 7), id="3x3-p1-odd-in"),
+    pytest.param((3, 1, 0, 1, 1, 3, 4, 13, 8, 11), id="3x3-p0"),
+    pytest.param((3, 2, 1, 1, 1, 3, 3, 6, 9, 9), id="3x3-s2-p1"),
+    pytest.param((3, 2, "same", 1, 1, 1, 4, 4, 10, 7), id="3x3-s2-same"),
+    pytest.param((3, 1, "same", 2, 1, 1, 2, 4, 9, 8), id="3x3-d2-same"),
+    pytest.param((3, 2, 2, 2, 2, 1, 6, 4, 11, 9), id="3x3-s2-d2-g2"),
+    pytest.param((5, 1, 2, 1, 2, 3, 6, 6, 7, 9), id="5x5-g2-odd-cg"),
+    pytest.param((5, 2, "same", 1, 1, 1, 3, 3, 11, 13), id="5x5-s2-same"),
+    pytest.param((3, 1, 1, 1, 4, 3, 4, 8, 7, 9), id="depthwise-x2"),
+    pytest.param((3, 1, 1, 1, 1, 1, 3, 20, 3, 41), id="wide-rows"),
+    pytest.param((3, 1, 1, 1, 1, 1, 3, 4, 1, 1), id="3x3-on-1x1"),
+]
+
+INT8_OPTS = [
+    pytest.param({}, id="dynamic"),
+    pytest.param({"activation_scale": 0.01}, id="static-saturating"),
+]
+
+
+@pytest.mark.parametrize("opts", INT8_OPTS)
+@pytest.mark.parametrize("case", INT8_CASES)
+def test_int8_conv_is_bit_exact(variant, case, opts):
+    x, weight, bias, kw = make(case, seed=11, density=0.8)
+    enc = kernels.encode(weight, "int8", **opts)
+    for activation, b in ((None, None), ("relu", bias), ("relu6", bias)):
+        got = kernels.conv2d(x, enc, b, activation=activation, **kw)
+        want = reference(x, enc, b, activation, **kw)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def _unit_scale_int8(rng, shape):
+    """An int8 weight whose every row has max |q| = 127, so its scale is exactly 1."""
+    q = rng.integers(-127, 128, size=shape).astype(np.float32)
+    q.reshape(shape[0], -1)[:, 0] = 127
+    return q
+
+
+@pytest.mark.parametrize("case", [INT8_CASES[i] for i in (0, 3, 4, 7, 8, 10)])
+def test_int8_integer_accumulators_are_exact(variant, case):
+    """Integer inputs with max |x| = 127 per image and unit weight scales: s_n = 1 and
+    scale[o] = 1, so the output is the int32 accumulator itself (|acc| < 2^24)."""
+    k, s, p, d, g, n, c, o, h, w = case
+    rng = np.random.default_rng(12)
+    x = rng.integers(-127, 128, size=(n, c, h, w)).astype(np.float32)
+    x[:, 0, 0, 0] = -127
+    weight = _unit_scale_int8(rng, (o, c // g, k, k))
+    enc = kernels.encode(weight, "int8")
+    assert np.all(enc.scale == 1) and np.array_equal(enc.decode(), weight)
+    kw = dict(stride=s, padding=p, dilation=d, groups=g)
+    got = kernels.conv2d(x, enc, **kw)
+    geo = conv.geometry(x.shape, enc.shape, s, p, d, g)
+    acc = conv.int8_accumulators(x.astype(np.int8), weight.astype(np.int8), geo)
+    np.testing.assert_array_equal(got, acc.astype(np.float32))
+    if torch is not None:  # the accumulators against an independent integer conv
+        np.testing.assert_array_equal(acc, torch_conv(x, weight, None, **kw).astype(np.int64))
+
+
+def test_int8_quantizes_each_image_once():
+    """The reference's quantization: one scale per image, max |x| over all its channels."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    x[1, 2, 3, 4] = 50.0
+    xq, s, bad = conv.quantize_images(x, None)
+    amax = np.abs(x).reshape(2, -1).max(axis=1)
+    np.testing.assert_array_equal(s, (amax / np.float32(127)).astype(np.float32))
+    np.testing.assert_array_equal(xq, np.clip(np.rint(x / s[:, None, None, None]), -127, 127))
+    assert not bad.any() and xq[1, 2, 3, 4] == 127 and np.abs(xq[1]).max() == 127
+
+
+@pytest.mark.parametrize("opts", INT8_OPTS)
+@pytest.mark.parametrize("case", [INT8_CASES[i] for i in (2, 8, 10)])
+def test_int8_zero_and_non_finite_images(variant, case, opts):
+    """A zero image gives y = act(bias) (scale 0, never NaN); an image holding NaN or
+    Inf gives NaN everywhere; the other images are unaffected."""
+    x, weight, bias, kw = make(case[:5] + (4,) + case[6:], seed=14)
+    x[1] = 0
+    x[2, 0, 0, 0] = np.nan
+    x[3, -1, -1, -1] = -np.inf
+    enc = kernels.encode(weight, "int8", **opts)
+    got = kernels.conv2d(x, enc, bias, activation="relu", **kw)
+    np.testing.assert_array_equal(got, reference(x, enc, bias, "relu", **kw))
+    np.testing.assert_array_equal(got[1], np.broadcast_to(np.maximum(bias, 0)[:, None, None],
+                                                          got[1].shape))  # fmt: skip
+    assert np.isnan(got[2:]).all() and np.isfinite(got[:2]).all()
+    alone = kernels.conv2d(x[:1], enc, bias, activation="relu", **kw)
+    np.testing.assert_array_equal(alone, got[:1])
+
+
+@needs_torch
+@pytest.mark.parametrize("case", [INT8_CASES[i] for i in (3, 8)])
+def test_int8_is_close_to_the_float_conv(case):
+    """Per-image int8 activations x int8 weights stay near the float conv of the decoded
+    weights: |error| <= (sum |w| over a patch) * s_n / 2 per output."""
+    x, weight, bias, kw = make(case, seed=15)
+    enc = kernels.encode(weight, "int8")
+    got = kernels.conv2d(x, enc, bias, **kw)
+    want = torch_conv(x, enc.decode(), bias, **kw)
+    s = np.abs(x).reshape(x.shape[0], -1).max(axis=1) / 127
+    wsum = np.abs(enc.decode()).reshape(enc.shape[0], -1).sum(axis=1)
+    bound = s[:, None, None, None] * wsum[None, :, None, None] / 2 + 1e-5
+    assert np.all(np.abs(got - want) <= bound)
+
+
+@pytest.mark.parametrize("backend", ["c", "numba"])
+def test_int8_thread_count_does_not_change_results(backend):
+    if backend not in kernels.available_backends():
+        pytest.skip(f"backend {backend} is not available here")
+    x, weight, bias, kw = make((3, 1, 1, 1, 1, 2, 16, 32, 23, 21), seed=16)  # parallel sizes
+    enc = kernels.encode(weight, "int8")
+    with kernels.using(backend=backend, threads=1):
+        one = kernels.conv2d(x, enc, bias, **kw)
+    with kernels.using(backend=backend, threads=2):
+        two = kernels.conv2d(x, enc, bias, **kw)
+    np.testing.assert_array_equal(one, two)

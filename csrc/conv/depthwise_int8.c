@@ -1,10 +1,14 @@
-/* Depthwise conv2d (in/groups == 1) with int8 weights, portable C. Same arithmetic as the
- * int8 linear kernels applied to each patch row (kernels/encodings/int8.py, quant.py):
- *   s   = act_scale > 0 ? act_scale : max|patch| / 127       (float32; padding is 0)
- *   q_k = clip(rint(x_k / s), -127, 127), 0 when s == 0       (round half to even)
- *   y   = act(float(sum_k q_k * w_q[o, k]) * (s * scale[o]) + bias[o]), exact int32 sum;
- * a patch holding NaN or Inf gives NaN. */
+/* Depthwise conv2d (in/groups == 1) with int8 weights, portable C. Same semantics as the
+ * int8 conv kernel (conv_int8_body.h, kernels/conv.py): each image n is quantized once,
+ *   s_n = act_scale > 0 ? act_scale : max over the image of |x| / 127      (float32)
+ *   q   = clip(rint(x / s_n), -127, 127), 0 when s_n == 0 (round half to even); padding 0
+ *   y   = act(float(sum over taps of q * w_q[o, tap]) * (s_n * scale[o]) + bias[o]),
+ * exact int32 sums; an image holding NaN or Inf gives NaN everywhere. Each output plane
+ * quantizes the padded window of its input channel into a per-thread buffer, then sums
+ * whole output rows tap by tap. */
+#include <float.h>
 #include <math.h>
+#include <stdlib.h>
 
 #include "conv_internal.h"
 
@@ -16,54 +20,112 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
                                int64_t out_h, int64_t out_w, const float *bias, int activation,
                                float *y) {
     if (images < 0 || channels < 1 || height < 0 || width < 0 || out_channels < 0 ||
-        out_channels % channels != 0 || kh < 1 || kw < 1 || kh * kw > 1024 || stride_h < 1 ||
-        stride_w < 1 || dil_h < 1 || dil_w < 1 || pad_top < 0 || pad_left < 0 || out_h < 0 ||
-        out_w < 0 || !(act_scale >= 0.0f) || activation < PK_ACT_NONE ||
-        activation > PK_ACT_RELU6)
+        out_channels % channels != 0 || kh < 1 || kw < 1 || stride_h < 1 || stride_w < 1 ||
+        dil_h < 1 || dil_w < 1 || pad_top < 0 || pad_left < 0 || out_h < 0 || out_w < 0 ||
+        !(act_scale >= 0.0f) || activation < PK_ACT_NONE || activation > PK_ACT_RELU6)
         return PK_ERR_ARG;
+    if ((double)kh * (double)kw * 127.0 * 127.0 >= 2147483647.0) return PK_ERR_OVERFLOW;
     if (images == 0 || out_channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
     if (!x || !wq || !scale || !y) return PK_ERR_ARG;
     const int64_t mult = out_channels / channels, planes = images * out_channels;
-    const int64_t taps = kh * kw;
-#pragma omp parallel for schedule(static) \
-    num_threads(pk_conv_threads((double)planes * out_h * out_w * taps * 4))
-    for (int64_t pl = 0; pl < planes; pl++) {
-        const int64_t n = pl / out_channels, o = pl % out_channels;
-        const float *src = x + (n * channels + o / mult) * height * width;
-        const int8_t *wo = wq + o * taps;
-        float patch[1024];
-        for (int64_t oh = 0; oh < out_h; oh++) {
-            for (int64_t ow = 0; ow < out_w; ow++) {
-                float amax = 0.0f;
-                int bad = 0;
+    const int64_t taps = kh * kw, pixels = height * width, out_plane = out_h * out_w;
+    /* the padded window the outputs read */
+    const int64_t hp = (out_h - 1) * stride_h + (kh - 1) * dil_h + 1;
+    const int64_t wp = (out_w - 1) * stride_w + (kw - 1) * dil_w + 1;
+    const int nthreads = pk_conv_threads((double)planes * out_plane * taps * 4);
+
+    /* 1. per-channel max |x| and non-finite flags, then one scale per image */
+    float *chan_max = malloc((size_t)(images * channels) * sizeof(float));
+    unsigned char *chan_bad = malloc((size_t)(images * channels));
+    float *img_scale = malloc((size_t)images * sizeof(float));
+    unsigned char *img_bad = malloc((size_t)images);
+    if (!chan_max || !chan_bad || !img_scale || !img_bad) {
+        free(chan_max), free(chan_bad), free(img_scale), free(img_bad);
+        return PK_ERR_NOMEM;
+    }
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t p = 0; p < images * channels; p++) {
+        const float *src = x + p * pixels;
+        float amax = 0.0f;
+        int bad = 0;
+        for (int64_t i = 0; i < pixels; i++) {
+            const float a = fabsf(src[i]);
+            if (!(a <= FLT_MAX)) bad = 1;
+            else if (a > amax) amax = a;
+        }
+        chan_max[p] = amax;
+        chan_bad[p] = (unsigned char)bad;
+    }
+    for (int64_t n = 0; n < images; n++) {
+        float amax = 0.0f;
+        int bad = 0;
+        for (int64_t c = 0; c < channels; c++) {
+            if (chan_max[n * channels + c] > amax) amax = chan_max[n * channels + c];
+            bad |= chan_bad[n * channels + c];
+        }
+        img_bad[n] = (unsigned char)bad;
+        img_scale[n] = bad ? 0.0f : (act_scale > 0.0f ? act_scale : amax / 127.0f);
+    }
+    free(chan_max);
+    free(chan_bad);
+
+    /* 2. per output plane: quantize the window, exact integer sums, epilogue */
+    int status = PK_OK;
+#pragma omp parallel num_threads(nthreads)
+    {
+        int32_t *win = malloc((size_t)(hp * wp) * sizeof(int32_t));
+        int32_t *acc = malloc((size_t)out_w * sizeof(int32_t));
+        if (!win || !acc) {
+#pragma omp atomic write
+            status = PK_ERR_NOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            if (!win || !acc) continue;
+            const int64_t n = pl / out_channels, o = pl % out_channels;
+            float *yo = y + pl * out_plane;
+            if (img_bad[n]) {
+                for (int64_t i = 0; i < out_plane; i++) yo[i] = NAN;
+                continue;
+            }
+            const float s = img_scale[n];
+            const float *src = x + (n * channels + o / mult) * pixels;
+            for (int64_t r = 0; r < hp; r++) {
+                const int64_t ih = r - pad_top;
+                for (int64_t c = 0; c < wp; c++) {
+                    const int64_t iw = c - pad_left;
+                    int32_t q = 0;
+                    if (s > 0.0f && ih >= 0 && ih < height && iw >= 0 && iw < width) {
+                        float v = nearbyintf(src[ih * width + iw] / s);
+                        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+                        q = (int32_t)v;
+                    }
+                    win[r * wp + c] = q;
+                }
+            }
+            const int8_t *wo = wq + o * taps;
+            const float mul = s * scale[o];
+            for (int64_t oh = 0; oh < out_h; oh++) {
+                for (int64_t ow = 0; ow < out_w; ow++) acc[ow] = 0;
                 for (int64_t ky = 0; ky < kh; ky++) {
-                    const int64_t ih = oh * stride_h + ky * dil_h - pad_top;
+                    const int32_t *row = win + (oh * stride_h + ky * dil_h) * wp;
                     for (int64_t kx = 0; kx < kw; kx++) {
-                        const int64_t iw = ow * stride_w + kx * dil_w - pad_left;
-                        float v = 0.0f;
-                        if (ih >= 0 && ih < height && iw >= 0 && iw < width) v = src[ih * width + iw];
-                        patch[ky * kw + kx] = v;
-                        if (!isfinite(v)) bad = 1;
-                        const float a = fabsf(v);
-                        if (a > amax) amax = a;
+                        const int32_t wv = wo[ky * kw + kx];
+                        const int32_t *b = row + kx * dil_w;
+                        for (int64_t ow = 0; ow < out_w; ow++) acc[ow] += wv * b[ow * stride_w];
                     }
                 }
-                float s = act_scale > 0.0f ? act_scale : amax / 127.0f;
-                if (bad) s = 0.0f;
-                int32_t acc = 0;
-                if (s > 0.0f) {
-                    for (int64_t k = 0; k < taps; k++) {
-                        float r = nearbyintf(patch[k] / s);
-                        r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
-                        acc += (int32_t)r * (int32_t)wo[k];
-                    }
+                for (int64_t ow = 0; ow < out_w; ow++) {
+                    float v = (float)acc[ow] * mul;
+                    if (bias) v = v + bias[o];
+                    yo[oh * out_w + ow] = pk_activate(v, activation);
                 }
-                float v = (float)acc * (s * scale[o]);
-                if (bad) v = NAN;
-                if (bias) v += bias[o];
-                y[(pl * out_h + oh) * out_w + ow] = pk_activate(v, activation);
             }
         }
+        free(win);
+        free(acc);
     }
-    return PK_OK;
+    free(img_scale);
+    free(img_bad);
+    return status;
 }

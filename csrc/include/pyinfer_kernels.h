@@ -158,8 +158,8 @@ int pk_conv_binary_f32(const float *x, int64_t images, int64_t channels, int64_t
                        const float *bias, int activation, float *y);
 
 /* Depthwise conv (in/groups == 1) with int8 weights wq [out, kh * kw] and scale [out]:
- * each patch quantized as the int8 linear kernels quantize a row (act_scale > 0: static,
- * 0: dynamic max|patch| / 127), exact int32 sums, y = f32(acc) * (s * scale[o]) + bias. */
+ * each image quantized once, as pk_conv_int8_f32 does (act_scale > 0: static, 0: dynamic
+ * max|image| / 127), exact int32 sums, y = f32(acc) * (s_n * scale[o]) + bias. */
 int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
                                int64_t height, int64_t width, const int8_t *wq,
                                const float *scale, float act_scale, int64_t out_channels,
@@ -167,6 +167,21 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
                                int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
                                int64_t out_h, int64_t out_w, const float *bias, int activation,
                                float *y);
+
+/* int8 conv2d (groups < channels): each image is quantized once (act_scale > 0: that
+ * static scale; 0: dynamic max|image| / 127), padding is the quantized zero, sums are
+ * exact int32 (127 * 127 * cg * kh * kw < 2^31), y = act((float)acc * (s_n * scale[o]) +
+ * bias[o]); an image holding NaN/Inf gives NaN everywhere. w holds int16 pairs, one per
+ * int32 (little-endian: low half = channel 2*c2 of the group, high half = 2*c2 + 1, 0 past
+ * cg), packed [groups][ceil(og / MR)][cg2 * kh * kw][MR] with MR = PK_CONV_INT8_MR,
+ * cg2 = ceil(cg / 2), k = (c2 * kh + ky) * kw + kx, 0 past og. */
+#define PK_CONV_INT8_MR 6
+int pk_conv_int8_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                     int64_t width, int64_t groups, const int32_t *w, const float *scale,
+                     float act_scale, int64_t out_channels, int64_t kh, int64_t kw,
+                     int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                     int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                     const float *bias, int activation, float *y);
 
 /* cdef-end */
 

@@ -12,6 +12,7 @@ long pk_test_passed, pk_test_failed;
 void test_linear_csr(int level);
 void test_linear_quant(int level);
 void test_linear_bitwise(int level);
+void test_conv_int8(int level);
 
 /* One row per kernel family: its name and its test function, run at each ISA level. */
 static const struct {
@@ -21,6 +22,7 @@ static const struct {
     {"linear_csr", test_linear_csr},
     {"linear_int8/int4", test_linear_quant},
     {"linear_binary/pow2", test_linear_bitwise},
+    {"conv_int8", test_conv_int8},
 };
 
 /* The dispatch table itself: names, caps and every slot filled at every level. */

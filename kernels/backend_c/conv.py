@@ -115,3 +115,31 @@ def depthwise_int8(x, wq, scale, act_scale, stride, dilation, pad_top, pad_left,
         ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
     )  # fmt: skip
     check(status, "conv2d depthwise int8")
+
+
+def pack_int8_weight(q: np.ndarray, groups: int) -> np.ndarray:
+    """int8 q [out, cg, kh, kw] as pk_conv_int8_f32 reads it: int16 channel pairs, one per
+    int32 lane, [groups][ceil(og/MR)][ceil(cg/2)·kh·kw][MR]."""
+    mr = library()[1].PK_CONV_INT8_MR
+    out, cg, kh, kw = q.shape
+    og, cg2 = out // groups, -(-cg // 2)
+    blocks = -(-og // mr)
+    padded = np.zeros((groups, blocks * mr, cg2 * 2, kh * kw), np.int16)
+    padded[:, :og, :cg] = q.reshape(groups, og, cg, kh * kw)
+    pairs = padded.reshape(groups, blocks, mr, cg2, 2, kh * kw).transpose(0, 1, 3, 5, 2, 4)
+    lanes = np.ascontiguousarray(pairs).astype("<i2", copy=False).view("<i4")
+    return np.ascontiguousarray(lanes.reshape(groups, blocks, cg2 * kh * kw, mr))
+
+
+def conv_int8(x, groups, w, scale, act_scale, kh, kw, stride, dilation, pad_top, pad_left,
+              out_h, out_w, bias, activation, y) -> None:  # fmt: skip
+    """int8 conv, groups < channels (pk_conv_int8_f32); w packed by pack_int8_weight."""
+    ffi, lib = library()
+    n, c, h, wd = x.shape
+    status = lib.pk_conv_int8_f32(
+        ptr(ffi, "float *", x), n, c, h, wd, groups, ptr(ffi, "int32_t *", w),
+        ptr(ffi, "float *", scale), act_scale, scale.shape[0], kh, kw, stride[0], stride[1],
+        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
+        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
+    )  # fmt: skip
+    check(status, "conv2d int8")

@@ -173,3 +173,74 @@ def depthwise(x, w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, act
     """Depthwise conv (in/groups == 1): w float32 [out, kh, kw]."""
     _depthwise(x, w, *stride, *dilation, pad_top, pad_left, out_h, out_w, bias_or_empty(bias),
                ACTIVATION_CODES[activation], y)  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _image_scale(xn, act_scale):
+    """(s, bad) of one image: max |x| / 127 (or the static scale); bad if NaN/Inf."""
+    amax = np.float32(0.0)
+    for v in xn.ravel():
+        a = abs(v)
+        if not a <= np.float32(3.4028234663852886e38):
+            return np.float32(0.0), True
+        if a > amax:
+            amax = a
+    if act_scale > 0:
+        return np.float32(act_scale), False
+    return amax / np.float32(127.0), False
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _conv_int8(x, groups, q, scale, act_scale, sh, sw, dh, dw, pt, pl, out_h, out_w, bias, act,
+               y):  # fmt: skip
+    """int8 conv: per image, xq = clip(rint(x / s), -127, 127) zero-padded, acc exact
+    (int32), y = act(f32(acc) · (s · scale[o]) + bias[o]); NaN/Inf in an image: NaN."""
+    n, c, h, wd = x.shape
+    out_c, cg, kh, kw = q.shape
+    og = out_c // groups
+    hp = (out_h - 1) * sh + (kh - 1) * dh + 1
+    wp = (out_w - 1) * sw + (kw - 1) * dw + 1
+    xq = np.zeros((c, hp, wp), np.int32)
+    for i in range(n):
+        s, bad = _image_scale(x[i], act_scale)
+        if bad:
+            y[i] = np.nan
+            continue
+        xq[:] = 0
+        if s > 0:
+            for ch in prange(c):
+                for ih in range(max(0, -pt), min(h, hp - pt)):
+                    for iw in range(max(0, -pl), min(wd, wp - pl)):
+                        r = np.rint(x[i, ch, ih, iw] / s)
+                        r = min(max(r, np.float32(-127.0)), np.float32(127.0))
+                        xq[ch, ih + pt, iw + pl] = np.int32(r)
+        for o in prange(out_c):
+            g = o // og
+            acc = np.zeros((out_h, out_w), np.int32)
+            for cc in range(cg):
+                plane = xq[g * cg + cc]
+                for ky in range(kh):
+                    for kx in range(kw):
+                        wv = np.int32(q[o, cc, ky, kx])
+                        if wv == 0:
+                            continue
+                        for oh in range(out_h):
+                            row = plane[oh * sh + ky * dh]
+                            for ow in range(out_w):
+                                acc[oh, ow] += wv * row[ow * sw + kx * dw]
+            mul = s * scale[o]
+            add = bias[o] if bias.shape[0] else np.float32(0.0)
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    v = np.float32(acc[oh, ow]) * mul
+                    if bias.shape[0]:
+                        v = v + add
+                    y[i, o, oh, ow] = activate(v, act)
+
+
+def conv_int8(x, groups, q, scale, act_scale, stride, dilation, pad_top, pad_left, out_h, out_w,
+              bias, activation, y) -> None:  # fmt: skip
+    """int8 conv for any groups: q int8 [out, cg, kh, kw], scale float32 [out]."""
+    _conv_int8(x, groups, q, scale, np.float32(act_scale), *stride, *dilation, pad_top,
+               pad_left, out_h, out_w, bias_or_empty(bias), ACTIVATION_CODES[activation],
+               y)  # fmt: skip

@@ -18,6 +18,12 @@ tile holds 4 consecutive ``k`` of 8 consecutive rows, so one SIMD register is 8 
 of ``vpdpbusd`` (AVX-512 VNNI) and of NEON ``sdot`` by element.
 
 Largest ``in``: 127 · 127 · in must fit int32, so ``in <= 133144`` (checked).
+
+Convolutions (``kernels.conv2d`` with a 4-D int8 weight) quantize per *image*, not per
+patch: the dynamic scale is ``max |x[n]| / 127`` over the whole image n (the static one
+is ``activation_scale``, per tensor as in ONNX Runtime's ``QLinearConv``), the zero
+padding is the quantized zero, and each output is the int8 ``linear`` formula above
+applied to the patch of quantized values (see :mod:`kernels.conv`).
 """
 
 from __future__ import annotations
@@ -151,7 +157,7 @@ register(
         bits_per_weight="8 (+ 32 per output channel)",
         activations=(
             "int8, symmetric; dynamic per row (max|x|/127, round half to even) or static "
-            "(activation_scale=); rows with NaN/Inf give NaN"
+            "(activation_scale=); rows with NaN/Inf give NaN; conv2d: one scale per image"
         ),
         exact=True,
         rtol=0.0,

@@ -1,0 +1,208 @@
+/* Body of the int8 conv2d kernel (groups < channels), included by conv_int8_scalar.c and
+ * conv_int8_avx2.c. The including file defines PK_CI8_NAME (the function name) before
+ * the #include, and after it the four pieces declared below, which hold its ISA-specific
+ * code (same results bit for bit):
+ *
+ *   ci8_absmax(x, n, &nonfinite)      max |x[i]| over n floats; nonfinite |= NaN/Inf seen
+ *   ci8_quant_pairs(a, b, n, s, dst)  dst[i] = pair(q(a[i]), b ? q(b[i]) : 0),
+ *                                     q(v) = clip(rint(v / s), -127, 127) (float32 division)
+ *   ci8_block(xb, off, kc, wp, buf)   buf[r][j] += sum_{k < kc} <wp[k*MR + r], xb[off[k] + j]>
+ *                                     for r < MR, j < NR (<.,.> the int16 pair dot product)
+ *   ci8_finish(acc, mul, bias, has_bias, activation, out)
+ *                                     out[j] = act(float(acc[j]) * mul (+ bias)), j < NR
+ *
+ * Semantics (kernels/conv.py, the int8 lowering): each image n is quantized once,
+ *   s_n = act_scale > 0 ? act_scale : max over the image of |x| / 127     (float32)
+ *   xq  = clip(rint(x / s_n), -127, 127), 0 when s_n == 0; padding is the integer 0,
+ *   acc[n, o, oh, ow] = sum over (c, ky, kx) of xq * q[o]    (exact int32)
+ *   y   = act(float(acc) * (s_n * scale[o]) + bias[o]);  an image holding NaN/Inf: y = NaN.
+ *
+ * Layout: a "lane" is an int32 holding two int16 values, input channel 2*c2 of the group
+ * in the low half and 2*c2 + 1 (or 0 past cg) in the high half, so one vpmaddwd takes
+ * 8 columns x 2 channels. Per image the quantized input is stored [groups * cg2 pair
+ * planes][sh * sw phases][hq][wq] lanes: phase (py, px) holds the padded rows py, py+sh,
+ * ... and columns px, px+sw, ...; so tap (ky, kx) of output (oh, ow) is at phase
+ * ((ky*dh) % sh, (kx*dw) % sw), row oh + (ky*dh) / sh, column ow + (kx*dw) / sw: every
+ * output row reads a contiguous run of lanes at any stride (no im2col), and the GEMM runs
+ * flat over j = oh * wq + ow, skipping ow >= out_w at the store. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_internal.h"
+
+#define CI8_MR PK_CONV_INT8_MR
+#define CI8_NR 16
+#define CI8_KC 256
+
+static float ci8_absmax(const float *x, int64_t n, int *nonfinite);
+static void ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst);
+static void ci8_block(const int32_t *xb, const int64_t *off, int64_t kc, const int32_t *wp,
+                      int32_t *buf);
+static void ci8_finish(const int32_t *acc, float mul, float bias, int has_bias, int activation,
+                       float *out);
+
+/* The lane of two quantized values (low half a, high half b). */
+static inline int32_t ci8_pair(int32_t a, int32_t b) {
+    return (int32_t)((uint32_t)(uint16_t)a | ((uint32_t)(uint16_t)b << 16));
+}
+
+/* clip(rint(v / s), -127, 127), round half to even (the default rounding mode). */
+static inline int32_t ci8_quant1(float v, float s) {
+    float r = nearbyintf(v / s);
+    r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
+    return (int32_t)r;
+}
+
+/* Quantizes padded row r of pair plane `pair` into its sw phase rows (each wq lanes);
+ * tmp holds wq * sw lanes when sw > 1. */
+static void ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t cg,
+                         int64_t cg2, int64_t pair, int64_t r, int64_t sh, int64_t sw,
+                         int64_t pad_top, int64_t pad_left, int64_t hq, int64_t wq, float s,
+                         int32_t *xq, int32_t *tmp) {
+    const int64_t g = pair / cg2, c2 = pair % cg2, plane = hq * wq;
+    const int64_t py = r % sh, qr = r / sh, ih = r - pad_top;
+    int32_t *base = xq + (pair * sh * sw + py * sw) * plane + qr * wq;
+    const int64_t len = wq * sw;
+    int32_t *row = sw == 1 ? base : tmp;
+    if (ih < 0 || ih >= height || !(s > 0.0f)) {
+        memset(row, 0, (size_t)len * sizeof(int32_t));
+    } else {
+        const float *a = xn + ((g * cg + 2 * c2) * height + ih) * width;
+        const float *b = 2 * c2 + 1 < cg ? a + height * width : NULL;
+        int64_t lo = pad_left < len ? pad_left : len;
+        int64_t hi = pad_left + width < len ? pad_left + width : len;
+        if (hi < lo) hi = lo;
+        memset(row, 0, (size_t)lo * sizeof(int32_t));
+        ci8_quant_pairs(a + (lo - pad_left), b ? b + (lo - pad_left) : NULL, hi - lo, s,
+                        row + lo);
+        memset(row + hi, 0, (size_t)(len - hi) * sizeof(int32_t));
+    }
+    if (sw > 1)
+        for (int64_t px = 0; px < sw; px++) {
+            int32_t *d = base + px * plane;
+            for (int64_t qc = 0; qc < wq; qc++) d[qc] = tmp[qc * sw + px];
+        }
+}
+
+int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height,
+                int64_t width, int64_t groups, const int32_t *w, const float *scale,
+                float act_scale, int64_t out_channels, int64_t kh, int64_t kw,
+                int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                const float *bias, int activation, float *y) {
+    const int64_t cg = channels / groups, og = out_channels / groups, cg2 = (cg + 1) / 2;
+    const int64_t taps = kh * kw, kg2 = cg2 * taps, blocks = (og + CI8_MR - 1) / CI8_MR;
+    const int64_t sh = stride_h, sw = stride_w, phases = sh * sw;
+    /* the padded extent the outputs read (rows/columns past it are never used) */
+    const int64_t hp = (out_h - 1) * sh + (kh - 1) * dil_h + 1;
+    const int64_t wp = (out_w - 1) * sw + (kw - 1) * dil_w + 1;
+    const int64_t hq = (hp + sh - 1) / sh, wq = (wp + sw - 1) / sw, plane = hq * wq;
+    const int64_t pairs = groups * cg2, image_lanes = pairs * phases * plane;
+    const int64_t span = (out_h - 1) * wq + out_w, tiles = (span + CI8_NR - 1) / CI8_NR;
+    const int64_t pixels = height * width, out_plane = out_h * out_w;
+    const int contiguous = out_h == 1 || wq == out_w;
+    const int nthreads = pk_conv_threads((double)out_channels * cg * taps * out_plane);
+
+    int64_t *offsets = malloc((size_t)(groups * kg2 + 1) * sizeof(int64_t));
+    /* + NR lanes: a tile always loads NR columns, the last ones past the span */
+    int32_t *xq = pk_aligned_alloc((size_t)(image_lanes + CI8_NR) * sizeof(int32_t));
+    if (!offsets || !xq) {
+        free(offsets);
+        pk_aligned_free(xq);
+        return PK_ERR_NOMEM;
+    }
+    memset(xq + image_lanes, 0, CI8_NR * sizeof(int32_t));
+    for (int64_t g = 0; g < groups; g++)
+        for (int64_t c2 = 0; c2 < cg2; c2++)
+            for (int64_t ky = 0; ky < kh; ky++)
+                for (int64_t kx = 0; kx < kw; kx++) {
+                    const int64_t ry = ky * dil_h, rx = kx * dil_w;
+                    offsets[g * kg2 + c2 * taps + ky * kw + kx] =
+                        ((g * cg2 + c2) * phases + (ry % sh) * sw + rx % sw) * plane +
+                        (ry / sh) * wq + rx / sw;
+                }
+
+    int status = PK_OK;
+    for (int64_t n = 0; n < images && status == PK_OK; n++) {
+        const float *xn = x + n * channels * pixels;
+        float *yn = y + n * out_channels * out_plane;
+        /* 1. the image's scale (and whether it holds NaN/Inf) */
+        float amax = 0.0f;
+        int nonfinite = 0;
+#pragma omp parallel for schedule(static) num_threads(nthreads) \
+    reduction(max : amax) reduction(| : nonfinite)
+        for (int64_t c = 0; c < channels; c++) {
+            int bad = 0;
+            const float m = ci8_absmax(xn + c * pixels, pixels, &bad);
+            if (m > amax) amax = m;
+            nonfinite |= bad;
+        }
+        if (nonfinite) {
+            for (int64_t i = 0; i < out_channels * out_plane; i++) yn[i] = NAN;
+            continue;
+        }
+        const float s = act_scale > 0.0f ? act_scale : amax / 127.0f;
+        /* 2. quantize + pad + split into phases, once per image */
+#pragma omp parallel num_threads(nthreads)
+        {
+            int32_t *tmp = sw > 1 ? malloc((size_t)(wq * sw) * sizeof(int32_t)) : NULL;
+            if (sw > 1 && !tmp) {
+#pragma omp atomic write
+                status = PK_ERR_NOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < pairs * hq * sh; t++) {
+                if (sw > 1 && !tmp) continue;
+                ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh), sh,
+                             sw, pad_top, pad_left, hq, wq, s, xq, tmp);
+            }
+            free(tmp);
+        }
+        if (status != PK_OK) break;
+        /* 3. integer GEMM over tiles of NR flat columns, epilogue into NCHW */
+#pragma omp parallel num_threads(nthreads)
+        {
+            int32_t *buf = pk_aligned_alloc((size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
+            if (!buf) {
+#pragma omp atomic write
+                status = PK_ERR_NOMEM;
+            }
+#pragma omp for schedule(dynamic, 4)
+            for (int64_t t = 0; t < groups * tiles; t++) {
+                if (!buf) continue;
+                const int64_t g = t / tiles, j0 = (t % tiles) * CI8_NR;
+                const int64_t cols = span - j0 < CI8_NR ? span - j0 : CI8_NR;
+                memset(buf, 0, (size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
+                for (int64_t k0 = 0; k0 < kg2; k0 += CI8_KC) {
+                    const int64_t kc = kg2 - k0 < CI8_KC ? kg2 - k0 : CI8_KC;
+                    for (int64_t blk = 0; blk < blocks; blk++)
+                        ci8_block(xq + j0, offsets + g * kg2 + k0, kc,
+                                  w + ((g * blocks + blk) * kg2 + k0) * CI8_MR,
+                                  buf + blk * CI8_MR * CI8_NR);
+                }
+                for (int64_t o = 0; o < og; o++) {
+                    const int64_t oc = g * og + o;
+                    float vals[CI8_NR];
+                    ci8_finish(buf + o * CI8_NR, s * scale[oc], bias ? bias[oc] : 0.0f,
+                               bias != NULL, activation, vals);
+                    float *yo = yn + oc * out_plane;
+                    if (contiguous) {
+                        memcpy(yo + j0, vals, (size_t)cols * sizeof(float));
+                        continue;
+                    }
+                    int64_t oh = j0 / wq, ow = j0 % wq;
+                    for (int64_t jj = 0; jj < cols; jj++) {
+                        if (ow < out_w) yo[oh * out_w + ow] = vals[jj];
+                        if (++ow == wq) ow = 0, oh++;
+                    }
+                }
+            }
+            pk_aligned_free(buf);
+        }
+    }
+    free(offsets);
+    pk_aligned_free(xq);
+    return status;
+}
