@@ -37,6 +37,17 @@ def test_xnor_popcount_is_exact(variant, k, batch):
     np.testing.assert_array_equal(B.linear_reference(x, enc), want)
 
 
+@pytest.mark.parametrize(("out", "k", "batch"), [(37, 200, 19), (64, 4097, 8), (5, 130, 9)])
+def test_xnor_popcount_exact_across_tiles(variant, out, k, batch):
+    # several output panels and activation blocks, each with a partial last one
+    rng = np.random.default_rng(out + k)
+    w = np.where(rng.random((out, k)) < 0.5, -0.25, 0.25).astype(np.float32)
+    x = np.where(rng.random((batch, k)) < 0.5, -2.0, 2.0).astype(np.float32)  # beta = 2
+    enc = kernels.encode(w, "binary", activations="binary")
+    want = (0.5 * (signs_of(x) @ signs_of(w).T)).astype(np.float32)
+    np.testing.assert_array_equal(kernels.linear(x, enc), want)
+
+
 @pytest.mark.parametrize("k", SIZES)
 @pytest.mark.parametrize("batch", [1, 257])
 @pytest.mark.parametrize("acts", B.ACTIVATIONS)

@@ -170,26 +170,40 @@ static void xnor_block8(const uint64_t *w, const uint64_t *x, int64_t words, uin
                      xnor_pop_scalar(w + t, xs[j] + t, words - t);
 }
 
+#define XPANEL 16 /* output rows per task: their weights (16 x words x 8 bytes) stay in L1 */
+
+/* Tasks are panels of XPANEL output rows, handed out dynamically (a descheduled thread
+ * holds up one panel, not half the matrix). Within a panel, each block of XB activation
+ * rows (XB x words x 8 bytes) is read from L1 for every row of the panel. */
 static void linear_xnor(const uint64_t *xbits, const float *beta, int64_t batch,
                         int64_t in_features, const uint64_t *bits, const float *alpha,
                         int64_t out_features, const float *bias, int activation, float *y) {
     const int64_t words = (in_features + 63) / 64;
-#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
-    for (int64_t o = 0; o < out_features; o++) {
-        const uint64_t *w = bits + o * words;
-        const float add = bias ? bias[o] : 0.0f;
+    const int64_t panels = (out_features + XPANEL - 1) / XPANEL;
+#pragma omp parallel for schedule(dynamic) num_threads(pk_threads_for((double)batch * out_features * in_features))
+    for (int64_t p = 0; p < panels; p++) {
+        const int64_t o0 = p * XPANEL, o1 = o0 + XPANEL < out_features ? o0 + XPANEL : out_features;
+        uint64_t pop[XPANEL][XB]; /* the panel x block tile, stored row by row after */
         for (int64_t b0 = 0; b0 < batch; b0 += XB) {
             const int nb = batch - b0 < XB ? (int)(batch - b0) : XB;
-            uint64_t pop[XB];
-            if (nb == XB)
-                xnor_block8(w, xbits + b0 * words, words, pop);
-            else
-                for (int j = 0; j < nb; j++)
-                    pop[j] = xnor_pop_scalar(w, xbits + (b0 + j) * words, words);
+            for (int64_t o = o0; o < o1; o++) {
+                const uint64_t *w = bits + o * words;
+                if (nb == XB)
+                    xnor_block8(w, xbits + b0 * words, words, pop[o - o0]);
+                else
+                    for (int j = 0; j < nb; j++)
+                        pop[o - o0][j] = xnor_pop_scalar(w, xbits + (b0 + j) * words, words);
+            }
+            /* one output row segment at a time: stores to y[b][o] for many b at one o
+             * would all fall in one cache set (the row pitch is a multiple of 4 KB) */
             for (int j = 0; j < nb; j++) {
-                const float v =
-                    (alpha[o] * beta[b0 + j]) * (float)(in_features - 2 * (int64_t)pop[j]);
-                y[(b0 + j) * out_features + o] = pk_activate(v + add, activation);
+                float *yr = y + (b0 + j) * out_features;
+                const float bj = beta[b0 + j];
+                for (int64_t o = o0; o < o1; o++) {
+                    const float v = (alpha[o] * bj) *
+                                    (float)(in_features - 2 * (int64_t)pop[o - o0][j]);
+                    yr[o] = pk_activate(v + (bias ? bias[o] : 0.0f), activation);
+                }
             }
         }
     }
