@@ -100,6 +100,12 @@ int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x
             const float *xb = x + n * x_image + j0;
             const __m256i mask = lanes_below(cols > 8 ? cols - 8 : cols);
             memset(buf, 0, (size_t)(blocks * MR * NR) * sizeof(float));
+            /* Each k reads its own run of x (kg runs, e.g. 256 channel planes of a 1x1
+             * conv): too many streams for the hardware prefetcher, so fetch the next
+             * tile's runs while this one computes. */
+            if (tl + 1 < tiles)
+                for (int64_t k = 0; k < kg; k++)
+                    _mm_prefetch((const char *)(xb + NR + offsets[g * kg + k]), _MM_HINT_T0);
             for (int64_t k0 = 0; k0 < kg; k0 += KC) {
                 const int64_t kc = kg - k0 < KC ? kg - k0 : KC;
                 const int64_t *off = offsets + g * kg + k0;

@@ -2,15 +2,17 @@
  *
  * Batch 1 (SpMV, memory bound): each row is a dot product of its values with the
  * activations gathered at its column indices, eight lanes at a time, two accumulators.
- * Batch > 1: x is transposed once per call (in parallel) into tiles of 8 or 16 batch
- * rows, xt[k][j], so that each nonzero is one broadcast and one or two FMAs over a
- * contiguous vector; a 16-wide tile of in=4096 is 256 KB and stays in L2.
+ * Batch > 1: x is transposed once per call (in parallel) into tiles of up to TILE batch
+ * rows, xt[k][j], so that each nonzero is one broadcast and one FMA per 8 batch rows over
+ * contiguous vectors. A band of rows accumulates into a small buffer that leaves through
+ * 8x8 transposes, so y is written eight output columns per store instead of one.
  * Threads take chunks of rows balanced by nonzeros, and every output is summed by one
  * thread in an order fixed by its row alone: results do not depend on threads. */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "pk_internal.h"
+#include "pk_avx2.h"
 
 #define PK_INLINE static inline __attribute__((always_inline))
 
@@ -18,6 +20,12 @@
 #define ROW_COST 4
 /* Row chunks per call (fewer when there are fewer rows); threads take them in turn. */
 #define CHUNKS 64
+/* Batch rows per transposed tile of x at batch > 1 (at most 32: four vectors). */
+#ifndef TILE
+#define TILE 32
+#endif
+/* Output rows summed together before their results are stored eight columns at a time. */
+#define BAND 64
 
 /* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
 static int64_t first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n) {
@@ -102,33 +110,19 @@ PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indi
 
 /* ---- batch > 1: transposed activation tiles ---- */
 
-/* xt[k][jo + i] = x[b0 + jo + i][k] for k in [k0, k0 + 8), i < 8; rows past `rows`
- * (the batch tail) are zero. */
+/* xt[k][i] = x[i][k] for k in [k0, k0 + 8), i < 8; rows past `rows` (the batch tail)
+ * are zero. */
 PK_INLINE void transpose8(const float *x, int64_t in, int64_t rows, int64_t k0, float *xt,
                           int tile) {
     __m256 r[8];
     for (int i = 0; i < 8; i++)
         r[i] = i < rows ? _mm256_loadu_ps(x + i * in + k0) : _mm256_setzero_ps();
-    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
-    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
-    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
-    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
-    float *o = xt + k0 * tile;
-    _mm256_store_ps(o + 0 * tile, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_store_ps(o + 1 * tile, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_store_ps(o + 2 * tile, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_store_ps(o + 3 * tile, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_store_ps(o + 4 * tile, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_store_ps(o + 5 * tile, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_store_ps(o + 6 * tile, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_store_ps(o + 7 * tile, _mm256_permute2f128_ps(u3, u7, 0x31));
+    pk_transpose8x8(r);
+    for (int i = 0; i < 8; i++) _mm256_store_ps(xt + (k0 + i) * tile, r[i]);
 }
 
-/* Block kb (8 columns of x) of one tile: `rows` valid batch rows starting at x. */
+/* Block kb (8 columns of x) of one tile of width `tile` (a multiple of 8) holding `rows`
+ * valid batch rows starting at x. */
 static void transpose_block(const float *x, int64_t in, int64_t rows, int64_t kb, float *xt,
                             int tile) {
     const int64_t k0 = kb * 8;
@@ -143,73 +137,99 @@ static void transpose_block(const float *x, int64_t in, int64_t rows, int64_t kb
         for (int j = 0; j < tile; j++) xt[k * tile + j] = j < rows ? x[j * in + k] : 0.0f;
 }
 
-/* Store one row's accumulators (tile lanes) as outputs y[b0 + j][o], j < rows. */
+/* Store one row's accumulators (tile lanes) as outputs y[j][o], j < rows. */
 PK_INLINE void store_column(float *y, int64_t out, int64_t o, int64_t rows, const float *acc,
                             const float *bias, int activation) {
     const float b = bias ? bias[o] : 0.0f;
     for (int64_t j = 0; j < rows; j++) y[j * out + o] = pk_activate(acc[j] + b, activation);
 }
 
-PK_INLINE void spmm8_rows(const float *xt, const int32_t *indptr, const void *indices,
-                          const float *values, const float *bias, int activation, float *y,
-                          int64_t out, int64_t rows, int64_t r0, int64_t r1, int wide) {
-    float acc[8] __attribute__((aligned(32)));
-    for (int64_t o = r0; o < r1; o++) {
-        const int64_t hi = indptr[o + 1];
-        int64_t p = indptr[o];
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (; p + 4 <= hi; p += 4) {
-            int64_t c[4];
-            index4(indices, p, wide, c);
-            const __m256 v = _mm256_broadcast_ps((const __m128 *)(values + p));
-            a0 = _mm256_fmadd_ps(_mm256_permute_ps(v, 0x00), _mm256_load_ps(xt + c[0] * 8), a0);
-            a1 = _mm256_fmadd_ps(_mm256_permute_ps(v, 0x55), _mm256_load_ps(xt + c[1] * 8), a1);
-            a2 = _mm256_fmadd_ps(_mm256_permute_ps(v, 0xaa), _mm256_load_ps(xt + c[2] * 8), a2);
-            a3 = _mm256_fmadd_ps(_mm256_permute_ps(v, 0xff), _mm256_load_ps(xt + c[3] * 8), a3);
-        }
-        for (; p < hi; p++)
-            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(values + p),
-                                 _mm256_load_ps(xt + index_at(indices, p, wide) * 8), a0);
-        _mm256_store_ps(acc, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-        store_column(y, out, o, rows, acc, bias, activation);
+/* y[j][o0 + i] = act(acc[i·pitch + j] + bias[o0 + i]) for i < 8, j < rows: an 8x8
+ * transpose per 8 batch rows turns 8 stores to 8 cache lines (and pages) into one. */
+PK_INLINE void store8(float *y, int64_t out, int64_t o0, int64_t rows, const float *acc,
+                      int64_t pitch, const float *bias, int activation) {
+    const __m256 b = bias ? _mm256_loadu_ps(bias + o0) : _mm256_setzero_ps();
+    for (int64_t j0 = 0; j0 < rows; j0 += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(acc + i * pitch + j0);
+        pk_transpose8x8(r);
+        for (int64_t j = 0; j < 8 && j0 + j < rows; j++)
+            _mm256_storeu_ps(y + (j0 + j) * out + o0,
+                             pk_activate8(_mm256_add_ps(r[j], b), activation));
     }
 }
 
-PK_INLINE void spmm16_rows(const float *xt, const int32_t *indptr, const void *indices,
-                           const float *values, const float *bias, int activation, float *y,
-                           int64_t out, int64_t rows, int64_t r0, int64_t r1, int wide) {
-    float acc[16] __attribute__((aligned(32)));
-    for (int64_t o = r0; o < r1; o++) {
-        const int64_t hi = indptr[o + 1];
-        int64_t p = indptr[o];
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
-        __m256 c0 = a0, c1 = a0, d0 = a0, d1 = a0;
-        for (; p + 4 <= hi; p += 4) {
-            int64_t c[4];
+/* acc[0 .. 8·nv) = Σ_{p in [p, hi)} values[p] · xt[indices[p]][0 .. 8·nv), nv = 1..4 vectors
+ * of tile lanes (a constant at each call). K nonzeros are in flight, each with its own
+ * accumulators: a single chain would wait out the FMA latency at every nonzero. */
+PK_INLINE void row_tile(const float *xt, const void *indices, const float *values, int64_t p,
+                        int64_t hi, float *acc, int nv, int wide) {
+    enum { K = 4 };
+    const int k = nv <= 2 ? 4 : 2; /* nonzeros in flight: at most 8 accumulators */
+    const int64_t width = 8 * nv;
+    __m256 a[K][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < K; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) a[i][v] = _mm256_setzero_ps();
+    for (; p + k <= hi; p += k) {
+        int64_t c[4];
+        if (k == 4) {
             index4(indices, p, wide, c);
-            const __m256 v = _mm256_broadcast_ps((const __m128 *)(values + p));
-            const __m256 v0 = _mm256_permute_ps(v, 0x00), v1 = _mm256_permute_ps(v, 0x55);
-            const __m256 v2 = _mm256_permute_ps(v, 0xaa), v3 = _mm256_permute_ps(v, 0xff);
-            const float *x0 = xt + c[0] * 16, *x1 = xt + c[1] * 16;
-            const float *x2 = xt + c[2] * 16, *x3 = xt + c[3] * 16;
-            a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(x0), a0);
-            a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(x0 + 8), a1);
-            b0 = _mm256_fmadd_ps(v1, _mm256_load_ps(x1), b0);
-            b1 = _mm256_fmadd_ps(v1, _mm256_load_ps(x1 + 8), b1);
-            c0 = _mm256_fmadd_ps(v2, _mm256_load_ps(x2), c0);
-            c1 = _mm256_fmadd_ps(v2, _mm256_load_ps(x2 + 8), c1);
-            d0 = _mm256_fmadd_ps(v3, _mm256_load_ps(x3), d0);
-            d1 = _mm256_fmadd_ps(v3, _mm256_load_ps(x3 + 8), d1);
+        } else {
+            c[0] = index_at(indices, p, wide), c[1] = index_at(indices, p + 1, wide);
         }
-        for (; p < hi; p++) {
-            const float *x0 = xt + index_at(indices, p, wide) * 16;
-            const __m256 v0 = _mm256_broadcast_ss(values + p);
-            a0 = _mm256_fmadd_ps(v0, _mm256_load_ps(x0), a0);
-            a1 = _mm256_fmadd_ps(v0, _mm256_load_ps(x0 + 8), a1);
+#pragma GCC unroll 4
+        for (int i = 0; i < k; i++) {
+            const __m256 w = _mm256_broadcast_ss(values + p + i);
+            const float *xk = xt + c[i] * width;
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++)
+                a[i][v] = _mm256_fmadd_ps(w, _mm256_load_ps(xk + 8 * v), a[i][v]);
         }
-        _mm256_store_ps(acc, _mm256_add_ps(_mm256_add_ps(a0, b0), _mm256_add_ps(c0, d0)));
-        _mm256_store_ps(acc + 8, _mm256_add_ps(_mm256_add_ps(a1, b1), _mm256_add_ps(c1, d1)));
-        store_column(y, out, o, rows, acc, bias, activation);
+    }
+    for (; p < hi; p++) {
+        const __m256 w = _mm256_broadcast_ss(values + p);
+        const float *xk = xt + index_at(indices, p, wide) * width;
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            a[0][v] = _mm256_fmadd_ps(w, _mm256_load_ps(xk + 8 * v), a[0][v]);
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) {
+        __m256 sum = a[0][v];
+#pragma GCC unroll 4
+        for (int i = 1; i < k; i++) sum = _mm256_add_ps(sum, a[i][v]);
+        _mm256_store_ps(acc + 8 * v, sum);
+    }
+}
+
+/* Rows [r0, r1) (at most BAND) against every batch tile. Sums go to acc[r][lane] (pitch
+ * TILE) and leave through store8, eight output columns per store. */
+PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32_t *indptr,
+                         const void *indices, const float *values, const float *bias,
+                         int activation, float *y, int64_t out, int64_t r0, int64_t r1,
+                         float *acc, int wide) {
+    const int64_t n = r1 - r0;
+    for (int64_t t = 0; t * TILE < batch; t++) {
+        const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
+        const int nv = (int)((rows + 7) / 8);
+        const float *tile = xt + t * TILE * in;
+        for (int64_t r = 0; r < n; r++) {
+            const int64_t p = indptr[r0 + r], hi = indptr[r0 + r + 1];
+            float *a = acc + r * TILE;
+            switch (nv) { /* constant nv in each instantiation */
+            case 1: row_tile(tile, indices, values, p, hi, a, 1, wide); break;
+            case 2: row_tile(tile, indices, values, p, hi, a, 2, wide); break;
+            case 3: row_tile(tile, indices, values, p, hi, a, 3, wide); break;
+            default: row_tile(tile, indices, values, p, hi, a, 4, wide); break;
+            }
+        }
+        float *yt = y + t * TILE * out;
+        int64_t r = 0;
+        for (; r + 8 <= n; r += 8)
+            store8(yt, out, r0 + r, rows, acc + r * TILE, TILE, bias, activation);
+        for (; r < n; r++) store_column(yt, out, r0 + r, rows, acc + r * TILE, bias, activation);
     }
 }
 
@@ -221,50 +241,51 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
      * on a busy machine a thread that loses its core holds up one chunk, not half the
      * matrix. */
     const int64_t chunks = out < CHUNKS ? out : CHUNKS;
+    const int threads = pk_threads_for((double)batch * indptr[out]);
     if (batch == 1) {
-#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads_for((double)batch * indptr[out]))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
         for (int64_t c = 0; c < chunks; c++)
             spmv_rows(x, indptr, indices, values, bias, activation, y,
                       first_row(indptr, out, c, chunks), first_row(indptr, out, c + 1, chunks),
                       wide);
         return PK_OK;
     }
-    /* Tiles of 16 batch rows; a tail of at most 8 rows gets a tile of 8. */
-    const int64_t full = batch / 16, tail = batch % 16;
-    const int64_t tiles = full + (tail > 0);
-    const int last_width = tail == 0 ? 16 : (tail <= 8 ? 8 : 16);
-    const int64_t blocks = (in + 7) / 8;
-    float *xt = pk_aligned_alloc((size_t)in * (size_t)(16 * full + last_width) * sizeof(float));
+    /* Tiles of TILE batch rows; the last is as wide as its rows rounded up to 8. */
+    const int64_t tiles = (batch + TILE - 1) / TILE, blocks = (in + 7) / 8;
+    const int64_t padded = (tiles - 1) * TILE + ((batch - (tiles - 1) * TILE + 7) / 8) * 8;
+    float *xt = pk_aligned_alloc((size_t)in * (size_t)padded * sizeof(float));
     if (!xt) return PK_ERR_NOMEM;
-#pragma omp parallel num_threads(pk_threads_for((double)batch * indptr[out]))
+    int status = PK_OK;
+#pragma omp parallel num_threads(threads)
     {
+        float *acc = pk_aligned_alloc((size_t)BAND * TILE * sizeof(float)); /* per thread */
 #pragma omp for schedule(dynamic, 32)
         for (int64_t i = 0; i < tiles * blocks; i++) {
             const int64_t t = i / blocks, kb = i % blocks;
-            transpose_block(x + t * 16 * in, in, t < full ? 16 : tail, kb, xt + t * 16 * in,
-                            t < full ? 16 : last_width);
+            const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
+            transpose_block(x + t * TILE * in, in, rows, kb, xt + t * TILE * in,
+                            (int)((rows + 7) / 8) * 8);
         }
         /* (the implicit barrier above: every tile is complete before any row starts) */
         /* Chunk-major: a chunk's rows are read from memory once and reused from cache
          * for every batch tile (tile-major would stream the weights once per tile). */
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t c = 0; c < chunks; c++) {
-            const int64_t r0 = first_row(indptr, out, c, chunks);
-            const int64_t r1 = first_row(indptr, out, c + 1, chunks);
-            for (int64_t t = 0; t < tiles; t++) {
-                const float *tile = xt + t * 16 * in;
-                float *yt = y + t * 16 * out;
-                if (t < full || last_width == 16)
-                    spmm16_rows(tile, indptr, indices, values, bias, activation, yt, out,
-                                t < full ? 16 : tail, r0, r1, wide);
-                else
-                    spmm8_rows(tile, indptr, indices, values, bias, activation, yt, out, tail,
-                               r0, r1, wide);
+            if (!acc) {
+#pragma omp atomic write
+                status = PK_ERR_NOMEM;
+                continue;
             }
+            const int64_t c0 = first_row(indptr, out, c, chunks);
+            const int64_t c1 = first_row(indptr, out, c + 1, chunks);
+            for (int64_t r0 = c0; r0 < c1; r0 += BAND)
+                spmm_band(xt, in, batch, indptr, indices, values, bias, activation, y, out, r0,
+                          r0 + BAND < c1 ? r0 + BAND : c1, acc, wide);
         }
+        pk_aligned_free(acc);
     }
     pk_aligned_free(xt);
-    return PK_OK;
+    return status;
 }
 
 int pk_linear_csr_avx2(const float *x, int64_t batch, int64_t in_features,
