@@ -4,16 +4,9 @@
 #include <immintrin.h>
 
 #include "conv_internal.h"
+#include "pk_avx2.h"
 
 #define TILE PK_CONV_CSR_TILE
-
-static inline __m256 epilogue(__m256 v, __m256 b, int activation) {
-    v = _mm256_add_ps(v, b);
-    if (activation == PK_ACT_RELU) v = _mm256_max_ps(_mm256_setzero_ps(), v);
-    if (activation == PK_ACT_RELU6)
-        v = _mm256_min_ps(_mm256_set1_ps(6.0f), _mm256_max_ps(_mm256_setzero_ps(), v));
-    return v;
-}
 
 /* All output channels for one run of `cols` columns; NV vectors, the last masked if so. */
 static inline __attribute__((always_inline)) void run(const float *xb, const int32_t *indptr,
@@ -37,7 +30,7 @@ static inline __attribute__((always_inline)) void run(const float *xb, const int
         const __m256 bo = _mm256_set1_ps(bias ? bias[o] : 0.0f);
         float *yo = yb + o * plane;
         for (int v = 0; v < nv; v++) {
-            const __m256 out = epilogue(acc[v], bo, activation);
+            const __m256 out = pk_activate8(_mm256_add_ps(acc[v], bo), activation);
             if (masked && v == nv - 1)
                 _mm256_maskstore_ps(yo + 8 * v, mask, out);
             else
