@@ -34,7 +34,7 @@
 
 #define CI8_MR PK_CONV_INT8_MR
 #define CI8_NR 16
-#define CI8_KC 256
+#define CI8_KC 1024
 
 static float ci8_absmax(const float *x, int64_t n, int *nonfinite);
 static void ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst);
@@ -86,6 +86,50 @@ static void ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t
         }
 }
 
+/* Scale, then quantized layout, of image n (rows over `threads` threads); NaN/Inf: bad. */
+static void ci8_prep_image(const float *xn, int64_t channels, int64_t height, int64_t width,
+                           int64_t cg, int64_t cg2, int64_t pairs, int64_t sh, int64_t sw,
+                           int64_t pad_top, int64_t pad_left, int64_t hq, int64_t wq,
+                           float act_scale, int threads, int32_t *xq, int32_t *tmp_row,
+                           float *scale_out, unsigned char *bad_out, int *status) {
+    const int64_t pixels = height * width;
+    float amax = 0.0f;
+    int nonfinite = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) \
+    reduction(max : amax) reduction(| : nonfinite)
+    for (int64_t c = 0; c < channels; c++) {
+        int bad = 0;
+        const float m = ci8_absmax(xn + c * pixels, pixels, &bad);
+        if (m > amax) amax = m;
+        nonfinite |= bad;
+    }
+    *bad_out = (unsigned char)nonfinite;
+    const float s = nonfinite ? 0.0f : (act_scale > 0.0f ? act_scale : amax / 127.0f);
+    *scale_out = s;
+    if (nonfinite) return; /* its outputs are NaN; the layout is never read */
+    if (threads == 1) {
+        for (int64_t t = 0; t < pairs * hq * sh; t++)
+            ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh), sh, sw,
+                         pad_top, pad_left, hq, wq, s, xq, tmp_row);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        int32_t *tmp = sw > 1 ? malloc((size_t)(wq * sw) * sizeof(int32_t)) : NULL;
+        if (sw > 1 && !tmp) {
+#pragma omp atomic write
+            *status = PK_ERR_NOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < pairs * hq * sh; t++) {
+            if (sw > 1 && !tmp) continue;
+            ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh), sh, sw,
+                         pad_top, pad_left, hq, wq, s, xq, tmp);
+        }
+        free(tmp);
+    }
+}
+
 int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height,
                 int64_t width, int64_t groups, const int32_t *w, const float *scale,
                 float act_scale, int64_t out_channels, int64_t kh, int64_t kw,
@@ -103,17 +147,25 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
     const int64_t span = (out_h - 1) * wq + out_w, tiles = (span + CI8_NR - 1) / CI8_NR;
     const int64_t pixels = height * width, out_plane = out_h * out_w;
     const int contiguous = out_h == 1 || wq == out_w;
-    const int nthreads = pk_conv_threads((double)out_channels * cg * taps * out_plane);
+    /* Synchronisation is what costs on a busy machine (a descheduled thread holds every
+     * barrier up), so: the inputs are prepared on the calling thread unless there is a
+     * lot of them, then ONE parallel region runs every tile of every image. */
+    const double prep_work = (double)images * (double)(channels * pixels + image_lanes);
+    const int gemm_threads = pk_conv_threads((double)images * out_channels * cg * taps * out_plane);
+    const int prep_threads = prep_work < PK_CONV_SERIAL_WORK ? 1 : gemm_threads;
 
     int64_t *offsets = malloc((size_t)(groups * kg2 + 1) * sizeof(int64_t));
+    float *img_scale = malloc((size_t)images * sizeof(float));
+    unsigned char *img_bad = malloc((size_t)images);
+    int32_t *tmp_row = malloc((size_t)(wq * sw) * sizeof(int32_t));
     /* + NR lanes: a tile always loads NR columns, the last ones past the span */
-    int32_t *xq = pk_aligned_alloc((size_t)(image_lanes + CI8_NR) * sizeof(int32_t));
-    if (!offsets || !xq) {
-        free(offsets);
+    int32_t *xq = pk_aligned_alloc((size_t)(images * image_lanes + CI8_NR) * sizeof(int32_t));
+    if (!offsets || !img_scale || !img_bad || !tmp_row || !xq) {
+        free(offsets), free(img_scale), free(img_bad), free(tmp_row);
         pk_aligned_free(xq);
         return PK_ERR_NOMEM;
     }
-    memset(xq + image_lanes, 0, CI8_NR * sizeof(int32_t));
+    memset(xq + images * image_lanes, 0, CI8_NR * sizeof(int32_t));
     for (int64_t g = 0; g < groups; g++)
         for (int64_t c2 = 0; c2 < cg2; c2++)
             for (int64_t ky = 0; ky < kh; ky++)
@@ -124,85 +176,85 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
                         (ry / sh) * wq + rx / sw;
                 }
 
+    /* 1. per image: its scale (NaN/Inf: bad), then quantize + pad + split into phases */
     int status = PK_OK;
-    for (int64_t n = 0; n < images && status == PK_OK; n++) {
-        const float *xn = x + n * channels * pixels;
-        float *yn = y + n * out_channels * out_plane;
-        /* 1. the image's scale (and whether it holds NaN/Inf) */
-        float amax = 0.0f;
-        int nonfinite = 0;
-#pragma omp parallel for schedule(static) num_threads(nthreads) \
-    reduction(max : amax) reduction(| : nonfinite)
-        for (int64_t c = 0; c < channels; c++) {
-            int bad = 0;
-            const float m = ci8_absmax(xn + c * pixels, pixels, &bad);
-            if (m > amax) amax = m;
-            nonfinite |= bad;
-        }
-        if (nonfinite) {
-            for (int64_t i = 0; i < out_channels * out_plane; i++) yn[i] = NAN;
-            continue;
-        }
-        const float s = act_scale > 0.0f ? act_scale : amax / 127.0f;
-        /* 2. quantize + pad + split into phases, once per image */
-#pragma omp parallel num_threads(nthreads)
+    if (prep_threads > 1 && images > 1) {
+#pragma omp parallel num_threads(prep_threads)
         {
-            int32_t *tmp = sw > 1 ? malloc((size_t)(wq * sw) * sizeof(int32_t)) : NULL;
-            if (sw > 1 && !tmp) {
+            int32_t *tmp = malloc((size_t)(wq * sw) * sizeof(int32_t));
+            if (!tmp) {
 #pragma omp atomic write
                 status = PK_ERR_NOMEM;
             }
-#pragma omp for schedule(static)
-            for (int64_t t = 0; t < pairs * hq * sh; t++) {
-                if (sw > 1 && !tmp) continue;
-                ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh), sh,
-                             sw, pad_top, pad_left, hq, wq, s, xq, tmp);
-            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t n = 0; n < images; n++)
+                if (tmp)
+                    ci8_prep_image(x + n * channels * pixels, channels, height, width, cg, cg2,
+                                   pairs, sh, sw, pad_top, pad_left, hq, wq, act_scale, 1,
+                                   xq + n * image_lanes, tmp, img_scale + n, img_bad + n,
+                                   &status);
             free(tmp);
         }
-        if (status != PK_OK) break;
-        /* 3. integer GEMM over tiles of NR flat columns, epilogue into NCHW */
-#pragma omp parallel num_threads(nthreads)
-        {
-            int32_t *buf = pk_aligned_alloc((size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
-            if (!buf) {
+    } else {
+        for (int64_t n = 0; n < images; n++)
+            ci8_prep_image(x + n * channels * pixels, channels, height, width, cg, cg2, pairs,
+                           sh, sw, pad_top, pad_left, hq, wq, act_scale, prep_threads,
+                           xq + n * image_lanes, tmp_row, img_scale + n, img_bad + n, &status);
+    }
+
+    /* 2. integer GEMM over tiles of NR flat columns of every image, epilogue into NCHW */
+    const int64_t tasks = images * groups * tiles;
+    const int prep_failed = status != PK_OK;
+#pragma omp parallel num_threads(gemm_threads) if (status == PK_OK)
+    {
+        int32_t *buf = pk_aligned_alloc((size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
+        if (!buf) {
 #pragma omp atomic write
-                status = PK_ERR_NOMEM;
-            }
-#pragma omp for schedule(dynamic, 4)
-            for (int64_t t = 0; t < groups * tiles; t++) {
-                if (!buf) continue;
-                const int64_t g = t / tiles, j0 = (t % tiles) * CI8_NR;
-                const int64_t cols = span - j0 < CI8_NR ? span - j0 : CI8_NR;
+            status = PK_ERR_NOMEM;
+        }
+#pragma omp for schedule(dynamic, 2)
+        for (int64_t t = 0; t < tasks; t++) {
+            if (!buf || prep_failed) continue;
+            const int64_t n = t / (groups * tiles), g = (t / tiles) % groups;
+            const int64_t j0 = (t % tiles) * CI8_NR;
+            const int64_t cols = span - j0 < CI8_NR ? span - j0 : CI8_NR;
+            float *yn = y + n * out_channels * out_plane;
+            const float s = img_scale[n];
+            const int bad = img_bad[n];
+            if (!bad) {
+                const int32_t *xb = xq + n * image_lanes + j0;
                 memset(buf, 0, (size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
                 for (int64_t k0 = 0; k0 < kg2; k0 += CI8_KC) {
                     const int64_t kc = kg2 - k0 < CI8_KC ? kg2 - k0 : CI8_KC;
                     for (int64_t blk = 0; blk < blocks; blk++)
-                        ci8_block(xq + j0, offsets + g * kg2 + k0, kc,
+                        ci8_block(xb, offsets + g * kg2 + k0, kc,
                                   w + ((g * blocks + blk) * kg2 + k0) * CI8_MR,
                                   buf + blk * CI8_MR * CI8_NR);
                 }
-                for (int64_t o = 0; o < og; o++) {
-                    const int64_t oc = g * og + o;
-                    float vals[CI8_NR];
+            }
+            for (int64_t o = 0; o < og; o++) {
+                const int64_t oc = g * og + o;
+                float vals[CI8_NR];
+                if (bad)
+                    for (int jj = 0; jj < CI8_NR; jj++) vals[jj] = NAN;
+                else
                     ci8_finish(buf + o * CI8_NR, s * scale[oc], bias ? bias[oc] : 0.0f,
                                bias != NULL, activation, vals);
-                    float *yo = yn + oc * out_plane;
-                    if (contiguous) {
-                        memcpy(yo + j0, vals, (size_t)cols * sizeof(float));
-                        continue;
-                    }
-                    int64_t oh = j0 / wq, ow = j0 % wq;
-                    for (int64_t jj = 0; jj < cols; jj++) {
-                        if (ow < out_w) yo[oh * out_w + ow] = vals[jj];
-                        if (++ow == wq) ow = 0, oh++;
-                    }
+                float *yo = yn + oc * out_plane;
+                if (contiguous) {
+                    memcpy(yo + j0, vals, (size_t)cols * sizeof(float));
+                    continue;
+                }
+                int64_t oh = j0 / wq, ow = j0 % wq;
+                for (int64_t jj = 0; jj < cols; jj++) {
+                    if (ow < out_w) yo[oh * out_w + ow] = vals[jj];
+                    if (++ow == wq) ow = 0, oh++;
                 }
             }
-            pk_aligned_free(buf);
         }
+        pk_aligned_free(buf);
     }
-    free(offsets);
+    free(offsets), free(img_scale), free(img_bad), free(tmp_row);
     pk_aligned_free(xq);
     return status;
 }
