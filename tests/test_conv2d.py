@@ -186,6 +186,26 @@ def test_binary_activations_do_not_count_padding():
         assert y[1, 1] == np.float32(-18.0)  # centre: no padding, β = 1
 
 
+@pytest.mark.skipif("binary" not in registry.names(), reason="no binary encoding registered")
+@pytest.mark.parametrize(
+    "case",
+    [
+        (3, 1, 1, 1, 1, 2, 70, 9, 6, 19),  # two words per pixel, padded borders
+        (3, 2, "same", 2, 1, 1, 5, 4, 12, 23),  # stride and dilation, asymmetric SAME
+        (5, 1, 2, 1, 2, 1, 8, 6, 7, 21),  # groups
+        (1, 1, 0, 1, 1, 1, 130, 5, 3, 17),  # 1x1, three words per pixel
+        (3, 1, 0, 1, 1, 1, 64, 3, 10, 10),  # one full word per pixel, no padding
+    ],
+)
+def test_binary_activations_exact_on_wide_rows(variant, case):
+    """Output rows of 8+ pixels run the blocked XNOR kernel; results equal the reference."""
+    x, weight, bias, kw = make(case, seed=6)
+    enc = kernels.encode(weight, "binary", activations="binary")
+    for activation in (None, "relu6"):
+        got = kernels.conv2d(x, enc, bias, activation=activation, **kw)
+        np.testing.assert_array_equal(got, reference(x, enc, bias, activation, **kw))
+
+
 @pytest.mark.parametrize("backend", ["c", "numba"])
 def test_thread_count_does_not_change_results(backend):
     if backend not in kernels.available_backends():

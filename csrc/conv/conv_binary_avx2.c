@@ -1,22 +1,23 @@
 /* Binary weights x binary activations conv2d, AVX2: the same contract and arithmetic as
- * conv_binary_body.h, but four output channels per register: the XOR of a patch word with
- * the words of 4 channels is counted with the nibble-LUT popcount (vpshufb), bytes
- * accumulated over up to 31 words, then summed with vpsadbw. Weights are transposed per
- * call to [tap * cw][out] so the 4 channels' words are contiguous. */
+ * conv_binary_body.h, lowered to the XNOR-popcount GEMM of the binary linear kernel.
+ *
+ * The input signs are packed once per call, channels-last (bit c % 64 of word c / 64 of
+ * a pixel is channel c of its group), so the patch of an output pixel is a gather of
+ * taps * cw words, no re-binarizing. One task is one output row of one image and group:
+ * its patches become the rows of a patch matrix [out_w][taps * cw], then every output
+ * channel's weight row is XOR-popcounted against blocks of 8 patch rows with the linear
+ * kernel's microkernel (4 rows on scalar popcnt, 4 on the vpshufb nibble table).
+ *
+ * Padding (Larq's rule, padding adds 0 to the +-1 dot): a padded tap is gathered as zero
+ * words, so its XOR with the weights counts popcount(w[o][tap]); that count is
+ * subtracted again, leaving the popcount over in-bounds taps only, exactly as the
+ * masked sum of conv_binary_body.h. */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv_internal.h"
-
-static inline __m256i popcount_bytes(__m256i v) {
-    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1,
-                                         2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    const __m256i lo = _mm256_and_si256(v, low);
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    return _mm256_add_epi8(_mm256_shuffle_epi8(lut, lo), _mm256_shuffle_epi8(lut, hi));
-}
+#include "linear/linear_binary_xnor_avx2.h"
 
 int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_t height,
                         int64_t width, int64_t groups, const uint64_t *wbits,
@@ -27,19 +28,23 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
     const int64_t cg = channels / groups, og = out_channels / groups;
     const int64_t cw = (cg + 63) / 64, taps = kh * kw, pixels = height * width;
     const int64_t kg = cg * taps, words = taps * cw;
-    const int64_t opad = (out_channels + 3) / 4 * 4;
     uint64_t *xbits = calloc((size_t)(images * groups * pixels * cw), sizeof(uint64_t));
     double *absum = malloc((size_t)(images * groups * pixels) * sizeof(double));
-    uint64_t *wt = pk_aligned_alloc((size_t)(words * opad) * sizeof(uint64_t));
-    if (!xbits || !absum || !wt) {
+    int32_t *wpop = malloc((size_t)(out_channels * taps) * sizeof(int32_t));
+    if (!xbits || !absum || !wpop) {
         free(xbits);
         free(absum);
-        pk_aligned_free(wt);
+        free(wpop);
         return PK_ERR_NOMEM;
     }
-    for (int64_t i = 0; i < words; i++) /* transpose; padding channels repeat channel 0 */
-        for (int64_t o = 0; o < opad; o++)
-            wt[i * opad + o] = wbits[(o < out_channels ? o : 0) * words + i];
+    /* popcount of each weight tap: what a padded (zero) tap adds, taken off again */
+    for (int64_t o = 0; o < out_channels; o++)
+        for (int64_t t = 0; t < taps; t++) {
+            int64_t p = 0;
+            for (int64_t i = 0; i < cw; i++)
+                p += _mm_popcnt_u64(wbits[(o * taps + t) * cw + i]);
+            wpop[o * taps + t] = (int32_t)p;
+        }
     const int nthreads =
         pk_conv_threads((double)images * out_channels * out_h * out_w * taps * cw +
                         (double)images * channels * pixels);
@@ -80,59 +85,73 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
     int status = PK_OK;
 #pragma omp parallel num_threads(nthreads)
     {
-        /* one output row of every channel of the group: dots [og rounded up to 4][out_w]
-         * and beta per column, then the epilogue writes each channel's row contiguously */
-        float *betas = pk_aligned_alloc((size_t)out_w * sizeof(float));
-        int32_t *dots = pk_aligned_alloc((size_t)(((og + 3) / 4 * 4) * out_w) * sizeof(int32_t));
-        if (!betas || !dots) {
+        /* per thread: the patch matrix of one output row, per column its beta, in-bounds
+         * in-bounds count, the columns with padding and their padded taps ([count, taps..]
+         * per column), and the integer dots [og][out_w] */
+        uint64_t *patches = pk_aligned_alloc((size_t)(out_w * words + 8) * sizeof(uint64_t));
+        float *betas = malloc((size_t)out_w * sizeof(float));
+        int64_t *base = malloc((size_t)out_w * sizeof(int64_t)); /* in-bounds taps x cg */
+        int64_t *border = malloc((size_t)out_w * sizeof(int64_t));
+        int32_t *padded = malloc((size_t)(out_w * (taps + 1)) * sizeof(int32_t));
+        int32_t *dots = malloc((size_t)(og * out_w) * sizeof(int32_t));
+        if (!patches || !betas || !base || !border || !padded || !dots) {
 #pragma omp atomic write
             status = PK_ERR_NOMEM;
         }
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < tasks; t++) {
-            if (!betas || !dots) continue;
+            if (!patches || !betas || !base || !border || !padded || !dots) continue;
             const int64_t n = t / (groups * out_h), g = (t / out_h) % groups, oh = t % out_h;
             const uint64_t *bits = xbits + (n * groups + g) * pixels * cw;
             const double *sums = absum + (n * groups + g) * pixels;
-            uint64_t pw[PK_CONV_BINARY_WORDS], mw[PK_CONV_BINARY_WORDS];
+            uint64_t mw[PK_CONV_BINARY_WORDS];
+            int64_t nborder = 0; /* columns with padded taps, listed first in `border` */
             for (int64_t ow = 0; ow < out_w; ow++) {
-                int64_t valid;
+                int64_t nv;
                 const double s = pk_conv_binary_patch(bits, sums, cw, height, width, kh, kw,
                     oh * stride_h - pad_top, ow * stride_w - pad_left,
-                    dil_h, dil_w, pw, mw, &valid);
-                const float beta = (float)(s / (double)kg);
-                const int full = valid == taps;
-                for (int64_t ob = 0; ob < og; ob += 4) {
-                    const int64_t o0 = g * og + ob;
-                    __m256i total = _mm256_setzero_si256();
-                    for (int64_t i0 = 0; i0 < words; i0 += 31) { /* bytes hold <= 31 * 8 */
-                        const int64_t i1 = words - i0 < 31 ? words : i0 + 31;
-                        __m256i acc = _mm256_setzero_si256();
-                        for (int64_t i = i0; i < i1; i++) {
-                            __m256i v = _mm256_xor_si256(
-                                _mm256_set1_epi64x((long long)pw[i]),
-                                _mm256_loadu_si256((const __m256i *)(wt + i * opad + o0)));
-                            if (!full)
-                                v = _mm256_and_si256(v, _mm256_set1_epi64x((long long)mw[i]));
-                            acc = _mm256_add_epi8(acc, popcount_bytes(v));
-                        }
-                        total = _mm256_add_epi64(total,
-                                                 _mm256_sad_epu8(acc, _mm256_setzero_si256()));
-                    }
-                    int64_t differ[4];
-                    _mm256_storeu_si256((__m256i *)differ, total);
-                    for (int l = 0; l < 4; l++)
-                        dots[(ob + l) * out_w + ow] = (int32_t)(valid * cg - 2 * differ[l]);
+                    dil_h, dil_w, patches + ow * words, mw, &nv);
+                betas[ow] = (float)(s / (double)kg);
+                base[ow] = nv * cg;
+                if (nv != taps) {
+                    int32_t *pl = padded + nborder * (taps + 1);
+                    int32_t np_ = 0;
+                    for (int64_t tp = 0; tp < taps; tp++)
+                        if (!mw[tp * cw]) pl[1 + np_++] = (int32_t)tp;
+                    pl[0] = np_;
+                    border[nborder++] = ow;
                 }
-                betas[ow] = beta;
             }
-            /* epilogue, 8 columns at a time: (alpha * beta) * n + bias, activation */
+            for (int64_t ol = 0; ol < og; ol++) {
+                const int64_t o = g * og + ol;
+                const uint64_t *wo = wbits + o * words;
+                int32_t *d = dots + ol * out_w;
+                int64_t ow = 0;
+                for (; ow + PK_XNOR_XB <= out_w; ow += PK_XNOR_XB) {
+                    uint64_t pop[PK_XNOR_XB];
+                    pk_xnor_block8(wo, patches + ow * words, words, pop);
+                    for (int j = 0; j < PK_XNOR_XB; j++)
+                        d[ow + j] = (int32_t)(base[ow + j] - 2 * (int64_t)pop[j]);
+                }
+                for (; ow < out_w; ow++)
+                    d[ow] = (int32_t)(base[ow] -
+                                      2 * (int64_t)pk_xnor_pop_scalar(wo, patches + ow * words, words));
+                /* padded taps were counted as popcount(0 ^ w): give them back */
+                const int32_t *wp = wpop + o * taps;
+                for (int64_t i = 0; i < nborder; i++) {
+                    const int32_t *pl = padded + i * (taps + 1);
+                    int32_t fix = 0;
+                    for (int32_t k = 1; k <= pl[0]; k++) fix += wp[pl[k]];
+                    d[border[i]] += 2 * fix;
+                }
+            }
+            /* epilogue, one channel row at a time: (alpha * beta) * n + bias, activation */
             float *out = y + ((n * out_channels + g * og) * out_h + oh) * out_w;
-            for (int64_t o = 0; o < og; o++) {
-                const float a = alpha[g * og + o];
-                const float b = bias ? bias[g * og + o] : 0.0f;
-                float *yo = out + o * out_h * out_w;
-                const int32_t *d = dots + o * out_w;
+            for (int64_t ol = 0; ol < og; ol++) {
+                const float a = alpha[g * og + ol];
+                const float b = bias ? bias[g * og + ol] : 0.0f;
+                float *yo = out + ol * out_h * out_w;
+                const int32_t *d = dots + ol * out_w;
                 for (int64_t ow = 0; ow < out_w; ow++) {
                     const float scale = a * betas[ow]; /* float32 product, then times n */
                     float v = scale * (float)d[ow];
@@ -141,11 +160,15 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
                 }
             }
         }
-        pk_aligned_free(betas);
-        pk_aligned_free(dots);
+        pk_aligned_free(patches);
+        free(betas);
+        free(base);
+        free(border);
+        free(padded);
+        free(dots);
     }
     free(xbits);
     free(absum);
-    pk_aligned_free(wt);
+    free(wpop);
     return status;
 }
