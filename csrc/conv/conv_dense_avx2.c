@@ -103,9 +103,13 @@ int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x
             /* Each k reads its own run of x (kg runs, e.g. 256 channel planes of a 1x1
              * conv): too many streams for the hardware prefetcher, so fetch the next
              * tile's runs while this one computes. */
-            if (tl + 1 < tiles)
+            if (tl + 1 < tiles) {
                 for (int64_t k = 0; k < kg; k++)
                     _mm_prefetch((const char *)(xb + NR + offsets[g * kg + k]), _MM_HINT_T0);
+                if (contiguous) /* and the output runs it will write (og streams too) */
+                    for (int64_t o = 0; o < og; o++)
+                        __builtin_prefetch(y + (n * out_c + g * og + o) * plane + j0 + NR, 1);
+            }
             for (int64_t k0 = 0; k0 < kg; k0 += KC) {
                 const int64_t kc = kg - k0 < KC ? kg - k0 : KC;
                 const int64_t *off = offsets + g * kg + k0;
