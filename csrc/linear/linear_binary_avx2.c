@@ -10,7 +10,8 @@
 #include "linear_binary_xnor_avx2.h"
 #include "pk_internal.h"
 
-#define LUT_COLS 1024 /* columns per table block: 128 groups x 256 floats = 128 KB */
+#define LUT_COLS 128 /* columns per table block: 16 groups x 256 floats = 16 KB, in L1 */
+#define LUT_PANEL 64 /* fewest output rows per lookup task */
 
 /* Tables of one column block: T[g - g0][m] = sum_j (bit j of m ? x[8g + j] : -x[8g + j])
  * over the 8 columns of group g (columns past n count as 0), built as the sum of two
@@ -60,52 +61,55 @@ static inline float lookup_row(const uint8_t *wb, const float *T, int64_t g0, in
     return (a0 + a1) + (a2 + a3);
 }
 
-/* Float activations: per activation row and block of LUT_COLS columns, a table of the
- * 256 signed sums of each group of 8 activations is built, then every output row needs
- * one lookup and one add per 8 weights (no multiplications). Each thread builds its
- * own tables (cheap next to the lookups) so that a call has a single parallel region
- * and no barriers inside: with few cores, a barrier can wait a whole time slice. */
+/* Float activations: the output rows are split into a few panels per thread, handed out
+ * dynamically. A panel walks the columns in blocks of LUT_COLS: it builds the block's
+ * tables (16 KB, cheap next to the lookups) and they stay in L1 while every row of the
+ * panel looks its weight bytes up. Each row sums its blocks in column order, whatever
+ * the thread count; a call has a single parallel region and no barriers inside (with
+ * few cores, a barrier can wait a whole time slice). */
 static int linear_float(const float *x, int64_t batch, int64_t in_features,
                         const uint64_t *bits, const float *alpha, int64_t out_features,
                         const float *bias, int activation, float *y) {
     const int64_t words = (in_features + 63) / 64;
     const int64_t groups = (in_features + 7) / 8;
     const int64_t block_groups = LUT_COLS / 8;
-    const int64_t table_floats = (groups < block_groups ? groups : block_groups) * 256;
     const int nthreads = pk_threads_for((double)batch * out_features * in_features);
-    float *tables = pk_aligned_alloc((size_t)(nthreads * table_floats + 16) * sizeof(float));
-    float *acc = pk_aligned_alloc((size_t)out_features * sizeof(float));
-    if (!tables || !acc) {
-        pk_aligned_free(tables);
-        pk_aligned_free(acc);
-        return PK_ERR_NOMEM;
-    }
+    /* 4 panels per thread, at least LUT_PANEL rows each: every panel rebuilds the tables */
+    int64_t rows = (out_features + 4 * nthreads - 1) / (4 * nthreads);
+    rows = rows < LUT_PANEL ? LUT_PANEL : (rows + 15) / 16 * 16;
+    const int64_t panels = (out_features + rows - 1) / rows;
+    int status = PK_OK;
 #pragma omp parallel num_threads(nthreads)
     {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-        const int t = 0, nt = 1;
-#endif
-        float *T = tables + (int64_t)t * table_floats;
-        const int64_t o_lo = out_features * t / nt, o_hi = out_features * (t + 1) / nt;
-        for (int64_t b = 0; b < batch && o_lo < o_hi; b++) {
-            const float *xr = x + b * in_features;
-            for (int64_t o = o_lo; o < o_hi; o++) acc[o] = 0.0f;
-            for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
-                const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
-                build_tables(xr, in_features, g0, g1, T);
-                for (int64_t o = o_lo; o < o_hi; o++)
-                    acc[o] += lookup_row((const uint8_t *)(bits + o * words), T, g0, g1);
-            }
-            for (int64_t o = o_lo; o < o_hi; o++)
-                y[b * out_features + o] =
-                    pk_activate(alpha[o] * acc[o] + (bias ? bias[o] : 0.0f), activation);
+        float *T = pk_aligned_alloc((size_t)(block_groups * 256) * sizeof(float));
+        float *acc = pk_aligned_alloc((size_t)rows * sizeof(float));
+        if (!T || !acc) {
+#pragma omp atomic write
+            status = PK_ERR_NOMEM;
         }
+#pragma omp for schedule(dynamic) collapse(2)
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t p = 0; p < panels; p++) {
+                if (!T || !acc) continue;
+                const float *xr = x + b * in_features;
+                const int64_t o0 = p * rows;
+                const int64_t o1 = out_features - o0 < rows ? out_features : o0 + rows;
+                for (int64_t o = o0; o < o1; o++) acc[o - o0] = 0.0f;
+                for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
+                    const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
+                    build_tables(xr, in_features, g0, g1, T);
+                    for (int64_t o = o0; o < o1; o++)
+                        acc[o - o0] += lookup_row((const uint8_t *)(bits + o * words), T, g0, g1);
+                }
+                float *yr = y + b * out_features;
+                for (int64_t o = o0; o < o1; o++)
+                    yr[o] = pk_activate(alpha[o] * acc[o - o0] + (bias ? bias[o] : 0.0f),
+                                        activation);
+            }
+        pk_aligned_free(T);
+        pk_aligned_free(acc);
     }
-    pk_aligned_free(tables);
-    pk_aligned_free(acc);
-    return PK_OK;
+    return status;
 }
 
 #define XB PK_XNOR_XB
