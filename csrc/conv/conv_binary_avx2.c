@@ -4,9 +4,9 @@
  * The input signs are packed once per call, channels-last (bit c % 64 of word c / 64 of
  * a pixel is channel c of its group), so the patch of an output pixel is a gather of
  * taps * cw words, no re-binarizing. One task is one output row of one image and group:
- * its patches become the rows of a patch matrix [out_w][taps * cw], then every output
- * channel's weight row is XOR-popcounted against blocks of 8 patch rows with the linear
- * kernel's microkernel (4 rows on scalar popcnt, 4 on the vpshufb nibble table).
+ * its patches become the rows of a patch matrix [out_w][taps * cw], then tiles of two
+ * output channels' weight rows x four patch rows are XOR-popcounted (scalar popcnt,
+ * register-blocked: each loaded word serves four or two pairs).
  *
  * Padding (Larq's rule, padding adds 0 to the +-1 dot): a padded tap is gathered as zero
  * words, so its XOR with the weights counts popcount(w[o][tap]); that count is
@@ -17,7 +17,71 @@
 #include <string.h>
 
 #include "conv_internal.h"
-#include "linear/linear_binary_xnor_avx2.h"
+#include "linear/linear_binary_xnor_avx2.h" /* pk_xnor_pop_scalar */
+
+/* The +-1 dots of two weight rows (w, w + words) and four patch rows (p + c * words):
+ * d_r[c] = base[c] - 2 popcount(w_r ^ p_c). The copies below fix `words` at compile time for the
+ * common shapes, so the loop unrolls fully and the eight counters stay in registers
+ * (measured ~20 % faster than the 1 x 8 linear microkernel for 3x3x64 patches). */
+static inline __attribute__((always_inline)) void xnor24_body(const uint64_t *w,
+                                                              const uint64_t *p,
+                                                              const int64_t words,
+                                                              const int64_t *base,
+                                                              int32_t *d0, int32_t *d1) {
+    const uint64_t *w1 = w + words;
+    const uint64_t *p1 = p + words, *p2 = p + 2 * words, *p3 = p + 3 * words;
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    for (int64_t k = 0; k < words; k++) {
+        const uint64_t u = w[k], v = w1[k];
+        const uint64_t x0 = p[k], x1 = p1[k], x2 = p2[k], x3 = p3[k];
+        a0 += (uint64_t)_mm_popcnt_u64(u ^ x0);
+        a1 += (uint64_t)_mm_popcnt_u64(u ^ x1);
+        a2 += (uint64_t)_mm_popcnt_u64(u ^ x2);
+        a3 += (uint64_t)_mm_popcnt_u64(u ^ x3);
+        b0 += (uint64_t)_mm_popcnt_u64(v ^ x0);
+        b1 += (uint64_t)_mm_popcnt_u64(v ^ x1);
+        b2 += (uint64_t)_mm_popcnt_u64(v ^ x2);
+        b3 += (uint64_t)_mm_popcnt_u64(v ^ x3);
+    }
+    d0[0] = (int32_t)(base[0] - 2 * (int64_t)a0), d0[1] = (int32_t)(base[1] - 2 * (int64_t)a1);
+    d0[2] = (int32_t)(base[2] - 2 * (int64_t)a2), d0[3] = (int32_t)(base[3] - 2 * (int64_t)a3);
+    d1[0] = (int32_t)(base[0] - 2 * (int64_t)b0), d1[1] = (int32_t)(base[1] - 2 * (int64_t)b1);
+    d1[2] = (int32_t)(base[2] - 2 * (int64_t)b2), d1[3] = (int32_t)(base[3] - 2 * (int64_t)b3);
+}
+
+typedef void (*xnor24_fn)(const uint64_t *, const uint64_t *, int64_t, const int64_t *,
+                          int32_t *, int32_t *);
+static void xnor24_any(const uint64_t *w, const uint64_t *p, int64_t words, const int64_t *base,
+                       int32_t *d0, int32_t *d1) {
+    xnor24_body(w, p, words, base, d0, d1);
+}
+#define PK_XNOR24_FIXED(K)                                                                \
+    static void xnor24_##K(const uint64_t *w, const uint64_t *p, int64_t words,           \
+                           const int64_t *base, int32_t *d0, int32_t *d1) {               \
+        (void)words;                                                                      \
+        xnor24_body(w, p, K, base, d0, d1);                                               \
+    }
+PK_XNOR24_FIXED(1)
+PK_XNOR24_FIXED(2)
+PK_XNOR24_FIXED(4)
+PK_XNOR24_FIXED(9)
+PK_XNOR24_FIXED(18)
+PK_XNOR24_FIXED(25)
+PK_XNOR24_FIXED(36)
+#undef PK_XNOR24_FIXED
+
+static xnor24_fn xnor24_for(int64_t words) {
+    switch (words) {
+    case 1: return xnor24_1;
+    case 2: return xnor24_2;
+    case 4: return xnor24_4;
+    case 9: return xnor24_9;
+    case 18: return xnor24_18;
+    case 25: return xnor24_25;
+    case 36: return xnor24_36;
+    default: return xnor24_any;
+    }
+}
 
 int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_t height,
                         int64_t width, int64_t groups, const uint64_t *wbits,
@@ -28,6 +92,7 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
     const int64_t cg = channels / groups, og = out_channels / groups;
     const int64_t cw = (cg + 63) / 64, taps = kh * kw, pixels = height * width;
     const int64_t kg = cg * taps, words = taps * cw;
+    const xnor24_fn tile = xnor24_for(words);
     uint64_t *xbits = calloc((size_t)(images * groups * pixels * cw), sizeof(uint64_t));
     double *absum = malloc((size_t)(images * groups * pixels) * sizeof(double));
     int32_t *wpop = malloc((size_t)(out_channels * taps) * sizeof(int32_t));
@@ -106,7 +171,26 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
             const double *sums = absum + (n * groups + g) * pixels;
             uint64_t mw[PK_CONV_BINARY_WORDS];
             int64_t nborder = 0; /* columns with padded taps, listed first in `border` */
+            const int64_t ih0 = oh * stride_h - pad_top;
+            const int rows_inside = ih0 >= 0 && ih0 + (kh - 1) * dil_h < height;
             for (int64_t ow = 0; ow < out_w; ow++) {
+                const int64_t iw0 = ow * stride_w - pad_left;
+                if (rows_inside && iw0 >= 0 && iw0 + (kw - 1) * dil_w < width) {
+                    /* every tap in bounds: copy the words, sum |x| in the same tap order */
+                    uint64_t *pw = patches + ow * words;
+                    double s = 0.0;
+                    for (int64_t ky = 0; ky < kh; ky++) {
+                        const int64_t at = (ih0 + ky * dil_h) * width + iw0;
+                        for (int64_t kx = 0; kx < kw; kx++) {
+                            const uint64_t *src = bits + (at + kx * dil_w) * cw;
+                            for (int64_t i = 0; i < cw; i++) *pw++ = src[i];
+                            s += sums[at + kx * dil_w];
+                        }
+                    }
+                    betas[ow] = (float)(s / (double)kg);
+                    base[ow] = kg;
+                    continue;
+                }
                 int64_t nv;
                 const double s = pk_conv_binary_patch(bits, sums, cw, height, width, kh, kw,
                     oh * stride_h - pad_top, ow * stride_w - pad_left,
@@ -122,27 +206,35 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
                     border[nborder++] = ow;
                 }
             }
-            for (int64_t ol = 0; ol < og; ol++) {
-                const int64_t o = g * og + ol;
-                const uint64_t *wo = wbits + o * words;
-                int32_t *d = dots + ol * out_w;
+            int64_t ol = 0;
+            for (; ol + 2 <= og; ol += 2) { /* two channels x four columns per tile */
+                const uint64_t *wo = wbits + (g * og + ol) * words;
+                int32_t *d0 = dots + ol * out_w, *d1 = d0 + out_w;
                 int64_t ow = 0;
-                for (; ow + PK_XNOR_XB <= out_w; ow += PK_XNOR_XB) {
-                    uint64_t pop[PK_XNOR_XB];
-                    pk_xnor_block8(wo, patches + ow * words, words, pop);
-                    for (int j = 0; j < PK_XNOR_XB; j++)
-                        d[ow + j] = (int32_t)(base[ow + j] - 2 * (int64_t)pop[j]);
+                for (; ow + 4 <= out_w; ow += 4)
+                    tile(wo, patches + ow * words, words, base + ow, d0 + ow, d1 + ow);
+                for (; ow < out_w; ow++) {
+                    const uint64_t *pw = patches + ow * words;
+                    d0[ow] = (int32_t)(base[ow] - 2 * (int64_t)pk_xnor_pop_scalar(wo, pw, words));
+                    d1[ow] = (int32_t)(base[ow] -
+                                       2 * (int64_t)pk_xnor_pop_scalar(wo + words, pw, words));
                 }
-                for (; ow < out_w; ow++)
+            }
+            if (ol < og) { /* an odd last channel */
+                const uint64_t *wo = wbits + (g * og + ol) * words;
+                int32_t *d = dots + ol * out_w;
+                for (int64_t ow = 0; ow < out_w; ow++)
                     d[ow] = (int32_t)(base[ow] -
                                       2 * (int64_t)pk_xnor_pop_scalar(wo, patches + ow * words, words));
-                /* padded taps were counted as popcount(0 ^ w): give them back */
-                const int32_t *wp = wpop + o * taps;
-                for (int64_t i = 0; i < nborder; i++) {
-                    const int32_t *pl = padded + i * (taps + 1);
+            }
+            /* padded taps were counted as popcount(0 ^ w): give them back */
+            for (int64_t i = 0; i < nborder; i++) {
+                const int32_t *pl = padded + i * (taps + 1);
+                for (ol = 0; ol < og; ol++) {
+                    const int32_t *wp = wpop + (g * og + ol) * taps;
                     int32_t fix = 0;
                     for (int32_t k = 1; k <= pl[0]; k++) fix += wp[pl[k]];
-                    d[border[i]] += 2 * fix;
+                    dots[ol * out_w + border[i]] += 2 * fix;
                 }
             }
             /* epilogue, one channel row at a time: (alpha * beta) * n + bias, activation */
