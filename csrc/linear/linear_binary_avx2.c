@@ -2,8 +2,8 @@
  * activations the 256 signed sums are tabulated, then every weight byte costs one
  * lookup and one add (no multiplications); measured faster on AMD Zen 1 than expanding
  * bits to lane masks with vpsllvd + vblendvps (slow 256-bit ops there). Binary
- * activations: XOR + popcount, exact, with the scalar popcnt instruction and the vpshufb
- * nibble-table popcount (Mula) running side by side on different activation rows. */
+ * activations: XOR + popcount, exact, with the scalar popcnt instruction on blocks of 8
+ * interleaved activation rows. */
 #include <immintrin.h>
 #include <string.h>
 
@@ -112,32 +112,84 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
     return status;
 }
 
-#define XB PK_XNOR_XB
-
+#define XB 8      /* activation rows per block */
 #define XPANEL 16 /* output rows per task: their weights (16 x words x 8 bytes) stay in L1 */
 
-/* Tasks are panels of XPANEL output rows, handed out dynamically (a descheduled thread
+/* popcount(w ^ x_j) for the 8 activation rows of one interleaved block (xi[k][j] is word k
+ * of row j), scalar popcnt only: every weight word loaded serves 8 pairs, and the rows
+ * are addressed off one pointer with constant offsets, so the 8 counters, the weight
+ * word and the pointers fit in registers. Measured ~10 % faster here than mixing in the
+ * vpshufb nibble table (pk_xnor_block8), whose 128-bit pipes are slow on Zen 1. */
+static void xnor_rows8(const uint64_t *w, const uint64_t *xi, int64_t words, uint64_t *pop) {
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < words; k++) {
+        const uint64_t u = w[k];
+        const uint64_t *x = xi + 8 * k;
+        a0 += (uint64_t)_mm_popcnt_u64(u ^ x[0]);
+        a1 += (uint64_t)_mm_popcnt_u64(u ^ x[1]);
+        a2 += (uint64_t)_mm_popcnt_u64(u ^ x[2]);
+        a3 += (uint64_t)_mm_popcnt_u64(u ^ x[3]);
+        a4 += (uint64_t)_mm_popcnt_u64(u ^ x[4]);
+        a5 += (uint64_t)_mm_popcnt_u64(u ^ x[5]);
+        a6 += (uint64_t)_mm_popcnt_u64(u ^ x[6]);
+        a7 += (uint64_t)_mm_popcnt_u64(u ^ x[7]);
+    }
+    pop[0] = a0, pop[1] = a1, pop[2] = a2, pop[3] = a3;
+    pop[4] = a4, pop[5] = a5, pop[6] = a6, pop[7] = a7;
+}
+
+/* popcount(w_r ^ x) for the 4 weight rows w + r * words and one activation row x. */
+static void xnor_weights4(const uint64_t *w, int64_t words, const uint64_t *x, uint64_t *pop) {
+    const uint64_t *w1 = w + words, *w2 = w + 2 * words, *w3 = w + 3 * words;
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (int64_t k = 0; k < words; k++) {
+        const uint64_t u = x[k];
+        a0 += (uint64_t)_mm_popcnt_u64(u ^ w[k]);
+        a1 += (uint64_t)_mm_popcnt_u64(u ^ w1[k]);
+        a2 += (uint64_t)_mm_popcnt_u64(u ^ w2[k]);
+        a3 += (uint64_t)_mm_popcnt_u64(u ^ w3[k]);
+    }
+    pop[0] = a0, pop[1] = a1, pop[2] = a2, pop[3] = a3;
+}
+
+/* Full blocks of XB activation rows are first interleaved word by word (xi[block][k][j]).
+ * Tasks are panels of XPANEL output rows, handed out dynamically (a descheduled thread
  * holds up one panel, not half the matrix). Within a panel, each block of XB activation
  * rows (XB x words x 8 bytes) is read from L1 for every row of the panel. */
-static void linear_xnor(const uint64_t *xbits, const float *beta, int64_t batch,
-                        int64_t in_features, const uint64_t *bits, const float *alpha,
-                        int64_t out_features, const float *bias, int activation, float *y) {
+static int linear_xnor(const uint64_t *xbits, const float *beta, int64_t batch,
+                       int64_t in_features, const uint64_t *bits, const float *alpha,
+                       int64_t out_features, const float *bias, int activation, float *y) {
     const int64_t words = (in_features + 63) / 64;
     const int64_t panels = (out_features + XPANEL - 1) / XPANEL;
+    const int64_t full = batch / XB;
+    uint64_t *xi = pk_aligned_alloc((size_t)(full * XB * words + 1) * sizeof(uint64_t));
+    if (!xi) return PK_ERR_NOMEM;
+    for (int64_t blk = 0; blk < full; blk++)
+        for (int64_t k = 0; k < words; k++)
+            for (int j = 0; j < XB; j++)
+                xi[(blk * words + k) * XB + j] = xbits[(blk * XB + j) * words + k];
 #pragma omp parallel for schedule(dynamic) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t p = 0; p < panels; p++) {
         const int64_t o0 = p * XPANEL, o1 = o0 + XPANEL < out_features ? o0 + XPANEL : out_features;
         uint64_t pop[XPANEL][XB]; /* the panel x block tile, stored row by row after */
         for (int64_t b0 = 0; b0 < batch; b0 += XB) {
             const int nb = batch - b0 < XB ? (int)(batch - b0) : XB;
-            for (int64_t o = o0; o < o1; o++) {
-                const uint64_t *w = bits + o * words;
-                if (nb == XB)
-                    pk_xnor_block8(w, xbits + b0 * words, words, pop[o - o0]);
-                else
-                    for (int j = 0; j < nb; j++)
-                        pop[o - o0][j] = pk_xnor_pop_scalar(w, xbits + (b0 + j) * words, words);
-            }
+            if (nb == XB)
+                for (int64_t o = o0; o < o1; o++)
+                    xnor_rows8(bits + o * words, xi + b0 * words, words, pop[o - o0]);
+            else /* a last partial block (batch 1 lands here): 4 weight rows per x word */
+                for (int j = 0; j < nb; j++) {
+                    const uint64_t *xr = xbits + (b0 + j) * words;
+                    int64_t o = o0;
+                    for (; o + 4 <= o1; o += 4) {
+                        uint64_t p4[4];
+                        xnor_weights4(bits + o * words, words, xr, p4);
+                        for (int r = 0; r < 4; r++) pop[o - o0 + r][j] = p4[r];
+                    }
+                    for (; o < o1; o++)
+                        pop[o - o0][j] = pk_xnor_pop_scalar(bits + o * words, xr, words);
+                }
             /* one output row segment at a time: stores to y[b][o] for many b at one o
              * would all fall in one cache set (the row pitch is a multiple of 4 KB) */
             for (int j = 0; j < nb; j++) {
@@ -151,6 +203,8 @@ static void linear_xnor(const uint64_t *xbits, const float *beta, int64_t batch,
             }
         }
     }
+    pk_aligned_free(xi);
+    return PK_OK;
 }
 
 int pk_linear_binary_avx2(const float *x, const uint64_t *xbits, const float *beta,
@@ -158,10 +212,7 @@ int pk_linear_binary_avx2(const float *x, const uint64_t *xbits, const float *be
                           const float *alpha, int64_t out_features, const float *bias,
                           int activation, float *y) {
     if (xbits)
-        linear_xnor(xbits, beta, batch, in_features, bits, alpha, out_features, bias,
-                    activation, y);
-    else
-        return linear_float(x, batch, in_features, bits, alpha, out_features, bias, activation,
-                            y);
-    return PK_OK;
+        return linear_xnor(xbits, beta, batch, in_features, bits, alpha, out_features, bias,
+                           activation, y);
+    return linear_float(x, batch, in_features, bits, alpha, out_features, bias, activation, y);
 }
