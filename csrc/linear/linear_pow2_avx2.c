@@ -19,8 +19,8 @@
  * (<= 32512) and one vpmaddwd widens 64 columns -- the int8 encoding (weights up to
  * 127) cannot do that. Exact.
  * Batch >= QBATCH: a block of rows is decoded once (to floats, or to one code per
- * byte; per-thread scratch) and register tiles of 2 weight rows x INT8_NC activation
- * rows (int8) or 4 x 2 (float) run over it. Batch < QBATCH streams the codes; its int8
+ * byte; per-thread scratch) and register tiles of INT8_R weight rows x INT8_NC
+ * activation rows (int8) or 4 x 2 (float) run over it. Batch < QBATCH streams the codes; its int8
  * path works in 128-bit steps of 32 columns (permuted per 32, see int8_rows). */
 #include <immintrin.h>
 #include <string.h>
@@ -33,8 +33,11 @@
 #define QBATCH 4 /* from this batch on, row blocks are decoded once */
 #define CHUNK 64 /* columns per 32 code bytes */
 #define BLOCK 16 /* rows decoded at a time by the batched paths */
+#ifndef INT8_R
+#define INT8_R 4 /* weight rows per int8 register tile */
+#endif
 #ifndef INT8_NC
-#define INT8_NC 1 /* activation rows per int8 register tile: more spill registers here */
+#define INT8_NC 1 /* activation rows per int8 register tile (4 x 1 measured best here) */
 #endif
 
 static inline float hsum8(__m256 v) {
@@ -389,17 +392,17 @@ static void decode_rows_codes(const uint8_t *codes, int64_t row_bytes, int64_t i
 
 /* res[r][j] = sum_k w[r][k] * q[j][k] for 2 rows of split codes and NC activation rows. */
 ALWAYS_INLINE void int8_tile(const uint8_t *wc, int64_t stride, const uint8_t *qa,
-                             const uint8_t *qs, int NC, int32_t res[2][4]) {
+                             const uint8_t *qs, int NC, int32_t res[INT8_R][4]) {
     const __m256i table = INT8_VALUES, ones = _mm256_set1_epi16(1);
-    __m256i acc[2][4];
-    for (int r = 0; r < 2; r++)
+    __m256i acc[INT8_R][4];
+    for (int r = 0; r < INT8_R; r++)
         for (int j = 0; j < NC; j++) acc[r][j] = _mm256_setzero_si256();
     for (int64_t k = 0; k < stride; k += CHUNK) {
         for (int j = 0; j < NC; j++) {
             const uint8_t *a = qa + j * stride + k;
             const __m256i s0 = _mm256_load_si256((const __m256i *)(qs + j * stride + k));
             const __m256i s1 = _mm256_load_si256((const __m256i *)(qs + j * stride + k + 32));
-            for (int r = 0; r < 2; r++) {
+            for (int r = 0; r < INT8_R; r++) {
                 const __m256i *c = (const __m256i *)(wc + r * stride + k);
                 const __m256i p = _mm256_add_epi16(
                     mul32(table, _mm256_xor_si256(s0, _mm256_load_si256(c)), a),
@@ -408,12 +411,12 @@ ALWAYS_INLINE void int8_tile(const uint8_t *wc, int64_t stride, const uint8_t *q
             }
         }
     }
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < INT8_R; r++)
         for (int j = 0; j < NC; j++) res[r][j] = hsum8i(acc[r][j]);
 }
 #define INT8_TILE(NC)                                                                      \
     static void int8_tile_##NC(const uint8_t *wc, int64_t s, const uint8_t *qa,            \
-                               const uint8_t *qs, int32_t res[2][4]) {                     \
+                               const uint8_t *qs, int32_t res[INT8_R][4]) {                \
         int8_tile(wc, s, qa, qs, NC, res);                                                 \
     }
 INT8_TILE(1)
@@ -422,7 +425,7 @@ INT8_TILE(3)
 INT8_TILE(4)
 #undef INT8_TILE
 typedef void (*int8_tile_fn)(const uint8_t *, int64_t, const uint8_t *, const uint8_t *,
-                             int32_t[2][4]);
+                             int32_t[INT8_R][4]);
 static const int8_tile_fn int8_tiles[4] = {int8_tile_1, int8_tile_2, int8_tile_3, int8_tile_4};
 
 static inline float int8_out(int32_t acc, float a, float sx, const float *bias, int64_t o,
@@ -483,11 +486,11 @@ static int linear_int8(const int8_t *xq, const float *xscale, int64_t stride, in
             decode_rows_codes(codes, row_bytes, in_features, full, stride, o0, n, wc);
             for (int64_t b0 = 0; b0 < batch; b0 += INT8_NC) {
                 const int nc = batch - b0 < INT8_NC ? (int)(batch - b0) : INT8_NC;
-                for (int r0 = 0; r0 < n; r0 += 2) {
-                    int32_t res[2][4];
+                for (int r0 = 0; r0 < n; r0 += INT8_R) {
+                    int32_t res[INT8_R][4];
                     int8_tiles[nc - 1](wc + r0 * stride, stride, qa + b0 * stride,
                                        qs + b0 * stride, res);
-                    for (int r = 0; r < 2 && r0 + r < n; r++) {
+                    for (int r = 0; r < INT8_R && r0 + r < n; r++) {
                         const int64_t o = o0 + r0 + r;
                         for (int j = 0; j < nc; j++)
                             y[(b0 + j) * out_features + o] =
