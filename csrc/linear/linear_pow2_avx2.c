@@ -20,8 +20,9 @@
  * 127) cannot do that. Exact.
  * Batch >= QBATCH: a block of rows is decoded once (to floats, or to one code per
  * byte; per-thread scratch) and register tiles of INT8_R weight rows x INT8_NC
- * activation rows (int8) or 4 x 2 (float) run over it. Batch < QBATCH streams the codes; its int8
- * path works in 128-bit steps of 32 columns (permuted per 32, see int8_rows). */
+ * activation rows (int8) or 4 x FNC (float) run over it. Batch < QBATCH streams the
+ * codes; its int8 path works in 128-bit steps of 32 columns (permuted per 32, see
+ * int8_rows). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@
 #define QBATCH 4 /* from this batch on, row blocks are decoded once */
 #define CHUNK 64 /* columns per 32 code bytes */
 #define BLOCK 16 /* rows decoded at a time by the batched paths */
+#define FNC 3    /* activation rows per float register tile (4 x 3 accumulators) */
 #ifndef INT8_R
 #define INT8_R 4 /* weight rows per int8 register tile */
 #endif
@@ -190,14 +192,14 @@ static void decode_rows_float(const uint8_t *codes, int64_t row_bytes, int64_t i
     }
 }
 
-/* res[r][j] = sum_k wf[r][k] * xp[j][k] for 4 decoded rows and NC activation rows. */
+/* res[r][j] = sum_k wf[r][k] * xp[j][k] for 4 decoded rows and NC <= FNC activation rows. */
 ALWAYS_INLINE void float_tile(const float *wf, int64_t stride, const float *xp, int64_t xs,
-                              int NC, float res[4][2]) {
-    __m256 acc[4][2];
+                              int NC, float res[4][FNC]) {
+    __m256 acc[4][FNC];
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < NC; j++) acc[r][j] = _mm256_setzero_ps();
     for (int64_t k = 0; k < stride; k += 8) {
-        __m256 xv[2];
+        __m256 xv[FNC];
         for (int j = 0; j < NC; j++) xv[j] = _mm256_load_ps(xp + j * xs + k);
         for (int r = 0; r < 4; r++) {
             const __m256 w = _mm256_load_ps(wf + r * stride + k);
@@ -207,14 +209,17 @@ ALWAYS_INLINE void float_tile(const float *wf, int64_t stride, const float *xp, 
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < NC; j++) res[r][j] = hsum8(acc[r][j]);
 }
-static void float_tile_1(const float *wf, int64_t s, const float *xp, int64_t xs,
-                         float res[4][2]) {
-    float_tile(wf, s, xp, xs, 1, res);
-}
-static void float_tile_2(const float *wf, int64_t s, const float *xp, int64_t xs,
-                         float res[4][2]) {
-    float_tile(wf, s, xp, xs, 2, res);
-}
+#define FLOAT_TILE(NC)                                                                     \
+    static void float_tile_##NC(const float *wf, int64_t s, const float *xp, int64_t xs,   \
+                                float res[4][FNC]) {                                       \
+        float_tile(wf, s, xp, xs, NC, res);                                                \
+    }
+FLOAT_TILE(1)
+FLOAT_TILE(2)
+FLOAT_TILE(3)
+#undef FLOAT_TILE
+typedef void (*float_tile_fn)(const float *, int64_t, const float *, int64_t, float[4][FNC]);
+static const float_tile_fn float_tiles[3] = {float_tile_1, float_tile_2, float_tile_3};
 
 static int linear_float(const float *x, int64_t batch, int64_t in_features,
                         const uint8_t *codes, const float *alpha, int64_t out_features,
@@ -261,12 +266,11 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
                 continue;
             }
             decode_rows_float(codes, row_bytes, in_features, full, stride, o0, n, wf);
-            for (int64_t b0 = 0; b0 < batch; b0 += 2) {
-                const int nc = batch - b0 < 2 ? 1 : 2;
+            for (int64_t b0 = 0; b0 < batch; b0 += FNC) {
+                const int nc = batch - b0 < FNC ? (int)(batch - b0) : FNC;
                 for (int r0 = 0; r0 < n; r0 += 4) {
-                    float res[4][2];
-                    (nc == 2 ? float_tile_2 : float_tile_1)(wf + r0 * stride, stride,
-                                                           xp + b0 * stride, stride, res);
+                    float res[4][FNC];
+                    float_tiles[nc - 1](wf + r0 * stride, stride, xp + b0 * stride, stride, res);
                     for (int r = 0; r < 4 && r0 + r < n; r++) {
                         const int64_t o = o0 + r0 + r;
                         for (int j = 0; j < nc; j++)
