@@ -29,9 +29,11 @@ Lowering, chosen per call (backend ``c``; ``numba`` has the same structure):
   gives NaN everywhere, a zero image gives ``act(bias)``. C (csrc/conv/conv_int8_*.c):
   the image is quantized into int16 channel pairs (two input channels per 32-bit lane),
   zero-padded and split into stride phases, so every tap of every output row is a
-  contiguous run at any stride (no im2col); an offset GEMM of 6 output channels × 16
+  contiguous run at any stride (no im2col); an offset GEMM of 4 output channels × 16
   columns then runs on ``vpmaddwd`` (exact: |pair sum| <= 2·127², no int16 saturation)
-  with the scale, bias and activation fused into the store into NCHW. Depthwise int8
+  with the scale, bias and activation fused into the store into NCHW. Small calls
+  prepare the input on the calling thread and the GEMM is one parallel region over
+  every tile of every image (each barrier costs on a busy machine). Depthwise int8
   has its own C kernel with the same semantics (csrc/conv/depthwise_int8.c); Numba runs
   direct integer loops.
 * **depthwise** (in/groups == 1) -- its own direct kernel per plane for dense weights.

@@ -339,6 +339,24 @@ def test_int8_integer_accumulators_are_exact(variant, case):
         np.testing.assert_array_equal(acc, torch_conv(x, weight, None, **kw).astype(np.int64))
 
 
+@pytest.mark.parametrize("opts", INT8_OPTS)
+def test_int8_rounding_ties_are_exact(variant, opts):
+    """Activations at and one ulp around (n + 1/2)·s: round half to even of the float32
+    quotient x / s on every backend (the C kernel estimates x / s by a product first)."""
+    rng = np.random.default_rng(17)
+    s = np.float32(opts.get("activation_scale", 3.0 / 127))
+    halves = (rng.integers(-130, 130, size=(2, 4, 9, 10)) + 0.5) * np.float64(s)
+    x = halves.astype(np.float32)
+    x[:, 1] = np.nextafter(x[:, 1], np.float32(np.inf))
+    x[:, 2] = np.nextafter(x[:, 2], np.float32(-np.inf))
+    x[:, :, 0, 0] = 3.0  # dynamic: max |x| = 3, so s = 3 / 127 as above
+    x = np.clip(x, -3, 3)
+    weight = _unit_scale_int8(rng, (5, 4, 3, 3))
+    enc = kernels.encode(weight, "int8", **opts)
+    kw = dict(stride=1, padding=1, dilation=1, groups=1)
+    np.testing.assert_array_equal(kernels.conv2d(x, enc, **kw), reference(x, enc, None, **kw))
+
+
 def test_int8_quantizes_each_image_once():
     """The reference's quantization: one scale per image, max |x| over all its channels."""
     rng = np.random.default_rng(13)
@@ -368,6 +386,18 @@ def test_int8_zero_and_non_finite_images(variant, case, opts):
     assert np.isnan(got[2:]).all() and np.isfinite(got[:2]).all()
     alone = kernels.conv2d(x[:1], enc, bias, activation="relu", **kw)
     np.testing.assert_array_equal(alone, got[:1])
+
+
+@pytest.mark.parametrize("opts", INT8_OPTS)
+def test_int8_nan_in_an_unread_corner_still_makes_the_image_nan(variant, opts):
+    """3x3 stride 3 on 8x8 reads rows and columns 0..5 only; a NaN at (7, 7) still
+    counts: the image's outputs are NaN (the rule is per image, not per patch)."""
+    x, weight, bias, kw = make((3, 3, 0, 1, 1, 2, 3, 4, 8, 8), seed=18)
+    x[0, 2, 7, 7] = np.nan
+    enc = kernels.encode(weight, "int8", **opts)
+    got = kernels.conv2d(x, enc, bias, **kw)
+    np.testing.assert_array_equal(got, reference(x, enc, bias, **kw))
+    assert np.isnan(got[0]).all() and np.isfinite(got[1]).all()
 
 
 @needs_torch

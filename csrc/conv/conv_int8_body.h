@@ -5,7 +5,8 @@
  *
  *   ci8_absmax(x, n, &nonfinite)      max |x[i]| over n floats; nonfinite |= NaN/Inf seen
  *   ci8_quant_pairs(a, b, n, s, dst)  dst[i] = pair(q(a[i]), b ? q(b[i]) : 0),
- *                                     q(v) = clip(rint(v / s), -127, 127) (float32 division)
+ *                                     q(v) = clip(rint(v / s), -127, 127) (float32 division);
+ *                                     returns 1 if a value is NaN/Inf (its lane: anything)
  *   ci8_block(xb, off, kc, wp, buf)   buf[r][j] += sum_{k < kc} <wp[k*MR + r], xb[off[k] + j]>
  *                                     for r < MR, j < NR (<.,.> the int16 pair dot product)
  *   ci8_finish(acc, mul, bias, has_bias, activation, out)
@@ -37,7 +38,7 @@
 #define CI8_KC 1024
 
 static float ci8_absmax(const float *x, int64_t n, int *nonfinite);
-static void ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst);
+static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst);
 static void ci8_block(const int32_t *xb, const int64_t *off, int64_t kc, const int32_t *wp,
                       int32_t *buf);
 static void ci8_finish(const int32_t *acc, float mul, float bias, int has_bias, int activation,
@@ -56,8 +57,8 @@ static inline int32_t ci8_quant1(float v, float s) {
 }
 
 /* Quantizes padded row r of pair plane `pair` into its sw phase rows (each wq lanes);
- * tmp holds wq * sw lanes when sw > 1. */
-static void ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t cg,
+ * tmp holds wq * sw lanes when sw > 1. Returns 1 if the row read a NaN/Inf. */
+static int ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t cg,
                          int64_t cg2, int64_t pair, int64_t r, int64_t sh, int64_t sw,
                          int64_t pad_top, int64_t pad_left, int64_t hq, int64_t wq, float s,
                          int32_t *xq, int32_t *tmp) {
@@ -66,6 +67,7 @@ static void ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t
     int32_t *base = xq + (pair * sh * sw + py * sw) * plane + qr * wq;
     const int64_t len = wq * sw;
     int32_t *row = sw == 1 ? base : tmp;
+    int nonfinite = 0;
     if (ih < 0 || ih >= height || !(s > 0.0f)) {
         memset(row, 0, (size_t)len * sizeof(int32_t));
     } else {
@@ -75,8 +77,8 @@ static void ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t
         int64_t hi = pad_left + width < len ? pad_left + width : len;
         if (hi < lo) hi = lo;
         memset(row, 0, (size_t)lo * sizeof(int32_t));
-        ci8_quant_pairs(a + (lo - pad_left), b ? b + (lo - pad_left) : NULL, hi - lo, s,
-                        row + lo);
+        nonfinite = ci8_quant_pairs(a + (lo - pad_left), b ? b + (lo - pad_left) : NULL,
+                                    hi - lo, s, row + lo);
         memset(row + hi, 0, (size_t)(len - hi) * sizeof(int32_t));
     }
     if (sw > 1)
@@ -84,50 +86,63 @@ static void ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t
             int32_t *d = base + px * plane;
             for (int64_t qc = 0; qc < wq; qc++) d[qc] = tmp[qc * sw + px];
         }
+    return nonfinite;
 }
 
-/* Scale, then quantized layout, of image n (rows over `threads` threads); NaN/Inf: bad. */
+/* Scale, then quantized layout, of image n (rows over `threads` threads); NaN/Inf: bad.
+ * With a static scale the image is read once when the quantizing pass reads all of it:
+ * that pass also finds NaN/Inf (a bad image's layout is never read). */
 static void ci8_prep_image(const float *xn, int64_t channels, int64_t height, int64_t width,
                            int64_t cg, int64_t cg2, int64_t pairs, int64_t sh, int64_t sw,
                            int64_t pad_top, int64_t pad_left, int64_t hq, int64_t wq,
                            float act_scale, int threads, int32_t *xq, int32_t *tmp_row,
                            float *scale_out, unsigned char *bad_out, int *status) {
-    const int64_t pixels = height * width;
+    const int64_t pixels = height * width, rows = pairs * hq * sh;
+    /* does the quantizing pass read every input value? (not when a stride skips the
+     * last rows or columns) */
+    const int reads_all = pad_top + height <= hq * sh && pad_left + width <= wq * sw;
     float amax = 0.0f;
     int nonfinite = 0;
+    if (!(act_scale > 0.0f) || !reads_all) {
 #pragma omp parallel for schedule(static) num_threads(threads) \
     reduction(max : amax) reduction(| : nonfinite)
-    for (int64_t c = 0; c < channels; c++) {
-        int bad = 0;
-        const float m = ci8_absmax(xn + c * pixels, pixels, &bad);
-        if (m > amax) amax = m;
-        nonfinite |= bad;
+        for (int64_t c = 0; c < channels; c++) {
+            int bad = 0;
+            const float m = ci8_absmax(xn + c * pixels, pixels, &bad);
+            if (m > amax) amax = m;
+            nonfinite |= bad;
+        }
+        if (nonfinite) {
+            *bad_out = 1;
+            *scale_out = 0.0f;
+            return;
+        }
+    }
+    const float s = act_scale > 0.0f ? act_scale : amax / 127.0f;
+    *scale_out = s;
+    if (threads == 1) {
+        for (int64_t t = 0; t < rows; t++)
+            nonfinite |= ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh),
+                                      sh, sw, pad_top, pad_left, hq, wq, s, xq, tmp_row);
+    } else {
+#pragma omp parallel num_threads(threads) reduction(| : nonfinite)
+        {
+            int32_t *tmp = sw > 1 ? malloc((size_t)(wq * sw) * sizeof(int32_t)) : NULL;
+            if (sw > 1 && !tmp) {
+#pragma omp atomic write
+                *status = PK_ERR_NOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < rows; t++) {
+                if (sw > 1 && !tmp) continue;
+                nonfinite |= ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh),
+                                          t % (hq * sh), sh, sw, pad_top, pad_left, hq, wq, s,
+                                          xq, tmp);
+            }
+            free(tmp);
+        }
     }
     *bad_out = (unsigned char)nonfinite;
-    const float s = nonfinite ? 0.0f : (act_scale > 0.0f ? act_scale : amax / 127.0f);
-    *scale_out = s;
-    if (nonfinite) return; /* its outputs are NaN; the layout is never read */
-    if (threads == 1) {
-        for (int64_t t = 0; t < pairs * hq * sh; t++)
-            ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh), sh, sw,
-                         pad_top, pad_left, hq, wq, s, xq, tmp_row);
-        return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        int32_t *tmp = sw > 1 ? malloc((size_t)(wq * sw) * sizeof(int32_t)) : NULL;
-        if (sw > 1 && !tmp) {
-#pragma omp atomic write
-            *status = PK_ERR_NOMEM;
-        }
-#pragma omp for schedule(static)
-        for (int64_t t = 0; t < pairs * hq * sh; t++) {
-            if (sw > 1 && !tmp) continue;
-            ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh), sh, sw,
-                         pad_top, pad_left, hq, wq, s, xq, tmp);
-        }
-        free(tmp);
-    }
 }
 
 int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height,
@@ -234,15 +249,18 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
             }
             for (int64_t o = 0; o < og; o++) {
                 const int64_t oc = g * og + o;
+                float *yo = yn + oc * out_plane;
+                const int direct = contiguous && cols == CI8_NR && !bad;
                 float vals[CI8_NR];
+                float *dst = direct ? yo + j0 : vals; /* a whole tile is stored in place */
                 if (bad)
                     for (int jj = 0; jj < CI8_NR; jj++) vals[jj] = NAN;
                 else
                     ci8_finish(buf + o * CI8_NR, s * scale[oc], bias ? bias[oc] : 0.0f,
-                               bias != NULL, activation, vals);
-                float *yo = yn + oc * out_plane;
+                               bias != NULL, activation, dst);
+                if (direct) continue;
                 if (contiguous) {
-                    memcpy(yo + j0, vals, (size_t)cols * sizeof(float));
+                    for (int64_t jj = 0; jj < cols; jj++) yo[j0 + jj] = vals[jj];
                     continue;
                 }
                 int64_t oh = j0 / wq, ow = j0 % wq;

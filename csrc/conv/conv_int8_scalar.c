@@ -13,9 +13,18 @@ static float ci8_absmax(const float *x, int64_t n, int *nonfinite) {
     return amax;
 }
 
-static void ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst) {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = ci8_pair(ci8_quant1(a[i], s), b ? ci8_quant1(b[i], s) : 0);
+static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst) {
+    int nonfinite = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float va = a[i], vb = b ? b[i] : 0.0f;
+        if (!(fabsf(va) <= FLT_MAX) || !(fabsf(vb) <= FLT_MAX)) { /* no rint of NaN/Inf */
+            nonfinite = 1;
+            dst[i] = 0;
+            continue;
+        }
+        dst[i] = ci8_pair(ci8_quant1(va, s), b ? ci8_quant1(vb, s) : 0);
+    }
+    return nonfinite;
 }
 
 static inline int32_t lo16(int32_t v) { return (int16_t)(uint16_t)((uint32_t)v & 0xffffu); }

@@ -175,7 +175,7 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
  * int32 (little-endian: low half = channel 2*c2 of the group, high half = 2*c2 + 1, 0 past
  * cg), packed [groups][ceil(og / MR)][cg2 * kh * kw][MR] with MR = PK_CONV_INT8_MR,
  * cg2 = ceil(cg / 2), k = (c2 * kh + ky) * kw + kx, 0 past og. */
-#define PK_CONV_INT8_MR 6
+#define PK_CONV_INT8_MR 4
 int pk_conv_int8_f32(const float *x, int64_t images, int64_t channels, int64_t height,
                      int64_t width, int64_t groups, const int32_t *w, const float *scale,
                      float act_scale, int64_t out_channels, int64_t kh, int64_t kw,

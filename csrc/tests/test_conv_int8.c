@@ -1,9 +1,9 @@
 /* conv_int8 / depthwise int8: the dispatched kernel and the portable scalar one against a
  * plain-loop statement of the semantics (per-image quantization, exact integer sums),
  * bit for bit: kernel 1/3/5, stride 1/2, dilation 1/2, padding, groups 1/2 with odd
- * channels per group, batch 1 and 3, dynamic and static scales, bias and activations, a
- * zero image (scale 0: y = act(bias), no NaN) and an image holding NaN; then bad
- * arguments refused by the public entries. */
+ * channels per group, batch 1 and 3, dynamic and static scales, bias and activations,
+ * inputs at rounding ties, a zero image (scale 0: y = act(bias), no NaN) and an image
+ * holding NaN; then bad arguments refused by the public entries. */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,7 +80,7 @@ static int32_t *pack(const geo *g, const int8_t *q) {
 static int same(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
 
 static void run_case(pk_rng *r, geo g, float act_scale, int with_bias, int activation,
-                     int level) {
+                     int level, int ties) {
     const int64_t cg = g.c / g.groups;
     const int64_t ho = out_size(g.h, g.pt, g.kh, g.sh, g.dh);
     const int64_t wo = out_size(g.w, g.pl, g.kw, g.sw, g.dw);
@@ -92,6 +92,11 @@ static void run_case(pk_rng *r, geo g, float act_scale, int with_bias, int activ
     float *want = malloc((size_t)ys * 4), *fast = malloc((size_t)ys * 4);
     float *slow = malloc((size_t)ys * 4);
     for (int64_t i = 0; i < xs; i++) x[i] = 3.0f * pk_rng_float(r);
+    if (ties) /* (n + 1/2) * s and one ulp around it: round half to even of x / s */
+        for (int64_t i = 0; i < xs; i++) {
+            const float v = (float)(((double)pk_rng_below(r, 300) - 150.0 + 0.5) * act_scale);
+            x[i] = i % 3 == 0 ? v : nextafterf(v, i % 3 == 1 ? INFINITY : -INFINITY);
+        }
     if (g.n > 1) memset(x + g.c * g.h * g.w, 0, (size_t)(g.c * g.h * g.w) * sizeof(float));
     if (g.n > 2) x[2 * g.c * g.h * g.w + 1] = NAN;
     for (int64_t i = 0; i < qs; i++) q[i] = (int8_t)(pk_rng_below(r, 255) - 127);
@@ -176,12 +181,13 @@ void test_conv_int8(int level) {
     };
     const int count = (int)(sizeof cases / sizeof cases[0]);
     for (int i = 0; i < count; i++) {
-        run_case(&r, cases[i], 0.0f, i % 2, i % 3, level);
-        run_case(&r, cases[i], 0.01f, 1, (i + 1) % 3, level);
+        run_case(&r, cases[i], 0.0f, i % 2, i % 3, level, 0);
+        run_case(&r, cases[i], 0.01f, 1, (i + 1) % 3, level, 0);
+        run_case(&r, cases[i], 0.01f, 0, PK_ACT_NONE, level, 1);
     }
     /* thread-count independence on a size that runs in parallel */
     pk_set_num_threads(1);
-    run_case(&r, cases[10], 0.0f, 1, PK_ACT_RELU, level);
+    run_case(&r, cases[10], 0.0f, 1, PK_ACT_RELU, level, 0);
     pk_set_num_threads(0);
     bad_arguments();
 }
