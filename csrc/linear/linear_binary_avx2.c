@@ -119,7 +119,7 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
  * of row j), scalar popcnt only: every weight word loaded serves 8 pairs, and the rows
  * are addressed off one pointer with constant offsets, so the 8 counters, the weight
  * word and the pointers fit in registers. Measured ~10 % faster here than mixing in the
- * vpshufb nibble table (pk_xnor_block8), whose 128-bit pipes are slow on Zen 1. */
+ * vpshufb nibble table (Mula) on half of the rows, whose 128-bit pipes are slow on Zen 1. */
 static void xnor_rows8(const uint64_t *w, const uint64_t *xi, int64_t words, uint64_t *pop) {
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
 #pragma GCC unroll 8

@@ -2,7 +2,8 @@
  * on random weights (in tails of every SIMD width, several column blocks, out not a
  * multiple of the row blocks, batch 1 and odd batches, bias and activations, zero and
  * NaN activation rows): binary activations and int8 activations bit for bit, float
- * activations within tolerance; bad arguments refused by the public entries. */
+ * activations within tolerance; bad arguments refused by the public entries. Also the
+ * binary conv2d kernel, bit for bit against its scalar version. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,14 +116,64 @@ static void check_bad_arguments(void) {
     CHECK(pk_linear_pow2_f32(x, 0, 2, codes, alpha, 2, 1, NULL, 0, y) == PK_OK, "empty batch");
 }
 
+
+/* conv2d with binary weights and activations: the dispatched kernel against the scalar one,
+ * bit for bit (padding, stride, dilation, groups, one to three words per pixel, rows
+ * of 1..19 output columns: the 2 x 4 tiles and their remainders). */
+static void check_conv_binary(pk_rng *r, int level) {
+    /* n, c, h, w, groups, out, k, stride, dil, pad */
+    static const int64_t cases[][10] = {
+        {1, 64, 9, 19, 1, 9, 3, 1, 1, 1},  {2, 70, 6, 11, 1, 5, 3, 1, 1, 1},
+        {1, 8, 7, 21, 2, 6, 5, 1, 1, 2},   {1, 130, 3, 17, 1, 5, 1, 1, 1, 0},
+        {1, 5, 12, 23, 1, 4, 3, 2, 2, 2},  {1, 3, 1, 1, 1, 2, 3, 1, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int64_t *q = cases[i];
+        const int64_t n = q[0], c = q[1], h = q[2], w = q[3], g = q[4], o = q[5], k = q[6];
+        const int64_t st = q[7], dl = q[8], pad = q[9], cg = c / g, cw = (cg + 63) / 64;
+        const int64_t oh = (h + 2 * pad - dl * (k - 1) - 1) / st + 1;
+        const int64_t ow = (w + 2 * pad - dl * (k - 1) - 1) / st + 1;
+        const int64_t nw = o * k * k * cw;
+        uint64_t *wb = malloc((size_t)nw * sizeof(uint64_t));
+        float *alpha = malloc((size_t)o * sizeof(float)), *bias = malloc((size_t)o * sizeof(float));
+        float *x = malloc((size_t)(n * c * h * w) * sizeof(float));
+        float *y1 = malloc((size_t)(n * o * oh * ow) * sizeof(float));
+        float *y2 = malloc((size_t)(n * o * oh * ow) * sizeof(float));
+        for (int64_t j = 0; j < nw; j++) {
+            wb[j] = pk_rng_next(r);
+            if (cg % 64 && j % cw == cw - 1) wb[j] &= (1ULL << (cg % 64)) - 1; /* padding 0 */
+        }
+        for (int64_t j = 0; j < o; j++) alpha[j] = (float)pk_rng_unit(r), bias[j] = pk_rng_float(r);
+        for (int64_t j = 0; j < n * c * h * w; j++) x[j] = 2.0f * pk_rng_float(r);
+        pk_set_isa_cap(level);
+        const int s1 = pk_conv_binary_f32(x, n, c, h, w, g, wb, alpha, o, k, k, st, st, dl, dl,
+                                          pad, pad, oh, ow, i % 2 ? bias : NULL, (int)(i % 3), y1);
+        pk_set_isa_cap(0);
+        const int s2 = pk_conv_binary_f32(x, n, c, h, w, g, wb, alpha, o, k, k, st, st, dl, dl,
+                                          pad, pad, oh, ow, i % 2 ? bias : NULL, (int)(i % 3), y2);
+        pk_set_isa_cap(level);
+        int64_t bad = 0;
+        for (int64_t j = 0; j < n * o * oh * ow; j++) bad += !same(y1[j], y2[j]);
+        CHECK(s1 == PK_OK && s2 == PK_OK && bad == 0, "conv binary case %zu: status %d / %d, "
+              "%lld outputs differ", i, s1, s2, (long long)bad);
+        free(wb);
+        free(alpha);
+        free(bias);
+        free(x);
+        free(y1);
+        free(y2);
+    }
+}
+
 void test_linear_bitwise(int level) {
     pk_rng r = {0x9e3779b97f4a7c15ULL + (uint64_t)level};
     static const int64_t ins[] = {1, 7, 31, 32, 63, 64, 65, 130, 1025, 4097};
-    static const int64_t outs[] = {1, 5, 9};
+    static const int64_t outs[] = {1, 5, 9, 70}; /* 70: several row panels and a partial one */
     static const int64_t batches[] = {1, 3, 4, 5, 17};
     for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
         for (size_t o = 0; o < sizeof outs / sizeof outs[0]; o++)
             for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
                 check_sizes(&r, batches[b], ins[i], outs[o], level);
+    check_conv_binary(&r, level);
     check_bad_arguments();
 }
