@@ -1,6 +1,10 @@
 """conv2d per encoding vs dense fp32 conv (torch, ONNX Runtime) and ONNX Runtime's static
 int8 ``QLinearConv`` (QuantizeLinear -> QLinearConv -> DequantizeLinear, uint8 activations,
-per-channel int8 weights), at ResNet-like 3×3 and 1×1 shapes."""
+per-channel int8 weights), at ResNet-like 3×3 and 1×1 shapes.
+
+The int8 rows quantize each input image once: ``int8 static`` with the per-tensor scale
+``STATIC_SCALE`` (what QLinearConv does, its quantize and dequantize included in its
+time), ``int8 dynamic`` with max |x| / 127 over each image, computed inside the call."""
 
 from __future__ import annotations
 
