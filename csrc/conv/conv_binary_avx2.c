@@ -49,6 +49,15 @@ static inline __attribute__((always_inline)) void xnor24_body(const uint64_t *w,
     d1[2] = (int32_t)(base[2] - 2 * (int64_t)b2), d1[3] = (int32_t)(base[3] - 2 * (int64_t)b3);
 }
 
+/* Transposes the 8 x 8 bit matrix whose row i is byte i (bit j = column j). */
+static inline uint64_t transpose8(uint64_t x) {
+    uint64_t t;
+    t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AAULL, x = x ^ t ^ (t << 7);
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCCULL, x = x ^ t ^ (t << 14);
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0ULL, x = x ^ t ^ (t << 28);
+    return x;
+}
+
 typedef void (*xnor24_fn)(const uint64_t *, const uint64_t *, int64_t, const int64_t *,
                           int32_t *, int32_t *);
 static void xnor24_any(const uint64_t *w, const uint64_t *p, int64_t words, const int64_t *base,
@@ -119,12 +128,39 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
         const int64_t h = row % height;
         uint64_t *bits = xbits + ((n * groups + g) * pixels + h * width) * cw;
         double *sums = absum + (n * groups + g) * pixels + h * width;
-        for (int64_t w = 0; w < width; w++) sums[w] = 0.0;
-        for (int64_t c = 0; c < cg; c++) {
+        const float *plane0 = x + ((n * channels + g * cg) * height + h) * width;
+        int64_t w0 = 0; /* pixels before w0 are done by 8 x 8 blocks */
+        if (cg % 8 == 0) {
+            const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
+            for (; w0 + 8 <= width; w0 += 8) {
+                __m256d s_lo = _mm256_setzero_pd(), s_hi = _mm256_setzero_pd();
+                for (int64_t c0 = 0; c0 < cg; c0 += 8) {
+                    uint64_t m = 0; /* byte j: the signs of channel c0 + j at the 8 pixels */
+                    for (int j = 0; j < 8; j++) {
+                        const __m256 v = _mm256_loadu_ps(plane0 + (c0 + j) * pixels + w0);
+                        m |= (uint64_t)_mm256_movemask_ps(
+                                 _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GE_OQ))
+                             << (8 * j);
+                        s_lo = _mm256_add_pd(s_lo, _mm256_and_pd(absmask,
+                                   _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+                        s_hi = _mm256_add_pd(s_hi, _mm256_and_pd(absmask,
+                                   _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+                    }
+                    m = transpose8(m); /* byte p: the 8 channel bits of pixel w0 + p */
+                    for (int p = 0; p < 8; p++) /* little-endian: byte k = bits 8k..8k+7 */
+                        ((uint8_t *)(bits + (w0 + p) * cw + c0 / 64))[(c0 % 64) / 8] =
+                            (uint8_t)(m >> (8 * p));
+                }
+                _mm256_storeu_pd(sums + w0, s_lo); /* channel order, as below */
+                _mm256_storeu_pd(sums + w0 + 4, s_hi);
+            }
+        }
+        for (int64_t w = w0; w < width; w++) sums[w] = 0.0;
+        for (int64_t c = 0; c < cg && w0 < width; c++) {
             const float *src = x + ((n * channels + g * cg + c) * height + h) * width;
             const uint64_t bit = (uint64_t)1 << (c % 64);
             uint64_t *bw = bits + c / 64;
-            int64_t w = 0;
+            int64_t w = w0;
             if (cw == 1) { /* 4 pixels at a time: compare, widen to 64-bit lanes, OR the bit */
                 const __m256i vbit = _mm256_set1_epi64x((long long)bit);
                 const __m256d absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
