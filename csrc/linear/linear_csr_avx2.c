@@ -24,6 +24,10 @@
 #ifndef TILE
 #define TILE 32
 #endif
+/* Bytes of transposed x tiles a pass over the rows may use: about half of L2. */
+#ifndef L2_TILES
+#define L2_TILES (256 * 1024)
+#endif
 /* Output rows summed together before their results are stored eight columns at a time. */
 #define BAND 64
 
@@ -204,14 +208,14 @@ PK_INLINE void row_tile(const float *xt, const void *indices, const float *value
     }
 }
 
-/* Rows [r0, r1) (at most BAND) against every batch tile. Sums go to acc[r][lane] (pitch
+/* Rows [r0, r1) (at most BAND) against batch tiles [t0, t1). Sums go to acc[r][lane] (pitch
  * TILE) and leave through store8, eight output columns per store. */
 PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32_t *indptr,
                          const void *indices, const float *values, const float *bias,
                          int activation, float *y, int64_t out, int64_t r0, int64_t r1,
-                         float *acc, int wide) {
+                         int64_t t0, int64_t t1, float *acc, int wide) {
     const int64_t n = r1 - r0;
-    for (int64_t t = 0; t * TILE < batch; t++) {
+    for (int64_t t = t0; t < t1; t++) {
         const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
         const int nv = (int)((rows + 7) / 8);
         const float *tile = xt + t * TILE * in;
@@ -255,6 +259,8 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
     const int64_t padded = (tiles - 1) * TILE + ((batch - (tiles - 1) * TILE + 7) / 8) * 8;
     float *xt = pk_aligned_alloc((size_t)in * (size_t)padded * sizeof(float));
     if (!xt) return PK_ERR_NOMEM;
+    const int64_t tile_bytes = in * TILE * (int64_t)sizeof(float);
+    const int64_t group = tile_bytes > 0 && tile_bytes < L2_TILES ? L2_TILES / tile_bytes : 1;
     int status = PK_OK;
 #pragma omp parallel num_threads(threads)
     {
@@ -267,20 +273,24 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
                             (int)((rows + 7) / 8) * 8);
         }
         /* (the implicit barrier above: every tile is complete before any row starts) */
-        /* Chunk-major: a chunk's rows are read from memory once and reused from cache
-         * for every batch tile (tile-major would stream the weights once per tile). */
+        /* Tiles go in groups that fit in L2 together; within a group, a chunk's rows are
+         * read once for all its tiles. Small x: one group, weights read once. Large x:
+         * weights are read once per group, but the random column reads hit L2. */
+        for (int64_t g0 = 0; g0 < tiles; g0 += group) {
+            const int64_t g1 = g0 + group < tiles ? g0 + group : tiles;
 #pragma omp for schedule(dynamic, 1) nowait
-        for (int64_t c = 0; c < chunks; c++) {
-            if (!acc) {
+            for (int64_t c = 0; c < chunks; c++) {
+                if (!acc) {
 #pragma omp atomic write
-                status = PK_ERR_NOMEM;
-                continue;
+                    status = PK_ERR_NOMEM;
+                    continue;
+                }
+                const int64_t c0 = first_row(indptr, out, c, chunks);
+                const int64_t c1 = first_row(indptr, out, c + 1, chunks);
+                for (int64_t r0 = c0; r0 < c1; r0 += BAND)
+                    spmm_band(xt, in, batch, indptr, indices, values, bias, activation, y, out,
+                              r0, r0 + BAND < c1 ? r0 + BAND : c1, g0, g1, acc, wide);
             }
-            const int64_t c0 = first_row(indptr, out, c, chunks);
-            const int64_t c1 = first_row(indptr, out, c + 1, chunks);
-            for (int64_t r0 = c0; r0 < c1; r0 += BAND)
-                spmm_band(xt, in, batch, indptr, indices, values, bias, activation, y, out, r0,
-                          r0 + BAND < c1 ? r0 + BAND : c1, acc, wide);
         }
         pk_aligned_free(acc);
     }
