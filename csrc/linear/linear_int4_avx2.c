@@ -39,6 +39,11 @@ ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int6
                 const int64_t c = g * (GS / 8) + s * 4 + u; /* byte column: 8 k */
                 __m256i lo[2], hi[2];
                 for (int r = 0; r < R; r++) {
+                    /* the next tile's weights (R row blocks on; prefetch never faults):
+                     * short row blocks defeat the hardware prefetcher at batch 1 */
+                    if (!(u & 1))
+                        _mm_prefetch((const char *)(w + (r + R) * wstride + c * 32),
+                                     _MM_HINT_T0);
                     const __m256i v =
                         _mm256_loadu_si256((const __m256i *)(w + r * wstride + c * 32));
                     lo[r] = _mm256_and_si256(v, mask);
@@ -59,6 +64,7 @@ ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int6
                     a32[r][j] = _mm256_add_epi32(a32[r][j], _mm256_madd_epi16(a16[r][j], ones));
         }
         for (int r = 0; r < R; r++) {
+            _mm_prefetch((const char *)(sc + (r + R) * sstride + g * 8), _MM_HINT_T0);
             const __m256 sv = _mm256_loadu_ps(sc + r * sstride + g * 8);
             for (int j = 0; j < NC; j++) {
                 __m256i acc =

@@ -103,8 +103,13 @@ ALWAYS_INLINE void tile(const int8_t *w, int64_t wstride, int R, int64_t chunks,
         for (int j = 0; j < NC; j++) acc[r][j] = _mm256_setzero_si256();
     for (int64_t c = 0; c < chunks; c++) {
         __m256i wv[4];
-        for (int r = 0; r < R; r++)
+        for (int r = 0; r < R; r++) {
+            /* the next tile's weights (R row blocks on; prefetch never faults): short
+             * row blocks defeat the hardware prefetcher at batch 1 */
+            if (!(c & 1))
+                _mm_prefetch((const char *)(w + (r + R) * wstride + c * 32), _MM_HINT_T0);
             wv[r] = _mm256_loadu_si256((const __m256i *)(w + r * wstride + c * 32));
+        }
         for (int j = 0; j < NC; j++) {
             const __m256i bx = bcast4(xq + j * ldq + c * 4);
             const __m256i ba = bcast4(xa + j * ldq + c * 4);
