@@ -137,13 +137,15 @@ static void permute_float(const float *x, int64_t batch, int64_t in, int64_t upt
 
 /* sums[r] = sum_k x[k] * value(code[r][k]) for ROWS rows (rows[r] may repeat). */
 static void float_rows(const float *xr, const float *xp, int64_t in_features, int64_t full,
-                       const uint8_t *const rows[ROWS], float sums[ROWS]) {
+                       const uint8_t *const rows[ROWS], int64_t ahead, float sums[ROWS]) {
     __m256 acc[ROWS][2];
     for (int r = 0; r < ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     for (int64_t k = 0; k < full; k += CHUNK) {
         for (int r = 0; r < ROWS; r++) {
             __m256i lo, hi;
             __m256 f[4];
+            /* the next block of rows (`ahead` bytes on; prefetch never faults) */
+            if (!(k & 64)) _mm_prefetch((const char *)(rows[r] + ahead + k / 2), _MM_HINT_T0);
             split64(rows[r] + k / 2, &lo, &hi);
             decode_float(lo, f);
             acc[r][0] = _mm256_fmadd_ps(_mm256_loadu_ps(xp + k), f[0], acc[r][0]);
@@ -256,7 +258,8 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
                 for (int r = 0; r < ROWS; r++) rows[r] = codes + (o0 + (r < n ? r : 0)) * row_bytes;
                 for (int64_t b = 0; b < batch; b++) {
                     float sums[ROWS];
-                    float_rows(x + b * in_features, xp + b * stride, in_features, full, rows, sums);
+                    float_rows(x + b * in_features, xp + b * stride, in_features, full, rows,
+                               ROWS * row_bytes, sums);
                     for (int r = 0; r < n; r++) {
                         const int64_t o = o0 + r;
                         y[b * out_features + o] = pk_activate(
@@ -332,7 +335,8 @@ ALWAYS_INLINE __m256i mul32(__m256i table, __m256i idx, const uint8_t *a) {
  * steps of 32 columns (measured faster here than 256-bit ones: vpsrlw has one port on
  * AMD Zen 1), qa permuted per 32 columns (16 even, then 16 odd: perm32). */
 static void int8_rows(const int8_t *qr, const uint8_t *qa, const uint8_t *flags,
-                      int64_t in_features, const uint8_t *const rows[ROWS], int32_t sums[ROWS]) {
+                      int64_t in_features, const uint8_t *const rows[ROWS], int64_t ahead,
+                      int32_t sums[ROWS]) {
     const __m128i table = _mm256_castsi256_si128(INT8_VALUES), ones = _mm_set1_epi16(1);
     const __m128i low = _mm_set1_epi8(0x0f);
     const int64_t full = in_features / 32 * 32;
@@ -343,6 +347,8 @@ static void int8_rows(const int8_t *qr, const uint8_t *qa, const uint8_t *flags,
         const __m128i a0 = _mm_load_si128((const __m128i *)(qa + k));
         const __m128i a1 = _mm_load_si128((const __m128i *)(qa + k + 16));
         for (int r = 0; r < ROWS; r++) {
+            /* the next block of rows (`ahead` bytes on; prefetch never faults) */
+            if (!(k & 96)) _mm_prefetch((const char *)(rows[r] + ahead + k / 2), _MM_HINT_T0);
             const __m128i v = _mm_xor_si128(f, _mm_loadu_si128((const __m128i *)(rows[r] + k / 2)));
             const __m128i w0 = _mm_shuffle_epi8(table, _mm_and_si128(v, low));
             const __m128i w1 = _mm_shuffle_epi8(table, _mm_and_si128(_mm_srli_epi16(v, 4), low));
@@ -480,7 +486,7 @@ static int linear_int8(const int8_t *xq, const float *xscale, int64_t stride, in
                 for (int64_t b = 0; b < batch; b++) {
                     int32_t sums[ROWS];
                     int8_rows(xq + b * stride, qa + b * stride, qs + b * stride, in_features,
-                              rows, sums);
+                              rows, ROWS * row_bytes, sums);
                     for (int r = 0; r < n; r++)
                         y[b * out_features + o0 + r] =
                             int8_out(sums[r], alpha[o0 + r], xscale[b], bias, o0 + r, activation);
