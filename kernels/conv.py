@@ -44,7 +44,10 @@ Lowering, chosen per call (backend ``c``; ``numba`` has the same structure):
   each patch row (e.g. ``int4`` quantizes each patch row; the zero padding quantizes to
   the integer zero). ``binary`` weights with binary activations are the exception: a
   padded position contributes 0 to the ±1 dot product instead of sign(0) = +1 (Larq's
-  rule); β is still the mean |x| over the whole patch, padding counted as 0.
+  rule); β is still the mean |x| over the whole patch, padding counted as 0. They have
+  their own kernels (C: csrc/conv/conv_binary_*.c; Numba: the same loop nest): the input
+  signs are packed once per pixel (channels-last bits), then each patch is an
+  XNOR-popcount over its in-bounds taps.
 
 The ``numpy`` backend runs the reference: explicit padding, then a sum over kernel
 offsets of strided slices (float64) for dense and csr weights, and the encoding's NumPy
@@ -648,10 +651,9 @@ BINARY_WORDS = 256
 
 
 def _binary(backend, x, w, bias, geo: Geometry, activation, y) -> None:
-    """Binary activations: XNOR-popcount in C over sign bits packed per pixel."""
+    """Binary activations: XNOR-popcount (C or Numba) over sign bits packed per pixel."""
     cw = -(-geo.cg // 64)
-    if backend != "c" or geo.kh * geo.kw * cw > BINARY_WORDS:
-        # NOTE: no Numba kernel yet; the NumPy definition serves (slow but exact).
+    if backend == "numpy" or (backend == "c" and geo.kh * geo.kw * cw > BINARY_WORDS):
         y[...] = _binary_reference(x, w, bias, geo, activation, backend)
         return
     cache = _cache(w)
@@ -663,6 +665,8 @@ def _binary(backend, x, w, bias, geo: Geometry, activation, y) -> None:
         cache["tap_bits"] = np.ascontiguousarray(
             pack_signs(per_tap).reshape(geo.out, geo.kh * geo.kw, cw)
         )
+    if backend == "numba":
+        backends.apply_numba_threads()
     _ops(backend).binary(x, geo.groups, cache["tap_bits"], w.alpha, geo.kh, geo.kw,
                          (geo.sh, geo.sw), (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo,
                          bias, activation, y)  # fmt: skip

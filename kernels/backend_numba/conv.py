@@ -1,11 +1,13 @@
 """Numba building blocks of conv2d, the same contracts as kernels/backend_c/conv.py:
-padding, im2col/im2row, the offset GEMM, the CSR offset kernel and depthwise."""
+padding, im2col/im2row, the offset GEMM, the CSR offset kernel, depthwise, int8 and
+XNOR-popcount binary."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
+from kernels.backend_numba.binary import popcount64
 from kernels.backend_numba.common import ACTIVATION_CODES, activate, bias_or_empty
 
 TILE = 64
@@ -244,3 +246,75 @@ def conv_int8(x, groups, q, scale, act_scale, stride, dilation, pad_top, pad_lef
     _conv_int8(x, groups, q, scale, np.float32(act_scale), *stride, *dilation, pad_top,
                pad_left, out_h, out_w, bias_or_empty(bias), ACTIVATION_CODES[activation],
                y)  # fmt: skip
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _binary_signs(x, groups, cw, bits, sums):
+    """Sign bits of x channels-last per group, bits[n, g, h, w, cw] (bit c % 64 of word
+    c // 64 set where x >= 0), and Σ_c |x| per pixel and group in float64, channel order."""
+    n, c, h, wd = x.shape
+    cg = c // groups
+    for t in prange(n * groups * h):
+        i, g, r = t // (groups * h), (t // h) % groups, t % h
+        for col in range(wd):
+            acc = 0.0
+            for ci in range(cg):
+                v = x[i, g * cg + ci, r, col]
+                if v >= 0:
+                    bits[i, g, r, col, ci >> 6] |= np.uint64(1) << np.uint64(ci & 63)
+                acc += abs(np.float64(v))
+            sums[i, g, r, col] = acc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _binary(bits, sums, cg, wbits, alpha, kh, kw, sh, sw, dh, dw, pt, pl, bias, act, y):
+    """y[n, o, oh, ow] = act((α[o]·β)·f32(d) + bias[o]); d = Σ over in-bounds taps of
+    cg − 2·popcount(x bits XOR w bits) (a padded tap adds 0: Larq's rule), β = Σ |x| over
+    the in-bounds taps, in tap order, / (cg·kh·kw)."""
+    n, groups, h, wd, cw = bits.shape
+    out_c = wbits.shape[0]
+    og = out_c // groups
+    out_h, out_w = y.shape[2], y.shape[3]
+    kg = cg * kh * kw
+    for t in prange(n * groups * out_h):
+        i, g, oh = t // (groups * out_h), (t // out_h) % groups, t % out_h
+        for ow in range(out_w):
+            s = 0.0
+            for ky in range(kh):
+                ih = oh * sh + ky * dh - pt
+                for kx in range(kw):
+                    iw = ow * sw + kx * dw - pl
+                    if 0 <= ih < h and 0 <= iw < wd:
+                        s += sums[i, g, ih, iw]
+            beta = np.float32(s / kg)
+            for o in range(g * og, (g + 1) * og):
+                d = 0
+                for ky in range(kh):
+                    ih = oh * sh + ky * dh - pt
+                    if ih < 0 or ih >= h:
+                        continue
+                    for kx in range(kw):
+                        iw = ow * sw + kx * dw - pl
+                        if 0 <= iw < wd:
+                            xw, ww = bits[i, g, ih, iw], wbits[o, ky * kw + kx]
+                            differ = 0
+                            for k in range(cw):
+                                differ += popcount64(xw[k] ^ ww[k])
+                            d += cg - 2 * differ
+                v = (alpha[o] * beta) * np.float32(d)
+                if bias.shape[0]:
+                    v += bias[o]
+                y[i, o, oh, ow] = activate(v, act)
+
+
+def binary(x, groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w,
+           bias, activation, y):  # fmt: skip
+    """Binary weights x binary activations; wbits uint64 [out, kh·kw, ceil(cg/64)] as the C
+    kernel takes them (see kernels/backend_c/conv.py)."""
+    n, c, h, wd = x.shape
+    cg = c // groups
+    bits = np.zeros((n, groups, h, wd, wbits.shape[2]), np.uint64)
+    sums = np.empty((n, groups, h, wd), np.float64)
+    _binary_signs(x, groups, wbits.shape[2], bits, sums)
+    _binary(bits, sums, cg, wbits, alpha, kh, kw, *stride, *dilation, pad_top, pad_left,
+            bias_or_empty(bias), ACTIVATION_CODES[activation], y)  # fmt: skip
