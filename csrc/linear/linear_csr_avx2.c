@@ -20,9 +20,10 @@
 #define ROW_COST 4
 /* Row chunks per call (fewer when there are fewer rows); threads take them in turn. */
 #define CHUNKS 64
-/* Batch rows per transposed tile of x at batch > 1 (at most 32: four vectors). */
+/* Batch rows per transposed tile of x at batch > 1 (at most 32: four vectors; 16 measured
+ * best here). */
 #ifndef TILE
-#define TILE 32
+#define TILE 16
 #endif
 /* Bytes of transposed x tiles a pass over the rows may use: about half of L2. */
 #ifndef L2_TILES
