@@ -10,11 +10,10 @@ int pk_conv_int8_f32(const float *x, int64_t images, int64_t channels, int64_t h
                      int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
                      int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
                      const float *bias, int activation, float *y) {
-    if (images < 0 || channels < 1 || groups < 1 || channels % groups != 0 || height < 0 ||
-        width < 0 || out_channels < 0 || out_channels % groups != 0 || kh < 1 || kw < 1 ||
-        stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || pad_top < 0 ||
-        pad_left < 0 || out_h < 0 || out_w < 0 || !(act_scale >= 0.0f) ||
-        activation < PK_ACT_NONE || activation > PK_ACT_RELU6)
+    if (pk_conv_bad_grouped(images, channels, height, width, groups, out_channels, kh, kw,
+                            stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
+                            out_w, activation) ||
+        !(act_scale >= 0.0f))
         return PK_ERR_ARG;
     /* exact int32 sums: 127 * 127 * (cg * kh * kw) < 2^31 */
     const double k_len = (double)(channels / groups) * (double)kh * (double)kw;

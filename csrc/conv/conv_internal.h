@@ -21,6 +21,21 @@ static inline int pk_conv_threads(double work) {
     return work < PK_CONV_SERIAL_WORK ? 1 : pk_threads();
 }
 
+/* Nonzero when a grouped conv's geometry or activation code cannot be right (the
+ * shared first check of the binary and int8 entries). */
+static inline int pk_conv_bad_grouped(int64_t images, int64_t channels, int64_t height,
+                                      int64_t width, int64_t groups, int64_t out_channels,
+                                      int64_t kh, int64_t kw, int64_t stride_h,
+                                      int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                                      int64_t pad_top, int64_t pad_left, int64_t out_h,
+                                      int64_t out_w, int activation) {
+    return images < 0 || channels < 1 || groups < 1 || channels % groups != 0 || height < 0 ||
+           width < 0 || out_channels < 0 || out_channels % groups != 0 || kh < 1 || kw < 1 ||
+           stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || pad_top < 0 ||
+           pad_left < 0 || out_h < 0 || out_w < 0 || activation < PK_ACT_NONE ||
+           activation > PK_ACT_RELU6;
+}
+
 /* Binary conv: gathers the sign words of the patch whose top-left input position is
  * (ih0, iw0) into pw[taps][cw] and its in-bounds mask into mw (all ones inside, 0 for
  * padding: Larq's rule, padding contributes nothing); returns the sum of |x| over the
