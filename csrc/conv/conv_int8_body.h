@@ -163,11 +163,13 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
     const int64_t pixels = height * width, out_plane = out_h * out_w;
     const int contiguous = out_h == 1 || wq == out_w;
     /* Synchronisation is what costs on a busy machine (a descheduled thread holds every
-     * barrier up), so: the inputs are prepared on the calling thread unless there is a
-     * lot of them, then ONE parallel region runs every tile of every image. */
+     * barrier up), so: tiny inputs are prepared on the calling thread, then ONE parallel
+     * region runs every tile of every image. From PREP_SERIAL_WORK on, preparing in
+     * parallel wins (1x1, 256 channels, 28x28, batch 1, 2 threads: 2.10 -> 1.89 ms). */
+    enum { PREP_SERIAL_WORK = 100000 };
     const double prep_work = (double)images * (double)(channels * pixels + image_lanes);
     const int gemm_threads = pk_conv_threads((double)images * out_channels * cg * taps * out_plane);
-    const int prep_threads = prep_work < PK_CONV_SERIAL_WORK ? 1 : gemm_threads;
+    const int prep_threads = prep_work < PREP_SERIAL_WORK ? 1 : gemm_threads;
 
     int64_t *offsets = malloc((size_t)(groups * kg2 + 1) * sizeof(int64_t));
     float *img_scale = malloc((size_t)images * sizeof(float));
