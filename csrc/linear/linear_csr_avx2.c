@@ -35,6 +35,8 @@
  * cache line, and with large `in` the tile lives in L2 (measured 12 % faster at 4096x4096,
  * batch 64; no gain at 8 lanes). */
 #define PF 16
+/* Nonzeros ahead whose values and indices batch 1 prefetches. */
+#define SPMV_AHEAD 512
 
 /* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
 static int64_t first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n) {
@@ -98,11 +100,17 @@ PK_INLINE float hsum(__m256 v) {
 PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indices,
                          const float *values, const float *bias, int activation, float *y,
                          int64_t r0, int64_t r1, int wide) {
+    const int64_t last = indptr[r1]; /* one past the chunk's last nonzero */
     for (int64_t o = r0; o < r1; o++) {
         const int64_t hi = indptr[o + 1];
         int64_t p = indptr[o];
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
         for (; p + 16 <= hi; p += 16) {
+            /* weights stream once per call: prefetch them (cold 4096x4096: 0.64 -> 0.59 ms),
+             * at most to the end of the chunk (the address stays within the arrays) */
+            const int64_t ahead = p + SPMV_AHEAD < last ? p + SPMV_AHEAD : last;
+            _mm_prefetch((const char *)(values + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)indices + ahead * (wide ? 4 : 2), _MM_HINT_T0);
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, indices, p, wide), a0);
             a1 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p + 8),
                                  gather8(x, indices, p + 8, wide), a1);
