@@ -259,3 +259,15 @@ void *pk_aligned_alloc(size_t bytes) {
 }
 
 void pk_aligned_free(void *p) { free(p); }
+
+void *pk_alloc_parts(int n, const size_t *bytes, void **parts) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += (bytes[i] + 63) & ~(size_t)63;
+    char *base = pk_aligned_alloc(total);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        parts[i] = base ? base + off : NULL;
+        off += (bytes[i] + 63) & ~(size_t)63;
+    }
+    return base;
+}

@@ -137,6 +137,10 @@ static inline float pk_activate(float v, int activation) {
 /* 64-byte aligned scratch memory; NULL on failure. */
 void *pk_aligned_alloc(size_t bytes);
 void pk_aligned_free(void *p);
+/* One allocation carved into n 64-byte aligned parts (a call's scratch: one malloc, not
+ * n); returns parts[0], which pk_aligned_free releases; NULL and all parts NULL on
+ * failure. */
+void *pk_alloc_parts(int n, const size_t *bytes, void **parts);
 
 /* ---- csr ---- */
 int pk_linear_csr_scalar(const float *, int64_t, int64_t, const int32_t *, const void *, int,

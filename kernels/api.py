@@ -84,7 +84,7 @@ def linear(
     -------
     ndarray of float32, shape [batch, out] (or [out])
     """
-    weight = as_weight(w)
+    weight = w if isinstance(w, EncodedWeight) else as_weight(w)
     xa = _as_float32("x", x)
     squeeze = xa.ndim == 1
     if squeeze:
@@ -96,19 +96,25 @@ def linear(
             f"x has {xa.shape[1]} features (last axis) but the {weight.encoding} "
             f"weight {weight.shape} expects {weight.in_features}"
         )
-    xa = np.ascontiguousarray(xa)
-    b = check_bias(bias, weight.out_features)
+    if not xa.flags.c_contiguous:
+        xa = np.ascontiguousarray(xa)
+    b = None if bias is None else check_bias(bias, weight.out_features)
     check_activation(activation)
     shape = (weight.out_features,) if squeeze else (xa.shape[0], weight.out_features)
     result = check_out(out, shape, inputs=(xa,))
     backend, kernel = backends.resolve("linear", weight.encoding)
     if backend == "numba":
         backends.apply_numba_threads()
-    kernel(xa, weight, b, activation, result.reshape(xa.shape[0], weight.out_features))
+    kernel(xa, weight, b, activation, result.reshape(1, -1) if squeeze else result)
     return result
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def _as_float32(name: str, a: Any) -> np.ndarray:
+    if type(a) is np.ndarray and a.dtype is _FLOAT32:  # the common case, fast
+        return a
     arr = np.asarray(a)
     if arr.dtype.kind != "f":
         raise TypeError(
@@ -139,14 +145,18 @@ def check_out(
     """A fresh float32 array of ``shape``, or ``out`` once checked to fit."""
     if out is None:
         return np.empty(shape, np.float32)
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32:
+    if not isinstance(out, np.ndarray) or out.dtype != _FLOAT32:
         raise TypeError(
             f"out must be a float32 numpy array, got {getattr(out, 'dtype', type(out))}"
         )
     if out.shape != shape:
         raise ValueError(f"out must have shape {shape}, got {out.shape}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
+    flags = out.flags
+    if not (flags.c_contiguous and flags.writeable):
         raise ValueError("out must be C-contiguous and writeable")
-    if any(np.may_share_memory(out, a) and np.shares_memory(out, a) for a in inputs):
-        raise ValueError("out must not overlap the inputs")
+    for a in inputs:
+        if out.base is None and a.base is None and out is not a:
+            continue  # two arrays that own their memory are disjoint
+        if np.may_share_memory(out, a) and np.shares_memory(out, a):
+            raise ValueError("out must not overlap the inputs")
     return out

@@ -58,14 +58,13 @@ quantization, then an int64 sum of strided slices).
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from typing import Any
 
 import numpy as np
 
 from kernels import backends, registry
 from kernels.api import _as_float32, as_weight, check_activation, check_bias
-from kernels.encodings.base import EncodedWeight, apply_epilogue
+from kernels.encodings.base import EncodedWeight, apply_epilogue, derived
 
 #: Encodings whose conv has its own kernels; every other registry row goes generic.
 SPECIAL = ("dense", "csr")
@@ -427,19 +426,6 @@ def _binary_reference(x, w, bias, geo: Geometry, activation, backend: str) -> np
     return _rows_to_nchw(y, geo)
 
 
-# ---------------------------------------------------------------------------------------
-# per-weight data derived once (weights are frozen, so caching by identity is safe)
-
-_derived: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _cache(w: EncodedWeight) -> dict:
-    try:
-        return _derived.setdefault(w, {})
-    except TypeError:  # not weak-referenceable: no caching
-        return {}
-
-
 def group_weight(w: EncodedWeight, geo: Geometry, g: int):
     """(weight, columns): a weight whose linear gives group g's outputs at ``columns``.
 
@@ -450,7 +436,7 @@ def group_weight(w: EncodedWeight, geo: Geometry, g: int):
     """
     if geo.groups == 1:
         return w, slice(None)
-    cache = _cache(w)
+    cache = derived(w)
     key = ("group", geo.groups, g)
     if key not in cache:
         cache[key] = _slice_rows(w, g * geo.og, (g + 1) * geo.og)
@@ -562,7 +548,7 @@ def _run_offsets(x, geo: Geometry, ops, cache: dict, offsets_for, kernel) -> Non
 
 def _dense(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     ops = _ops(backend)
-    cache = _cache(w)
+    cache = derived(w)
     key = ("packed", backend, geo.groups)
     if key not in cache:
         cache[key] = ops.pack_gemm_weight(np.ascontiguousarray(w.data, np.float32), geo.groups)
@@ -589,7 +575,7 @@ def _dense(backend, x, w, bias, geo: Geometry, activation, y) -> None:
 
 def _csr(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     ops = _ops(backend)
-    cache = _cache(w)
+    cache = derived(w)
     k = w.indices.astype(np.int64)
     group = np.repeat(np.arange(geo.out) // geo.og, np.diff(w.indptr))
 
@@ -615,7 +601,7 @@ def _depthwise(backend, x, w, bias, geo: Geometry, activation, y) -> None:
 def _int8(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     """int8: per-image quantization, then an exact integer conv (see int8_reference)."""
     static = 0.0 if w.activation_scale is None else float(w.activation_scale)
-    cache = _cache(w)
+    cache = derived(w)
     if backend == "c" and geo.depthwise:
         _depthwise_int8(x, w, bias, geo, activation, y)
     elif backend == "c":
@@ -637,7 +623,7 @@ def _int8(backend, x, w, bias, geo: Geometry, activation, y) -> None:
 
 def _depthwise_int8(x, w, bias, geo: Geometry, activation, y) -> None:
     """int8 depthwise (C): per-image quantization, one integer plane per output channel."""
-    cache = _cache(w)
+    cache = derived(w)
     if "dw_q" not in cache:
         cache["dw_q"] = np.ascontiguousarray(w.quantized().reshape(geo.out, geo.kh, geo.kw))
     static = 0.0 if w.activation_scale is None else float(w.activation_scale)
@@ -656,7 +642,7 @@ def _binary(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     if backend == "numpy" or (backend == "c" and geo.kh * geo.kw * cw > BINARY_WORDS):
         y[...] = _binary_reference(x, w, bias, geo, activation, backend)
         return
-    cache = _cache(w)
+    cache = derived(w)
     if "tap_bits" not in cache:
         from kernels.encodings.binary import pack_signs
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,21 @@ def test_bad_inputs_raise_clear_errors(name, opts):
         kernels.linear(x, enc, out=np.empty((2, 8), np.float64))
     with pytest.raises(ValueError, match=r"\[batch, in\]"):
         kernels.linear(x[None], enc)
+    buf = np.zeros(64, np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.linear(buf[:32].reshape(2, 16), enc, out=buf[8:24].reshape(2, 8))
+    square = kernels.encode(sparse_gaussian(rng, (16, 16)), name, **opts)
+    with pytest.raises(ValueError, match="overlap"):
+        kernels.linear(x, square, out=x)
+
+
+@pytest.mark.parametrize("name, opts", encoding_cases())
+def test_copies_of_a_used_weight_work(variant, name, opts):
+    # a weight keeps per-weight data (C pointers) once used; copies must not share or
+    # choke on it
+    rng = np.random.default_rng(7)
+    enc = kernels.encode(sparse_gaussian(rng, (12, 33)), name, **opts)
+    x = rng.standard_normal((3, 33)).astype(np.float32)
+    want = kernels.linear(x, enc)
+    for twin in (copy.copy(enc), copy.deepcopy(enc), enc.reshaped((12, 3, 11))):
+        np.testing.assert_array_equal(kernels.linear(x, twin), want)

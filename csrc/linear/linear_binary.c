@@ -39,19 +39,17 @@ int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
         return pk_table.linear_binary(x, NULL, NULL, batch, in_features, bits, alpha,
                                       out_features, bias, activation, y);
     const int64_t words = (in_features + 63) / 64;
-    uint64_t *xbits = pk_aligned_alloc((size_t)(batch * words + 4) * sizeof(uint64_t));
-    float *beta = pk_aligned_alloc((size_t)batch * sizeof(float));
-    if (!xbits || !beta) {
-        pk_aligned_free(xbits);
-        pk_aligned_free(beta);
-        return PK_ERR_NOMEM;
-    }
+    void *parts[2];
+    const size_t bytes[2] = {(size_t)(batch * words + 4) * sizeof(uint64_t),
+                             (size_t)batch * sizeof(float)};
+    if (!pk_alloc_parts(2, bytes, parts)) return PK_ERR_NOMEM;
+    uint64_t *xbits = parts[0];
+    float *beta = parts[1];
 #pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
     for (int64_t b = 0; b < batch; b++)
         pack_row(x + b * in_features, in_features, xbits + b * words, beta + b);
     const int status = pk_table.linear_binary(x, xbits, beta, batch, in_features, bits, alpha,
                                               out_features, bias, activation, y);
-    pk_aligned_free(xbits);
-    pk_aligned_free(beta);
+    pk_aligned_free(parts[0]);
     return status;
 }

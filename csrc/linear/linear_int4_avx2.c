@@ -111,17 +111,16 @@ int pk_linear_int4_avx2(const float *x, int64_t batch, int64_t in_features,
     const int64_t groups = (in_features + group_size - 1) / group_size;
     const int64_t ldq = groups * group_size;
     const int64_t nblocks = (out_features + 7) / 8, npanels = (nblocks + PANEL - 1) / PANEL;
-    int8_t *xq = pk_aligned_alloc((size_t)(batch * ldq));
-    int32_t *xsum = pk_aligned_alloc((size_t)(batch * groups) * sizeof(int32_t));
-    float *xs = pk_aligned_alloc((size_t)batch * sizeof(float));
-    unsigned char *bad = pk_aligned_alloc((size_t)batch);
-    if (!xq || !xsum || !xs || !bad) {
-        pk_aligned_free(xq);
-        pk_aligned_free(xsum);
-        pk_aligned_free(xs);
-        pk_aligned_free(bad);
-        return PK_ERR_NOMEM;
-    }
+    void *parts[4];
+    const size_t bytes[4] = {(size_t)(batch * ldq),
+                             (size_t)(batch * groups) * sizeof(int32_t),
+                             (size_t)batch * sizeof(float),
+                             (size_t)batch};
+    if (!pk_alloc_parts(4, bytes, parts)) return PK_ERR_NOMEM;
+    int8_t *xq = parts[0];
+    int32_t *xsum = parts[1];
+    float *xs = parts[2];
+    unsigned char *bad = parts[3];
 #pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 1)
     for (int64_t b = 0; b < batch; b++) {
         int8_t *qr = xq + b * ldq;
@@ -159,9 +158,6 @@ int pk_linear_int4_avx2(const float *x, int64_t batch, int64_t in_features,
             }
         }
     }
-    pk_aligned_free(xq);
-    pk_aligned_free(xsum);
-    pk_aligned_free(xs);
-    pk_aligned_free(bad);
+    pk_aligned_free(parts[0]);
     return PK_OK;
 }

@@ -13,15 +13,14 @@ int pk_linear_int4_scalar(const float *x, int64_t batch, int64_t in_features,
     const int64_t groups = (in_features + group_size - 1) / group_size;
     const int64_t ldq = groups * group_size, chunks = ldq / 8;
     const int64_t nblocks = (out_features + 7) / 8;
-    int8_t *xq = pk_aligned_alloc((size_t)(batch * ldq));
-    float *xs = pk_aligned_alloc((size_t)batch * sizeof(float));
-    unsigned char *bad = pk_aligned_alloc((size_t)batch);
-    if (!xq || !xs || !bad) {
-        pk_aligned_free(xq);
-        pk_aligned_free(xs);
-        pk_aligned_free(bad);
-        return PK_ERR_NOMEM;
-    }
+    void *parts[3];
+    const size_t bytes[3] = {(size_t)(batch * ldq),
+                             (size_t)batch * sizeof(float),
+                             (size_t)batch};
+    if (!pk_alloc_parts(3, bytes, parts)) return PK_ERR_NOMEM;
+    int8_t *xq = parts[0];
+    float *xs = parts[1];
+    unsigned char *bad = parts[2];
     for (int64_t b = 0; b < batch; b++)
         pk_quantize_row_scalar(x + b * in_features, in_features, ldq, act_scale, xq + b * ldq,
                                xs + b, bad + b);
@@ -51,8 +50,6 @@ int pk_linear_int4_scalar(const float *x, int64_t batch, int64_t in_features,
             }
         }
     }
-    pk_aligned_free(xq);
-    pk_aligned_free(xs);
-    pk_aligned_free(bad);
+    pk_aligned_free(parts[0]);
     return PK_OK;
 }

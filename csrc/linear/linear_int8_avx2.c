@@ -153,17 +153,16 @@ int pk_linear_int8_avx2(const float *x, int64_t batch, int64_t in_features,
                         float act_scale, const float *bias, int activation, float *y) {
     const int64_t chunks = (in_features + 3) / 4, ldq = chunks * 4;
     const int64_t nblocks = (out_features + 7) / 8, npanels = (nblocks + PANEL - 1) / PANEL;
-    int8_t *xq = pk_aligned_alloc((size_t)(batch * ldq));
-    uint8_t *xa = pk_aligned_alloc((size_t)(batch * ldq));
-    float *xs = pk_aligned_alloc((size_t)batch * sizeof(float));
-    unsigned char *bad = pk_aligned_alloc((size_t)batch);
-    if (!xq || !xa || !xs || !bad) {
-        pk_aligned_free(xq);
-        pk_aligned_free(xa);
-        pk_aligned_free(xs);
-        pk_aligned_free(bad);
-        return PK_ERR_NOMEM;
-    }
+    void *parts[4];
+    const size_t bytes[4] = {(size_t)(batch * ldq),
+                             (size_t)(batch * ldq),
+                             (size_t)batch * sizeof(float),
+                             (size_t)batch};
+    if (!pk_alloc_parts(4, bytes, parts)) return PK_ERR_NOMEM;
+    int8_t *xq = parts[0];
+    uint8_t *xa = parts[1];
+    float *xs = parts[2];
+    unsigned char *bad = parts[3];
     quantize_rows(x, batch, in_features, ldq, act_scale, xq, xa, xs, bad);
     const int64_t wstride = chunks * 32; /* bytes per row block */
     /* dynamic: on a busy machine a descheduled thread must not hold the others up */
@@ -193,9 +192,6 @@ int pk_linear_int8_avx2(const float *x, int64_t batch, int64_t in_features,
             }
         }
     }
-    pk_aligned_free(xq);
-    pk_aligned_free(xa);
-    pk_aligned_free(xs);
-    pk_aligned_free(bad);
+    pk_aligned_free(parts[0]);
     return PK_OK;
 }

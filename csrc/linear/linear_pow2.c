@@ -44,15 +44,14 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
                                     out_features, bias, activation, y);
     /* rows padded to a multiple of 64 with zeros, so SIMD variants may over-read */
     const int64_t stride = (in_features + 63) / 64 * 64;
-    int8_t *q = pk_aligned_alloc((size_t)(batch * stride));
-    float *scale = pk_aligned_alloc((size_t)batch * sizeof(float));
-    int *bad = pk_aligned_alloc((size_t)batch * sizeof(int));
-    if (!q || !scale || !bad) {
-        pk_aligned_free(q);
-        pk_aligned_free(scale);
-        pk_aligned_free(bad);
-        return PK_ERR_NOMEM;
-    }
+    void *parts[3];
+    const size_t bytes[3] = {(size_t)(batch * stride),
+                             (size_t)batch * sizeof(float),
+                             (size_t)batch * sizeof(int)};
+    if (!pk_alloc_parts(3, bytes, parts)) return PK_ERR_NOMEM;
+    int8_t *q = parts[0];
+    float *scale = parts[1];
+    int *bad = parts[2];
 #pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
     for (int64_t b = 0; b < batch; b++) {
         int8_t *qr = q + b * stride;
@@ -65,8 +64,6 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
     for (int64_t b = 0; b < batch; b++)
         if (bad[b])
             for (int64_t o = 0; o < out_features; o++) y[b * out_features + o] = NAN;
-    pk_aligned_free(q);
-    pk_aligned_free(scale);
-    pk_aligned_free(bad);
+    pk_aligned_free(parts[0]);
     return status;
 }

@@ -16,6 +16,7 @@ import numpy as np
 
 from kernels._version import __version__
 from kernels.build_lib import HEADER_NAME, LIB_NAME
+from kernels.encodings.base import derived
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 _lock = threading.Lock()
@@ -115,6 +116,20 @@ def ptr(ffi, ctype: str, array: np.ndarray | None):
     if array is None:
         return ffi.NULL
     return ffi.from_buffer(_ctype(ffi, ctype), array)
+
+
+def weight_pointers(w, fields: tuple[tuple[str, str], ...]) -> tuple:
+    """C pointers to the arrays ``fields`` (``(name, ctype)`` pairs) of weight ``w``.
+
+    Made once per weight and kept with it: its arrays are frozen, and the pointers keep
+    them alive.
+    """
+    cache = derived(w)
+    pointers = cache.get(fields)
+    if pointers is None:
+        ffi = library()[0]
+        pointers = cache[fields] = tuple(ptr(ffi, c, getattr(w, name)) for name, c in fields)
+    return pointers
 
 
 @functools.cache

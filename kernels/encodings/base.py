@@ -111,11 +111,24 @@ class EncodedWeight:
                 "with non-negative sizes"
             )
 
+    def __getstate__(self) -> dict:
+        # what derived() caches (C pointers among it) is rebuilt on demand, not copied
+        return {k: v for k, v in self.__dict__.items() if k != "_derived"}
+
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} encoding={self.encoding!r} shape={self.shape} "
             f"nbytes={self.nbytes}>"
         )
+
+
+def derived(w: EncodedWeight) -> dict:
+    """A per-weight dict for data computed once from its arrays (C pointers, group
+    slices): weights are frozen, so it never goes stale. Not pickled or copied."""
+    try:
+        return w.__dict__["_derived"]
+    except KeyError:
+        return w.__dict__.setdefault("_derived", {})
 
 
 def check_array(
