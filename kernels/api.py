@@ -155,8 +155,8 @@ def check_out(
     if not (flags.c_contiguous and flags.writeable):
         raise ValueError("out must be C-contiguous and writeable")
     for a in inputs:
-        if out.base is None and a.base is None and out is not a:
-            continue  # two arrays that own their memory are disjoint
+        if flags.owndata and a.flags.owndata and out is not a:
+            continue  # two arrays that each own their memory are disjoint
         if np.may_share_memory(out, a) and np.shares_memory(out, a):
             raise ValueError("out must not overlap the inputs")
     return out
