@@ -157,14 +157,16 @@ static void check_bad_arguments(pk_rng *r) {
 void test_linear_csr(int level) {
     pk_rng r = {0x9e3779b97f4a7c15ULL ^ (uint64_t)level};
     /* (batch, in, out, density): in around every SIMD width and unroll, batch tails of the
-     * 8- to 32-wide tiles, batch 1 (SpMV), an all-empty matrix */
+     * 8- to 64-wide tiles, batch 1 (SpMV), an all-empty matrix */
     static const struct { int64_t batch, in, out; double density; } shapes[] = {
         {1, 1, 1, 1.0},     {1, 7, 5, 0.9},     {1, 33, 17, 0.6},   {1, 100, 9, 0.5},
         {1, 300, 13, 0.3},  {2, 1, 3, 1.0},     {3, 9, 7, 0.7},     {8, 65, 12, 0.4},
         {9, 31, 11, 0.5},   {16, 40, 10, 0.3},  {17, 129, 21, 0.2}, {33, 70, 6, 0.5},
         {5, 64, 8, 0.0},    {64, 96, 19, 0.25}, {1, 0, 4, 0.5},     {4, 0, 4, 0.5},
-        /* 32-wide tiles with 8/16/24/32-wide tails, bands of 64 rows plus a remainder */
+        /* tiles of 8 to 64 lanes, 64-wide tiles with tails, bands of 64 rows plus a
+         * remainder */
         {40, 50, 150, 0.3}, {57, 33, 70, 0.5},  {100, 20, 9, 0.6},  {24, 12, 130, 0.5},
+        {48, 70, 30, 0.4},  {55, 21, 66, 0.5},  {130, 40, 20, 0.5},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int index_bytes = 2; index_bytes <= 4; index_bytes += 2)
