@@ -41,3 +41,18 @@ def test_bench_rejects_bad_options_in_one_line(args, capsys):
     assert main(["bench", "--quick", "--no-hardware", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pyinfer bench:")
+
+
+def test_measure_lets_each_impl_start_on_a_quiet_machine(monkeypatch):
+    """Each impl's block starts with a pause (idle library threads stop spinning), before
+    any of its calls."""
+    from pyinfer.bench import harness
+
+    events = []
+    monkeypatch.setattr(harness.time, "sleep", lambda s: events.append(("sleep", s)))
+    rounds = {"a": lambda: events.append("a"), "b": lambda: events.append("b")}
+    timings = harness.measure(rounds, min_time=0.0, min_rounds=1, warmup=1, settle=0.25)
+    assert set(timings) == {"a", "b"}
+    assert events[0] == ("sleep", 0.25)
+    second = events.index("b")
+    assert events[second - 1] == ("sleep", 0.25) and "a" not in events[second:]

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -140,3 +144,22 @@ def test_copies_of_a_used_weight_work(variant, name, opts):
     want = kernels.linear(x, enc)
     for twin in (copy.copy(enc), copy.deepcopy(enc), enc.reshaped((12, 3, 11))):
         np.testing.assert_array_equal(kernels.linear(x, twin), want)
+
+
+@pytest.mark.parametrize("user_env", [{}, {"GOMP_SPINCOUNT": "5"}, {"OMP_WAIT_POLICY": "active"}])
+def test_loading_the_c_library_leaves_the_environment_as_it_was(user_env):
+    """Our OpenMP spin default applies to our library's load only: a wait policy the user
+    chose is kept, and libraries loaded later see the environment unchanged."""
+    if "c" not in kernels.available_backends():
+        pytest.skip("C kernel library not built")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = (
+        "import os, json; from kernels.backend_c import ffi; assert ffi.library() is not None; "
+        "print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**env, **user_env}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen == {k: user_env.get(k) for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}

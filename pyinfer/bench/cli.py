@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--weights expects 'cold', 'cached' or both, got {args.weights!r}")
     cold_bytes = args.cold_mb * 1024**2 if args.cold_mb else harness.default_cold_bytes()
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 1.0)
+    settle = 0.0 if args.quick else harness.SETTLE_S  # a smoke run needs no quiet start
 
     ctx = harness.machine_context(measure_hardware=not args.no_hardware)
     print(_context_text(ctx))
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
                     cold_bytes=cold_bytes if mode == "cold" else 0,
                     min_time=min_time,
                     progress=_progress(counter, total, mode),
+                    settle=settle,
                 )
         print(f"\n### {name}\n")
         print(harness.format_table(results, ctx.get("bandwidth_gbs")))

@@ -24,6 +24,12 @@ import numpy as np
 #: A prepared round: calling it runs one call per distinct weight.
 Round = Callable[[], Any]
 
+#: Seconds to sleep before timing each impl. After a call, idle worker threads of a
+#: library keep spinning for a while (OpenBLAS: 2^28 cycles, ~0.15 s here) and take cores
+#: from whatever runs next: measured on 2 cores, our int8 calls ran 2-5x slower for the
+#: first 0.15 s after a NumPy matmul. Sleeping lets them block first.
+SETTLE_S = 0.3
+
 
 @dataclass
 class Prepared:
@@ -144,15 +150,18 @@ def measure(
     min_rounds: int = 5,
     max_rounds: int = 1000,
     warmup: int = 2,
+    settle: float = SETTLE_S,
 ) -> dict[str, Timing]:
-    """Time each round in its own block: warm up, then repeat until it has run
-    ``min_rounds`` times and for ``min_time`` seconds.
+    """Time each round in its own block: sleep ``settle`` seconds, warm up, then repeat
+    until it has run ``min_rounds`` times and for ``min_time`` seconds.
 
-    NOTE: blocks, not interleaving: libraries keep their worker threads spinning for a
-    while after a call, and on a small machine interleaved libraries would fight.
+    NOTE: blocks, not interleaving, and a pause before each: libraries keep their worker
+    threads spinning for a while after a call (see ``SETTLE_S``), and on a small machine
+    interleaved libraries would fight.
     """
     timings = {}
     for name, run in rounds.items():
+        time.sleep(settle)
         for _ in range(warmup):
             run()
         samples: list[float] = []
@@ -291,8 +300,12 @@ def run_cases(
     cold_bytes: int,
     min_time: float,
     progress: Callable[[str], None] | None = None,
+    settle: float = SETTLE_S,
 ) -> list[Result]:
-    """Measure every impl of every case; ratios against the fastest dense baseline."""
+    """Measure every impl of every case; ratios against the fastest dense baseline.
+
+    ``settle`` seconds of sleep come before each impl (see ``SETTLE_S``).
+    """
     results: list[Result] = []
     set_threads(threads)
     pool_key, pool = None, None
@@ -303,7 +316,8 @@ def run_cases(
             pool_key, pool = (case.suite, case.label), WeightPool(case.make_weight)
         x = case.make_input(np.random.default_rng(12345))
         rows = [
-            _measure_impl(case, impl, pool, x, threads, cold_bytes, min_time) for impl in case.impls
+            _measure_impl(case, impl, pool, x, threads, cold_bytes, min_time, settle)
+            for impl in case.impls
         ]
         dense = [r.median_ms for r in rows if r.kind == "dense" and r.error is None]
         if dense:
@@ -322,6 +336,7 @@ def _measure_impl(
     threads: int,
     cold_bytes: int,
     min_time: float,
+    settle: float,
 ) -> Result:
     """One impl on one case; a failing impl (a missing or broken peer) becomes an error row."""
     row = Result(
@@ -340,7 +355,7 @@ def _measure_impl(
     )
     try:
         p = impl.prepare(pool, x, cold_bytes)
-        t = measure({impl.name: p.run_round}, min_time=min_time)[impl.name]
+        t = measure({impl.name: p.run_round}, min_time=min_time, settle=settle)[impl.name]
     except Exception as exc:  # noqa: BLE001 - one peer must not stop the run
         row.error = f"{type(exc).__name__}: {exc}"
         return row
