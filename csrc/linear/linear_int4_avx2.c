@@ -11,6 +11,8 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+#define AHEAD 16 /* byte columns of weights prefetched ahead (512 bytes per row block) */
+
 ALWAYS_INLINE __m256i bcast4(const void *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -39,10 +41,10 @@ ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int6
                 const int64_t c = g * (GS / 8) + s * 4 + u; /* byte column: 8 k */
                 __m256i lo[2], hi[2];
                 for (int r = 0; r < R; r++) {
-                    /* the next tile's weights (R row blocks on; prefetch never faults):
-                     * short row blocks defeat the hardware prefetcher at batch 1 */
+                    /* this row block's weights AHEAD columns on, as in int8 (never the
+                     * next tile: another thread may be reading it) */
                     if (!(u & 1))
-                        _mm_prefetch((const char *)(w + (r + R) * wstride + c * 32),
+                        _mm_prefetch((const char *)(w + r * wstride + (c + AHEAD) * 32),
                                      _MM_HINT_T0);
                     const __m256i v =
                         _mm256_loadu_si256((const __m256i *)(w + r * wstride + c * 32));
