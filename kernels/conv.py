@@ -37,6 +37,11 @@ Lowering, chosen per call (backend ``c``; ``numba`` has the same structure):
   has its own C kernel with the same semantics (csrc/conv/depthwise_int8.c); Numba runs
   direct integer loops.
 * **depthwise** (in/groups == 1) -- its own direct kernel per plane for dense weights.
+* **binary / pow2 weights with float activations** (``conv_as_dense`` in the registry)
+  -- their effective dense weights (``decode()``: ±α, ±α·2^−e), made once per weight, on
+  the dense paths above. Their linear kernels save multiplies, which an FMA CPU does not
+  need saved, and stream few weight bytes, which conv (each weight reused at every
+  output pixel) does not need either: through patch rows they ran 4x slower than dense.
 * **any other encoding** (generic) -- patches one per row (im2row in C, [N·Ho·Wo,
   Cg·kh·kw]; for a 1×1 stride-1 unpadded conv simply the NHWC transpose of x) feed the
   encoding's ``linear`` kernel, once per group, and the [N·Ho·Wo, out] result is
@@ -63,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from kernels import backends, registry
-from kernels.api import _as_float32, as_weight, check_activation, check_bias
+from kernels.api import _as_float32, as_weight, check_activation, check_bias, encode
 from kernels.encodings.base import EncodedWeight, apply_epilogue, derived
 
 #: Encodings whose conv has its own kernels; every other registry row goes generic.
@@ -177,6 +182,9 @@ def conv2d(
     if backend == "numpy":
         y[...] = conv2d_reference(xa, weight, b, geo, activation)
         return y
+    as_dense = registry.get(weight.encoding).conv_as_dense
+    if as_dense is not None and as_dense(weight):
+        weight = _decoded(weight)
     if weight.encoding == "dense" and geo.depthwise:
         _depthwise(backend, xa, weight, b, geo, activation, y)
     elif weight.encoding == "dense":
@@ -656,6 +664,14 @@ def _binary(backend, x, w, bias, geo: Geometry, activation, y) -> None:
     _ops(backend).binary(x, geo.groups, cache["tap_bits"], w.alpha, geo.kh, geo.kw,
                          (geo.sh, geo.sw), (geo.dh, geo.dw), geo.pt, geo.pl, geo.ho, geo.wo,
                          bias, activation, y)  # fmt: skip
+
+
+def _decoded(w: EncodedWeight) -> EncodedWeight:
+    """``w``'s effective dense weights as a dense weight, made once per weight."""
+    cache = derived(w)
+    if "decoded" not in cache:
+        cache["decoded"] = encode(w.decode(), "dense")
+    return cache["decoded"]
 
 
 def _generic(backend, x, w, bias, geo: Geometry, activation, y) -> None:

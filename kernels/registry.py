@@ -54,6 +54,11 @@ class Encoding:
         Relative tolerance of fast float results against the reference.
     test_options : tuple of dict
         Option sets that tests and benchmarks iterate over.
+    conv_as_dense : callable or None
+        ``conv_as_dense(weight) -> bool``: conv2d runs such weights as their effective
+        dense matrix (``weight.decode()``, made once per weight) on the dense kernels.
+        For float activations times weights with no multiply to save on CPUs where an
+        FMA costs what an add does, and where conv reuses each weight thousands of times.
     """
 
     name: str
@@ -68,6 +73,7 @@ class Encoding:
     rtol: float = 1e-5
     test_options: tuple[dict, ...] = ({},)
     description: str = ""
+    conv_as_dense: Callable[[Any], bool] | None = None
 
 
 ENCODINGS: dict[str, Encoding] = {}

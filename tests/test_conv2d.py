@@ -135,6 +135,24 @@ def test_float_encodings_match_torch_on_decoded_weights(name, opts):
     assert_close(got, torch_conv(x, enc.decode(), bias, **kw), 1e-4)
 
 
+@pytest.mark.parametrize("name, opts", encoding_cases())
+def test_conv_as_dense_encodings_run_the_dense_conv_of_their_decoded_weight(variant, name, opts):
+    """The registry's conv_as_dense weights take the dense path (decoded once per
+    weight): the same result, bit for bit, as the dense conv of ``decode()``."""
+    if variant[0] == "numpy":
+        pytest.skip("the numpy backend runs each encoding's own reference")
+    x, weight, bias, kw = make(CASES[2].values[0], seed=4)
+    enc = kernels.encode(weight, name, **opts)
+    as_dense = registry.get(name).conv_as_dense
+    if name == "dense" or as_dense is None or not as_dense(enc):
+        pytest.skip(f"{name} {opts} has its own conv lowering")
+    dense = kernels.encode(enc.decode(), "dense")
+    for activation in (None, "relu6"):
+        got = kernels.conv2d(x, enc, bias, activation=activation, **kw)
+        want = kernels.conv2d(x, dense, bias, activation=activation, **kw)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_reference_is_plain_math():
     """The dense reference against a literal loop over every output and tap."""
     x, weight, bias, kw = make((3, 2, 1, 2, 2, 1, 4, 2, 7, 6), seed=4)
