@@ -173,8 +173,9 @@ register(
         rtol=1e-5,
         test_options=({"activations": "float"}, {"activations": "binary"}),
         description="1-bit weights α·sign(w), bits packed along in into uint64 words",
-        # conv with float activations: ±α·2^−e weights decoded once beat sign-select sums
-        # at conv's reuse (binary 3x3 64->64 56x56 batch 8: 125 ms against torch's 28)
+        # conv with float activations runs the ±α weights, decoded once, on the dense
+        # kernels (kernels/conv.py): 3x3 64->64 56x56 batch 8 took 228 ms through patch
+        # rows on the sign-select kernel, 49 ms this way
         conv_as_dense=lambda w: w.activations == "float",
     )
 )
