@@ -207,6 +207,16 @@ int pk_quant_check_args(const float *x, int64_t batch, int64_t in_features,
                         float act_scale, int activation, float *y);
 void pk_quantize_row_scalar(const float *x, int64_t in, int64_t ldq, float act_scale,
                             int8_t *q, float *scale, unsigned char *bad);
+/* Every row of x quantized (pk_quantize_row_scalar) into one allocation: q [batch][ldq],
+ * then scale [batch] and bad [batch]. Free it with pk_aligned_free(rows->q). Returns 0
+ * when out of memory. */
+typedef struct {
+    int8_t *q;
+    float *scale;
+    unsigned char *bad;
+} pk_quant_rows;
+int pk_quantize_rows_scalar(const float *x, int64_t batch, int64_t in, int64_t ldq,
+                            float act_scale, pk_quant_rows *rows);
 static inline float pk_quant_store(float v, const float *bias, int64_t o, int activation,
                                    int bad) {
     if (bad) return __builtin_nanf(""); /* a row with NaN/Inf activations */

@@ -13,24 +13,16 @@ int pk_linear_int4_scalar(const float *x, int64_t batch, int64_t in_features,
     const int64_t groups = (in_features + group_size - 1) / group_size;
     const int64_t ldq = groups * group_size, chunks = ldq / 8;
     const int64_t nblocks = (out_features + 7) / 8;
-    void *parts[3];
-    const size_t bytes[3] = {(size_t)(batch * ldq),
-                             (size_t)batch * sizeof(float),
-                             (size_t)batch};
-    if (!pk_alloc_parts(3, bytes, parts)) return PK_ERR_NOMEM;
-    int8_t *xq = parts[0];
-    float *xs = parts[1];
-    unsigned char *bad = parts[2];
-    for (int64_t b = 0; b < batch; b++)
-        pk_quantize_row_scalar(x + b * in_features, in_features, ldq, act_scale, xq + b * ldq,
-                               xs + b, bad + b);
+    pk_quant_rows rows;
+    if (!pk_quantize_rows_scalar(x, batch, in_features, ldq, act_scale, &rows))
+        return PK_ERR_NOMEM;
     const int64_t per_group = group_size / 8; /* byte columns of 8 k per group */
 #pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t ob = 0; ob < nblocks; ob++) {
         const uint8_t *wb = packed + ob * chunks * 32;
         const float *sb = scale + ob * groups * 8;
         for (int64_t b = 0; b < batch; b++) {
-            const int8_t *xr = xq + b * ldq;
+            const int8_t *xr = rows.q + b * ldq;
             float t[8] = {0};
             for (int64_t g = 0; g < groups; g++) {
                 int32_t acc[8] = {0};
@@ -46,10 +38,10 @@ int pk_linear_int4_scalar(const float *x, int64_t batch, int64_t in_features,
             for (int r = 0; r < 8 && ob * 8 + r < out_features; r++) {
                 const int64_t o = ob * 8 + r;
                 y[b * out_features + o] =
-                    pk_quant_store(t[r] * xs[b], bias, o, activation, bad[b]);
+                    pk_quant_store(t[r] * rows.scale[b], bias, o, activation, rows.bad[b]);
             }
         }
     }
-    pk_aligned_free(parts[0]);
+    pk_aligned_free(rows.q);
     return PK_OK;
 }

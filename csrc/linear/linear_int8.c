@@ -61,3 +61,16 @@ void pk_quantize_row_scalar(const float *x, int64_t in, int64_t ldq, float act_s
         q[k] = (int8_t)r;
     }
 }
+
+int pk_quantize_rows_scalar(const float *x, int64_t batch, int64_t in, int64_t ldq,
+                            float act_scale, pk_quant_rows *rows) {
+    void *parts[3];
+    const size_t bytes[3] = {(size_t)(batch * ldq), (size_t)batch * sizeof(float),
+                             (size_t)batch};
+    if (!pk_alloc_parts(3, bytes, parts)) return 0;
+    rows->q = parts[0], rows->scale = parts[1], rows->bad = parts[2];
+    for (int64_t b = 0; b < batch; b++)
+        pk_quantize_row_scalar(x + b * in, in, ldq, act_scale, rows->q + b * ldq,
+                               rows->scale + b, rows->bad + b);
+    return 1;
+}

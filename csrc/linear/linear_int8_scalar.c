@@ -10,22 +10,14 @@ int pk_linear_int8_scalar(const float *x, int64_t batch, int64_t in_features,
                           float act_scale, const float *bias, int activation, float *y) {
     const int64_t chunks = (in_features + 3) / 4, ldq = chunks * 4;
     const int64_t nblocks = (out_features + 7) / 8;
-    void *parts[3];
-    const size_t bytes[3] = {(size_t)(batch * ldq),
-                             (size_t)batch * sizeof(float),
-                             (size_t)batch};
-    if (!pk_alloc_parts(3, bytes, parts)) return PK_ERR_NOMEM;
-    int8_t *xq = parts[0];
-    float *xs = parts[1];
-    unsigned char *bad = parts[2];
-    for (int64_t b = 0; b < batch; b++)
-        pk_quantize_row_scalar(x + b * in_features, in_features, ldq, act_scale, xq + b * ldq,
-                               xs + b, bad + b);
+    pk_quant_rows rows;
+    if (!pk_quantize_rows_scalar(x, batch, in_features, ldq, act_scale, &rows))
+        return PK_ERR_NOMEM;
 #pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
     for (int64_t ob = 0; ob < nblocks; ob++) {
         const int8_t *wb = packed + ob * chunks * 32;
         for (int64_t b = 0; b < batch; b++) {
-            const int8_t *xr = xq + b * ldq;
+            const int8_t *xr = rows.q + b * ldq;
             int32_t acc[8] = {0};
             for (int64_t c = 0; c < chunks; c++)
                 for (int r = 0; r < 8; r++)
@@ -33,11 +25,11 @@ int pk_linear_int8_scalar(const float *x, int64_t batch, int64_t in_features,
                         acc[r] += (int32_t)wb[c * 32 + r * 4 + j] * (int32_t)xr[c * 4 + j];
             for (int r = 0; r < 8 && ob * 8 + r < out_features; r++) {
                 const int64_t o = ob * 8 + r;
-                float v = (float)acc[r] * (xs[b] * scale[o]);
-                y[b * out_features + o] = pk_quant_store(v, bias, o, activation, bad[b]);
+                float v = (float)acc[r] * (rows.scale[b] * scale[o]);
+                y[b * out_features + o] = pk_quant_store(v, bias, o, activation, rows.bad[b]);
             }
         }
     }
-    pk_aligned_free(parts[0]);
+    pk_aligned_free(rows.q);
     return PK_OK;
 }
