@@ -145,8 +145,12 @@ static void fill_table(int cap) {
     memset(&pk_table, 0, sizeof pk_table);
     /* csr */
     PK_USE(linear_csr, pk_linear_csr_scalar);
+    PK_USE(linear_csr_slices, pk_linear_csr_slices_scalar);
 #ifdef PK_HAVE_AVX2
-    if (cap >= PK_ISA_AVX2) PK_USE(linear_csr, pk_linear_csr_avx2);
+    if (cap >= PK_ISA_AVX2) {
+        PK_USE(linear_csr, pk_linear_csr_avx2);
+        PK_USE(linear_csr_slices, pk_linear_csr_slices_avx2);
+    }
 #endif
 #ifdef PK_HAVE_AVX512
     if (cap >= PK_ISA_AVX512) PK_USE(linear_csr, pk_linear_csr_avx512);

@@ -28,6 +28,11 @@ typedef int (*pk_linear_csr_fn)(const float *x, int64_t batch, int64_t in_featur
                                 const int32_t *indptr, const void *indices, int index_bytes,
                                 const float *values, int64_t out_features,
                                 const float *bias, int activation, float *y);
+/* CSR row slices at batch 1 (pk_linear_csr_slices_f32); xs is x with xs[in] = 0. */
+typedef int (*pk_linear_csr_slices_fn)(const float *xs, int64_t slices, const int64_t *slice_ptr,
+                                       const int32_t *slice_rows, const void *indices,
+                                       int index_bytes, const float *values, const float *bias,
+                                       int activation, float *y);
 /* int8 / int4 quantized linear (csrc/linear/linear_int8*.c, linear_int4*.c). */
 typedef int (*pk_linear_int8_fn)(const float *x, int64_t batch, int64_t in_features,
                                  const int8_t *packed, const float *scale,
@@ -89,6 +94,7 @@ typedef int (*pk_linear_pow2_fn)(const float *x, const int8_t *xq, const float *
  * the table, its names and pk_kernel_slot()/pk_kernel_impl() follow from it. */
 #define PK_KERNEL_SLOTS(X) \
     X(linear_csr, pk_linear_csr_fn) \
+    X(linear_csr_slices, pk_linear_csr_slices_fn) \
     X(linear_binary, pk_linear_binary_fn) \
     X(linear_pow2, pk_linear_pow2_fn) \
     X(linear_int8, pk_linear_int8_fn) \
@@ -145,9 +151,13 @@ void *pk_alloc_parts(int n, const size_t *bytes, void **parts);
 /* ---- csr ---- */
 int pk_linear_csr_scalar(const float *, int64_t, int64_t, const int32_t *, const void *, int,
                          const float *, int64_t, const float *, int, float *);
+int pk_linear_csr_slices_scalar(const float *, int64_t, const int64_t *, const int32_t *,
+                                const void *, int, const float *, const float *, int, float *);
 #ifdef PK_HAVE_AVX2
 int pk_linear_csr_avx2(const float *, int64_t, int64_t, const int32_t *, const void *, int,
                        const float *, int64_t, const float *, int, float *);
+int pk_linear_csr_slices_avx2(const float *, int64_t, const int64_t *, const int32_t *,
+                              const void *, int, const float *, const float *, int, float *);
 #endif
 #ifdef PK_HAVE_AVX512
 int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const void *, int,

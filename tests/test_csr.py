@@ -14,6 +14,8 @@ from hypothesis.extra import numpy as hnp
 import kernels
 from kernels.encodings.csr import UINT16_MAX_IN, CSRWeight
 from kernels.encodings.csr import encode as csr_encode
+from kernels.encodings.csr import linear_reference as csr_reference
+from kernels.backend_c.csr import SLICE, row_slices
 from tests.conftest import sparse_gaussian
 
 # --- codec ----------------------------------------------------------------------------
@@ -285,3 +287,54 @@ def test_cpu_info_names_the_best_csr_kernel():
     if info["isa"] in ("scalar", "avx2"):  # levels with a CSR kernel of their own
         assert impl == f"pk_linear_csr_{info['isa']}"
     assert info["serving"]["csr"]["linear"] == f"c:{impl}"
+
+
+# --- batch 1 on row slices (C backend) --------------------------------------------------
+
+
+def _skewed(rng: np.random.Generator, out: int, cols: int) -> np.ndarray:
+    """Rows from empty to dense, so that slices mix lengths and need padding."""
+    density = rng.permutation(np.linspace(0.0, 1.0, out))[:, None]
+    return np.where(rng.random((out, cols)) < density, rng.standard_normal((out, cols)), 0.0)
+
+
+@pytest.mark.parametrize("cols", [7, 300, 65535, 65536, 70000])
+def test_row_slices_hold_each_row_once_in_its_lane_and_pad_with_the_zero_column(cols):
+    rng = np.random.default_rng(5)
+    out = 601 if cols < 1000 else 37  # several sort windows, a partial last slice
+    dense = np.zeros((out, cols), np.float32)
+    small = _skewed(rng, out, min(cols, 300)).astype(np.float32)
+    dense[:, rng.choice(cols, small.shape[1], replace=False)] = small
+    w = csr_encode(dense)
+    ptr, rows, indices, values = row_slices(w.indptr, w.indices, w.values, cols)
+    assert indices.dtype == (np.uint16 if cols < 65536 else np.int32)
+    assert len(rows) == len(ptr) * SLICE - SLICE and ptr[0] == 0 and np.all(ptr % SLICE == 0)
+    assert sorted(rows[rows >= 0]) == list(range(out)) and np.all(rows[out:] == -1)
+    lengths = np.diff(w.indptr)
+    for s in range(len(ptr) - 1):
+        lanes_idx = indices[ptr[s] : ptr[s + 1]].reshape(-1, SLICE)
+        lanes_val = values[ptr[s] : ptr[s + 1]].reshape(-1, SLICE)
+        for lane in range(SLICE):
+            r = rows[s * SLICE + lane]
+            n = lengths[r] if r >= 0 else 0
+            if r >= 0:
+                lo, hi = w.indptr[r], w.indptr[r + 1]
+                np.testing.assert_array_equal(lanes_idx[:n, lane], w.indices[lo:hi])
+                np.testing.assert_array_equal(_bits(lanes_val[:n, lane]), _bits(w.values[lo:hi]))
+            assert np.all(lanes_idx[n:, lane] == cols) and not np.any(lanes_val[n:, lane])
+        # rows are sorted by length within their window, so a slice pads little
+        if s + 1 < len(ptr) - 1:
+            assert lanes_idx.shape[0] == max(lengths[r] for r in rows[s * SLICE : (s + 1) * SLICE])
+
+
+def test_batch_one_matches_the_reference_on_skewed_rows(variant):
+    rng = np.random.default_rng(6)
+    dense = _skewed(rng, 700, 333).astype(np.float32)
+    w = kernels.encode(dense, "csr")
+    x = rng.standard_normal((1, 333)).astype(np.float32)
+    x[0, rng.choice(333, 5, replace=False)] = [np.inf, -np.inf, np.nan, 1e30, -1e30]
+    bias = rng.standard_normal(700).astype(np.float32)
+    want = csr_reference(x, w, bias, "relu")
+    got = kernels.linear(x, w, bias=bias, activation="relu")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * 1e30)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))

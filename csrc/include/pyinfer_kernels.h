@@ -63,6 +63,20 @@ int pk_linear_csr_f32(const float *x, int64_t batch, int64_t in_features,
                       const float *values, int64_t out_features,
                       const float *bias, int activation, float *y);
 
+/* Batch 1 on CSR rows regrouped into slices of 8 (SELL-8), built once per weight by the
+ * caller: no per-row loop, tail or reduction, which cost more than the nonzeros of a
+ * ~100-nonzero row. Lane i of slice s is output row slice_rows[8s + i] (-1: none); its
+ * entries are e = slice_ptr[s] + 8j + i for j < (slice_ptr[s + 1] - slice_ptr[s]) / 8,
+ * so slice_ptr[s] is a multiple of 8. Padding entries have value 0 and column
+ * in_features, which reads as x = 0 (so an Inf or NaN in x never meets padding):
+ *   y[slice_rows[8s + i]] = act(sum_j values[e] * x[indices[e]] + bias[row]).
+ * index_bytes 2 (uint16, in_features < 65536) or 4 (int32). */
+int pk_linear_csr_slices_f32(const float *x, int64_t in_features, int64_t slices,
+                             const int64_t *slice_ptr, const int32_t *slice_rows,
+                             const void *indices, int index_bytes, const float *values,
+                             int64_t out_features, const float *bias, int activation,
+                             float *y);
+
 /* int8 weights: packed[ceil(out/8)][ceil(in/4)][8][4] with packed[ob][c][r][j] =
  * q[8*ob + r][4*c + j] in -127..127 (never -128), scale[out] per output channel.
  * Activations are quantized per row to int8 (act_scale > 0: that static scale; 0:

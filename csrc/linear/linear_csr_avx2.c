@@ -37,7 +37,9 @@
  * batch 64; no gain at 8 lanes). */
 #define PF 16
 /* Nonzeros ahead whose values and indices batch 1 prefetches. */
+#ifndef SPMV_AHEAD
 #define SPMV_AHEAD 512
+#endif
 
 /* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
 static int64_t first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n) {
@@ -339,6 +341,71 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
     }
     pk_aligned_free(xt);
     return status;
+}
+
+/* ---- batch 1 on row slices (pk_linear_csr_slices_f32) ---- */
+
+/* First slice of part t of n: parts hold about equal entries. */
+static int64_t first_slice(const int64_t *slice_ptr, int64_t slices, int64_t t, int64_t n) {
+    if (t <= 0) return 0;
+    if (t >= n) return slices;
+    const int64_t target = slice_ptr[slices] / n * t + slice_ptr[slices] % n * t / n;
+    int64_t lo = 0, hi = slices;
+    while (lo < hi) { /* first s with slice_ptr[s] >= target */
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (slice_ptr[mid] < target)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Slices [s0, s1): eight rows advance together, one entry each per step, so a slice has
+ * one loop and one branch miss where CSR rows had one loop, tail and reduction each. */
+PK_INLINE void slices_run(const float *xs, const int64_t *slice_ptr, const int32_t *slice_rows,
+                          const void *indices, const float *values, const float *bias,
+                          int activation, float *y, int64_t s0, int64_t s1, int wide) {
+    const int64_t last = slice_ptr[s1];
+    for (int64_t s = s0; s < s1; s++) {
+        const int64_t end = slice_ptr[s + 1];
+        int64_t e = slice_ptr[s];
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (; e + 16 <= end; e += 16) {
+            const int64_t ahead = e + SPMV_AHEAD < last ? e + SPMV_AHEAD : last;
+            _mm_prefetch((const char *)(values + ahead), _MM_HINT_T0);
+            _mm_prefetch((const char *)indices + ahead * (wide ? 4 : 2), _MM_HINT_T0);
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + e), gather8(xs, indices, e, wide), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(values + e + 8),
+                                 gather8(xs, indices, e + 8, wide), a1);
+        }
+        if (e < end)
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + e), gather8(xs, indices, e, wide), a0);
+        float sum[8];
+        _mm256_storeu_ps(sum, _mm256_add_ps(a0, a1));
+        for (int i = 0; i < 8; i++) {
+            const int32_t o = slice_rows[8 * s + i];
+            if (o >= 0) y[o] = pk_activate(sum[i] + (bias ? bias[o] : 0.0f), activation);
+        }
+    }
+}
+
+int pk_linear_csr_slices_avx2(const float *xs, int64_t slices, const int64_t *slice_ptr,
+                              const int32_t *slice_rows, const void *indices, int index_bytes,
+                              const float *values, const float *bias, int activation,
+                              float *y) {
+    const int64_t chunks = slices < CHUNKS ? slices : CHUNKS;
+    const int threads = pk_threads_for(16.0 * (double)slice_ptr[slices]); /* as csr batch 1 */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t s0 = first_slice(slice_ptr, slices, c, chunks);
+        const int64_t s1 = first_slice(slice_ptr, slices, c + 1, chunks);
+        if (index_bytes == 4)
+            slices_run(xs, slice_ptr, slice_rows, indices, values, bias, activation, y, s0, s1, 1);
+        else
+            slices_run(xs, slice_ptr, slice_rows, indices, values, bias, activation, y, s0, s1, 0);
+    }
+    return PK_OK;
 }
 
 int pk_linear_csr_avx2(const float *x, int64_t batch, int64_t in_features,

@@ -49,3 +49,20 @@ int pk_linear_csr_scalar(const float *x, int64_t batch, int64_t in_features,
     pk_aligned_free(xt);
     return PK_OK;
 }
+
+int pk_linear_csr_slices_scalar(const float *xs, int64_t slices, const int64_t *slice_ptr,
+                                const int32_t *slice_rows, const void *indices, int index_bytes,
+                                const float *values, const float *bias, int activation,
+                                float *y) {
+#pragma omp parallel for schedule(static) num_threads(pk_threads_for(16.0 * slice_ptr[slices]))
+    for (int64_t s = 0; s < slices; s++) {
+        float acc[8] = {0};
+        for (int64_t e = slice_ptr[s]; e < slice_ptr[s + 1]; e++)
+            acc[e % 8] += values[e] * xs[col_at(indices, index_bytes, e)];
+        for (int i = 0; i < 8; i++) {
+            const int32_t o = slice_rows[8 * s + i];
+            if (o >= 0) y[o] = pk_activate(acc[i] + (bias ? bias[o] : 0.0f), activation);
+        }
+    }
+    return PK_OK;
+}

@@ -65,6 +65,61 @@ static float *random_floats(pk_rng *r, int64_t n) {
     return a;
 }
 
+/* The row-slice layout of pk_linear_csr_slices_f32, rows in their own order: slice s holds
+ * rows 8s .. 8s+7 (the layout allows any order; the Python builder sorts by length). */
+typedef struct {
+    int64_t slices;
+    int64_t *ptr;
+    int32_t *rows;
+    void *indices;
+    float *values;
+} sliced;
+
+static sliced make_slices(const csr *m) {
+    sliced t = {(m->out + 7) / 8, NULL, NULL, NULL, NULL};
+    t.ptr = malloc((size_t)(t.slices + 1) * sizeof(int64_t));
+    t.rows = malloc((size_t)(t.slices ? t.slices * 8 : 1) * sizeof(int32_t));
+    t.ptr[0] = 0;
+    for (int64_t s = 0; s < t.slices; s++) {
+        int64_t steps = 0;
+        for (int64_t i = 0; i < 8; i++) {
+            const int64_t o = 8 * s + i;
+            t.rows[8 * s + i] = o < m->out ? (int32_t)o : -1;
+            if (o < m->out && m->indptr[o + 1] - m->indptr[o] > steps)
+                steps = m->indptr[o + 1] - m->indptr[o];
+        }
+        t.ptr[s + 1] = t.ptr[s] + 8 * steps;
+    }
+    const int64_t n = t.ptr[t.slices];
+    t.indices = malloc((size_t)(n ? n : 1) * (size_t)m->index_bytes);
+    t.values = malloc((size_t)(n ? n : 1) * sizeof(float));
+    for (int64_t s = 0; s < t.slices; s++)
+        for (int64_t e = t.ptr[s]; e < t.ptr[s + 1]; e++) {
+            const int64_t o = 8 * s + e % 8, p = (o < m->out ? m->indptr[o] : 0) + (e - t.ptr[s]) / 8;
+            const int real = o < m->out && p < m->indptr[o + 1];
+            const int64_t col = real ? column(m, p) : m->in; /* padding reads x[in] = 0 */
+            if (m->index_bytes == 2)
+                ((uint16_t *)t.indices)[e] = (uint16_t)col;
+            else
+                ((int32_t *)t.indices)[e] = (int32_t)col;
+            t.values[e] = real ? m->values[p] : 0.0f;
+        }
+    return t;
+}
+
+static void free_slices(sliced *t) {
+    free(t->ptr);
+    free(t->rows);
+    free(t->indices);
+    free(t->values);
+}
+
+static int run_slices(const csr *m, const sliced *t, const float *x, const float *bias, int act,
+                      float *y) {
+    return pk_linear_csr_slices_f32(x, m->in, t->slices, t->ptr, t->rows, t->indices,
+                                    m->index_bytes, t->values, m->out, bias, act, y);
+}
+
 static int run(const csr *m, const float *x, int64_t batch, const float *bias, int act,
                float *y) {
     return pk_linear_csr_f32(x, batch, m->in, m->indptr, m->indices, m->index_bytes, m->values,
@@ -114,6 +169,33 @@ static void check_shape(pk_rng *r, int level, int64_t batch, int64_t in, int64_t
         CHECK(memcmp(got, two, (size_t)(batch * out) * sizeof(float)) == 0,
               "%s batch=%lld in=%lld out=%lld: 1 and 2 threads differ", pk_isa_name(level),
               (long long)batch, (long long)in, (long long)out);
+        if (batch == 1 && (index_bytes == 4 || in < 65536)) { /* the row-slice layout */
+            sliced t = make_slices(&m);
+            pk_set_num_threads(1);
+            st = run_slices(&m, &t, x, b, act, got);
+            CHECK(st == PK_OK, "slices status %d", st);
+            pk_set_num_threads(2);
+            st = run_slices(&m, &t, x, b, act, two);
+            CHECK(st == PK_OK, "slices status %d (2 threads)", st);
+            bad = 0, first = -1;
+            for (int64_t o = 0; o < out; o++) {
+                double scale = b ? fabs(b[o]) : 0.0;
+                for (int64_t p = m.indptr[o]; p < m.indptr[o + 1]; p++)
+                    scale += fabs(m.values[p] * x[column(&m, p)]);
+                if (!pk_close(got[o], want[o], scale, 1e-5)) {
+                    if (first < 0) first = (long)o;
+                    bad++;
+                }
+            }
+            CHECK(bad == 0, "%s slices in=%lld out=%lld idx=%d act=%d: %ld outputs differ, first "
+                  "at %ld (%g vs scalar %g)", pk_isa_name(level), (long long)in,
+                  (long long)out, index_bytes, act, bad, first, first >= 0 ? got[first] : 0.0,
+                  first >= 0 ? want[first] : 0.0);
+            CHECK(memcmp(got, two, (size_t)out * sizeof(float)) == 0,
+                  "%s slices in=%lld out=%lld: 1 and 2 threads differ", pk_isa_name(level),
+                  (long long)in, (long long)out);
+            free_slices(&t);
+        }
     }
     pk_set_num_threads(0);
     free(got), free(want), free(two), free(x), free(bias);
@@ -147,6 +229,24 @@ static void check_bad_arguments(pk_rng *r) {
     CHECK(pk_linear_csr_f32(x, 2, (int64_t)INT32_MAX + 1, ip, ix, 4, v, 5, NULL, 0, y) ==
               PK_ERR_OVERFLOW,
           "in > INT32_MAX");
+    sliced t = make_slices(&m);
+    CHECK(run_slices(&m, &t, x, NULL, 0, y) == PK_OK, "slices");
+    CHECK(pk_linear_csr_slices_f32(x, 9, 0, t.ptr, t.rows, t.indices, 2, t.values, 5, NULL, 0,
+                                   y) == PK_ERR_ARG,
+          "fewer slices than out / 8");
+    CHECK(pk_linear_csr_slices_f32(x, 65536, t.slices, t.ptr, t.rows, t.indices, 2, t.values, 5,
+                                   NULL, 0, y) == PK_ERR_ARG,
+          "uint16 slice indices with in = 65536 (no room for the padding column)");
+    CHECK(pk_linear_csr_slices_f32(x, 9, t.slices, t.ptr, t.rows, t.indices, 2, t.values, 5,
+                                   NULL, 3, y) == PK_ERR_ARG,
+          "slices activation 3");
+    CHECK(pk_linear_csr_slices_f32(NULL, 9, t.slices, t.ptr, t.rows, t.indices, 2, t.values, 5,
+                                   NULL, 0, y) == PK_ERR_ARG,
+          "slices x NULL");
+    CHECK(pk_linear_csr_slices_f32(x, 9, t.slices, NULL, t.rows, t.indices, 2, t.values, 5,
+                                   NULL, 0, y) == PK_ERR_ARG,
+          "slice_ptr NULL");
+    free_slices(&t);
     /* nothing to compute is fine, even with NULL data */
     CHECK(pk_linear_csr_f32(NULL, 0, 9, NULL, NULL, 2, NULL, 5, NULL, 0, NULL) == PK_OK,
           "batch 0");
@@ -174,6 +274,9 @@ void test_linear_csr(int level) {
                         shapes[i].density, index_bytes, 0);
     check_shape(&r, level, 1, 70000, 3, 0.001, 4, 0); /* in past the uint16 range */
     check_shape(&r, level, 17, 70000, 3, 0.001, 4, 0);
+    /* batch 1 over many slices and row chunks, enough work for two threads */
+    check_shape(&r, level, 1, 1000, 203, 0.1, 2, 0);
+    check_shape(&r, level, 1, 1000, 203, 0.1, 4, 1);
     check_shape(&r, level, 1, 50, 30, 0.5, 2, 1); /* Inf/NaN activations */
     check_shape(&r, level, 19, 50, 30, 0.5, 2, 1);
     check_bad_arguments(&r);
