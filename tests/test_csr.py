@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import kernels
+from kernels.backend_c.csr import SLICE, row_slices
 from kernels.encodings.csr import UINT16_MAX_IN, CSRWeight
 from kernels.encodings.csr import encode as csr_encode
 from kernels.encodings.csr import linear_reference as csr_reference
-from kernels.backend_c.csr import SLICE, row_slices
 from tests.conftest import sparse_gaussian
 
 # --- codec ----------------------------------------------------------------------------
