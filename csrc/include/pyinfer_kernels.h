@@ -70,7 +70,10 @@ int pk_linear_csr_f32(const float *x, int64_t batch, int64_t in_features,
  * so slice_ptr[s] is a multiple of 8. Padding entries have value 0 and column
  * in_features, which reads as x = 0 (so an Inf or NaN in x never meets padding):
  *   y[slice_rows[8s + i]] = act(sum_j values[e] * x[indices[e]] + bias[row]).
- * index_bytes 2 (uint16, in_features < 65536) or 4 (int32). */
+ * index_bytes 2 (uint16, in_features < 65536) or 4 (int32). Any assignment of rows to
+ * lanes is correct; threads split the slices at multiples of 8, so keeping the rows of
+ * slices 8g .. 8g+7 among rows 64g .. 64g+63 means no two threads write one cache line
+ * of y. */
 int pk_linear_csr_slices_f32(const float *x, int64_t in_features, int64_t slices,
                              const int64_t *slice_ptr, const int32_t *slice_rows,
                              const void *indices, int index_bytes, const float *values,
