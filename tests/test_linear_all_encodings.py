@@ -146,6 +146,28 @@ def test_copies_of_a_used_weight_work(variant, name, opts):
         np.testing.assert_array_equal(kernels.linear(x, twin), want)
 
 
+def test_a_process_with_busy_waiting_openmp_workers_exits_cleanly():
+    """With OMP_WAIT_POLICY=active our OpenMP workers still spin when Python exits; the
+    library (and libgomp with it) must not be unloaded under them (it was: SIGSEGV)."""
+    if "c" not in kernels.available_backends():
+        pytest.skip("C kernel library not built")
+    code = (
+        "import numpy as np, kernels; kernels.set_num_threads(2); "
+        "rng = np.random.default_rng(0); w = rng.standard_normal((4096, 1024), np.float32); "
+        "w[rng.random(w.shape) < 0.9] = 0; a = kernels.encode(w, 'csr'); "
+        "kernels.linear(rng.standard_normal((1, 1024), np.float32), a); print('done')"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, "OMP_WAIT_POLICY": "active"},
+            capture_output=True,
+            text=True,
+        )
+        assert (out.returncode, out.stdout.strip()) == (0, "done"), out.stderr
+
+
 @pytest.mark.parametrize("user_env", [{}, {"GOMP_SPINCOUNT": "5"}, {"OMP_WAIT_POLICY": "active"}])
 def test_loading_the_c_library_leaves_the_environment_as_it_was(user_env):
     """Our OpenMP spin default applies to our library's load only: a wait policy the user

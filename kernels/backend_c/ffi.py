@@ -66,7 +66,9 @@ def _open():
     ffi.cdef(_cdef(header))
     try:
         with _openmp_spin_default():
-            lib = ffi.dlopen(str(lib_path))
+            # never unloaded: at exit, libgomp's workers may still be spinning (e.g. with
+            # OMP_WAIT_POLICY=active) and would crash in its unmapped code
+            lib = ffi.dlopen(str(lib_path), ffi.RTLD_NOW | ffi.RTLD_NODELETE)
     except OSError as exc:
         return None, f"cannot open {lib_path}: {exc}"
     built_for = ffi.string(lib.pk_version()).decode()
