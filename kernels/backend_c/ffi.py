@@ -68,7 +68,7 @@ def _open():
         with _openmp_spin_default():
             # never unloaded: at exit, libgomp's workers may still be spinning (e.g. with
             # OMP_WAIT_POLICY=active) and would crash in its unmapped code
-            lib = ffi.dlopen(str(lib_path), ffi.RTLD_NOW | ffi.RTLD_NODELETE)
+            lib = ffi.dlopen(str(lib_path), ffi.RTLD_NOW | getattr(ffi, "RTLD_NODELETE", 0))
     except OSError as exc:
         return None, f"cannot open {lib_path}: {exc}"
     built_for = ffi.string(lib.pk_version()).decode()
