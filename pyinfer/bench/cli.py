@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for results.json and plots (default: ./bench-results)",
     )
     parser.add_argument(
+        "--passes",
+        type=int,
+        default=None,
+        help="blocks per impl, taking turns with the case's other impls, so that a burst of "
+        "load elsewhere on the machine does not hit one impl only (default 3; --quick: 1)",
+    )
+    parser.add_argument(
         "--no-hardware", action="store_true", help="skip measuring memory bandwidth and sgemm peak"
     )
 
@@ -88,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     cold_bytes = args.cold_mb * 1024**2 if args.cold_mb else harness.default_cold_bytes()
     min_time = args.min_time if args.min_time is not None else (0.1 if args.quick else 1.0)
     settle = 0.0 if args.quick else harness.SETTLE_S  # a smoke run needs no quiet start
+    passes = args.passes if args.passes is not None else (1 if args.quick else harness.PASSES)
+    if passes < 1:
+        raise ValueError(f"--passes must be positive, got {passes}")
 
     ctx = harness.machine_context(measure_hardware=not args.no_hardware)
     print(_context_text(ctx))
@@ -108,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
                     min_time=min_time,
                     progress=_progress(counter, total, mode),
                     settle=settle,
+                    passes=passes,
                 )
         print(f"\n### {name}\n")
         print(harness.format_table(results, ctx.get("bandwidth_gbs")))

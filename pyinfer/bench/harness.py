@@ -30,6 +30,11 @@ Round = Callable[[], Any]
 #: first 0.15 s after a NumPy matmul. Sleeping lets them block first.
 SETTLE_S = 0.3
 
+#: Passes over a case's impls: each impl's samples come from this many blocks spread over
+#: the case's run, so that a burst of load from elsewhere on a shared machine (lasting a
+#: second or two) skews a few samples of each impl, not all samples of one.
+PASSES = 3
+
 
 @dataclass
 class Prepared:
@@ -151,31 +156,37 @@ def measure(
     max_rounds: int = 1000,
     warmup: int = 2,
     settle: float = SETTLE_S,
+    passes: int = 1,
 ) -> dict[str, Timing]:
-    """Time each round in its own block: sleep ``settle`` seconds, warm up, then repeat
-    until it has run ``min_rounds`` times and for ``min_time`` seconds.
+    """Time each round in blocks: sleep ``settle`` seconds, warm up, then repeat until it
+    has run ``min_rounds`` times and for ``min_time`` seconds, both split over ``passes``
+    blocks that take turns with the other rounds' (a, b, a, b, ...). A round's median and
+    p90 are over the samples of all its blocks.
 
-    NOTE: blocks, not interleaving, and a pause before each: libraries keep their worker
-    threads spinning for a while after a call (see ``SETTLE_S``), and on a small machine
-    interleaved libraries would fight.
+    NOTE: blocks, not call-by-call interleaving, and a pause before each: libraries keep
+    their worker threads spinning for a while after a call (see ``SETTLE_S``), and on a
+    small machine interleaved libraries would fight.
     """
-    timings = {}
-    for name, run in rounds.items():
-        time.sleep(settle)
-        for _ in range(warmup):
-            run()
-        samples: list[float] = []
-        start = time.perf_counter()
-        while len(samples) < max_rounds and (
-            len(samples) < min_rounds or time.perf_counter() - start < min_time
-        ):
-            t0 = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - t0)
-        timings[name] = Timing(
-            statistics.median(samples), float(np.percentile(samples, 90)), len(samples)
-        )
-    return timings
+    samples: dict[str, list[float]] = {name: [] for name in rounds}
+    for p in range(passes):
+        for name, run in rounds.items():
+            time.sleep(settle)
+            for _ in range(warmup if p == 0 else min(warmup, 1)):
+                run()
+            block: list[float] = []
+            start = time.perf_counter()
+            while len(block) < -(-max_rounds // passes) and (
+                len(block) < -(-min_rounds // passes)
+                or time.perf_counter() - start < min_time / passes
+            ):
+                t0 = time.perf_counter()
+                run()
+                block.append(time.perf_counter() - t0)
+            samples[name] += block
+    return {
+        name: Timing(statistics.median(s), float(np.percentile(s, 90)), len(s))
+        for name, s in samples.items()
+    }
 
 
 def last_level_cache_bytes() -> int:
@@ -301,10 +312,12 @@ def run_cases(
     min_time: float,
     progress: Callable[[str], None] | None = None,
     settle: float = SETTLE_S,
+    passes: int = PASSES,
 ) -> list[Result]:
     """Measure every impl of every case; ratios against the fastest dense baseline.
 
-    ``settle`` seconds of sleep come before each impl (see ``SETTLE_S``).
+    A case's impls take turns in ``passes`` blocks each, ``settle`` seconds of sleep before
+    every block (see ``measure``).
     """
     results: list[Result] = []
     set_threads(threads)
@@ -315,10 +328,27 @@ def run_cases(
         if (case.suite, case.label) != pool_key:  # one shape's weights in memory at a time
             pool_key, pool = (case.suite, case.label), WeightPool(case.make_weight)
         x = case.make_input(np.random.default_rng(12345))
-        rows = [
-            _measure_impl(case, impl, pool, x, threads, cold_bytes, min_time, settle)
-            for impl in case.impls
-        ]
+        rows, prepared = [], {}
+        for impl in case.impls:
+            row = _empty_row(case, impl, threads, cold_bytes)
+            try:
+                prepared[impl.name] = impl.prepare(pool, x, cold_bytes)
+            except Exception as exc:  # noqa: BLE001 - one peer must not stop the run
+                row.error = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+        errors: dict[str, Exception] = {}
+        rounds = {name: _guarded(name, p.run_round, errors) for name, p in prepared.items()}
+        timings = measure(rounds, min_time=min_time, settle=settle, passes=passes)
+        for row in rows:
+            if row.error is not None:
+                continue
+            if row.impl in errors:
+                exc = errors[row.impl]
+                row.error = f"{type(exc).__name__}: {exc}"
+                continue
+            p, t = prepared[row.impl], timings[row.impl]
+            row.median_ms, row.p90_ms = 1e3 * t.median_s / p.calls, 1e3 * t.p90_s / p.calls
+            row.calls_per_round, row.weight_bytes = p.calls, p.weight_bytes
         dense = [r.median_ms for r in rows if r.kind == "dense" and r.error is None]
         if dense:
             for r in rows:
@@ -328,18 +358,23 @@ def run_cases(
     return results
 
 
-def _measure_impl(
-    case: Case,
-    impl: Impl,
-    pool: WeightPool,
-    x: np.ndarray,
-    threads: int,
-    cold_bytes: int,
-    min_time: float,
-    settle: float,
-) -> Result:
-    """One impl on one case; a failing impl (a missing or broken peer) becomes an error row."""
-    row = Result(
+def _guarded(name: str, run: Round, errors: dict[str, Exception]) -> Round:
+    """``run``, but its first exception is kept in ``errors`` (and later calls do nothing):
+    a missing or broken peer becomes an error row and does not stop the run."""
+
+    def call():
+        if name in errors:
+            return
+        try:
+            run()
+        except Exception as exc:  # noqa: BLE001
+            errors[name] = exc
+
+    return call
+
+
+def _empty_row(case: Case, impl: Impl, threads: int, cold_bytes: int) -> Result:
+    return Result(
         case.suite,
         case.label,
         case.batch,
@@ -353,15 +388,6 @@ def _measure_impl(
         0,
         dict(case.meta),
     )
-    try:
-        p = impl.prepare(pool, x, cold_bytes)
-        t = measure({impl.name: p.run_round}, min_time=min_time, settle=settle)[impl.name]
-    except Exception as exc:  # noqa: BLE001 - one peer must not stop the run
-        row.error = f"{type(exc).__name__}: {exc}"
-        return row
-    row.median_ms, row.p90_ms = 1e3 * t.median_s / p.calls, 1e3 * t.p90_s / p.calls
-    row.calls_per_round, row.weight_bytes = p.calls, p.weight_bytes
-    return row
 
 
 def format_table(results: list[Result], bandwidth_gbs: float | None = None) -> str:
