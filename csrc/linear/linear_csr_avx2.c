@@ -102,6 +102,20 @@ PK_INLINE float hsum(__m256 v) {
 
 /* ---- batch 1 ---- */
 
+/* a0, a1 += values[p .. p+16) * x[indices[p .. p+16)], prefetching the weight stream
+ * SPMV_AHEAD entries ahead: it is read once per call (cold 4096x4096: 0.64 -> 0.59 ms).
+ * The prefetch stops at `last`, the end of the caller's part, so its address stays
+ * within the arrays. */
+PK_INLINE void step16(const float *x, const void *indices, const float *values, int64_t p,
+                      int64_t last, __m256 *a0, __m256 *a1, int wide) {
+    const int64_t ahead = p + SPMV_AHEAD < last ? p + SPMV_AHEAD : last;
+    _mm_prefetch((const char *)(values + ahead), _MM_HINT_T0);
+    _mm_prefetch((const char *)indices + ahead * (wide ? 4 : 2), _MM_HINT_T0);
+    *a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, indices, p, wide), *a0);
+    *a1 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p + 8), gather8(x, indices, p + 8, wide),
+                          *a1);
+}
+
 PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indices,
                          const float *values, const float *bias, int activation, float *y,
                          int64_t r0, int64_t r1, int wide) {
@@ -110,16 +124,7 @@ PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indi
         const int64_t hi = indptr[o + 1];
         int64_t p = indptr[o];
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-        for (; p + 16 <= hi; p += 16) {
-            /* weights stream once per call: prefetch them (cold 4096x4096: 0.64 -> 0.59 ms),
-             * at most to the end of the chunk (the address stays within the arrays) */
-            const int64_t ahead = p + SPMV_AHEAD < last ? p + SPMV_AHEAD : last;
-            _mm_prefetch((const char *)(values + ahead), _MM_HINT_T0);
-            _mm_prefetch((const char *)indices + ahead * (wide ? 4 : 2), _MM_HINT_T0);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, indices, p, wide), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p + 8),
-                                 gather8(x, indices, p + 8, wide), a1);
-        }
+        for (; p + 16 <= hi; p += 16) step16(x, indices, values, p, last, &a0, &a1, wide);
         if (p + 8 <= hi) {
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, indices, p, wide), a0);
             p += 8;
@@ -375,14 +380,7 @@ PK_INLINE void slices_run(const float *xs, const int64_t *slice_ptr, const int32
         const int64_t end = slice_ptr[s + 1];
         int64_t e = slice_ptr[s];
         __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-        for (; e + 16 <= end; e += 16) {
-            const int64_t ahead = e + SPMV_AHEAD < last ? e + SPMV_AHEAD : last;
-            _mm_prefetch((const char *)(values + ahead), _MM_HINT_T0);
-            _mm_prefetch((const char *)indices + ahead * (wide ? 4 : 2), _MM_HINT_T0);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + e), gather8(xs, indices, e, wide), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(values + e + 8),
-                                 gather8(xs, indices, e + 8, wide), a1);
-        }
+        for (; e + 16 <= end; e += 16) step16(xs, indices, values, e, last, &a0, &a1, wide);
         if (e < end)
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + e), gather8(xs, indices, e, wide), a0);
         float sum[8];

@@ -80,36 +80,21 @@ def _slice_pointers(w) -> tuple:
 def linear(x, w, bias, activation, out) -> None:
     """y = act(x @ Wᵀ + bias) with W in CSR; arguments already validated by kernels.linear."""
     ffi, lib = library()
-    if x.shape[0] == 1:
-        slices, index_bytes, (slice_ptr, slice_rows, indices, values) = _slice_pointers(w)
-        status = lib.pk_linear_csr_slices_f32(
-            ptr(ffi, "float *", x),
-            w.in_features,
-            slices,
-            slice_ptr,
-            slice_rows,
-            indices,
-            index_bytes,
-            values,
-            w.out_features,
-            ptr(ffi, "float *", bias),
-            ACTIVATION_CODES[activation],
-            ptr(ffi, "float *", out),
-        )
-        check(status, "csr linear")
-        return
-    indptr, indices, values = weight_pointers(w, _WEIGHT)
-    status = lib.pk_linear_csr_f32(
-        ptr(ffi, "float *", x),
-        x.shape[0],
-        w.in_features,
-        indptr,
-        indices,
-        w.indices.itemsize,
-        values,
-        w.out_features,
+    epilogue = (
         ptr(ffi, "float *", bias),
         ACTIVATION_CODES[activation],
         ptr(ffi, "float *", out),
     )
+    if x.shape[0] == 1:
+        slices, index_bytes, (slice_ptr, slice_rows, indices, values) = _slice_pointers(w)
+        status = lib.pk_linear_csr_slices_f32(
+            ptr(ffi, "float *", x), w.in_features, slices, slice_ptr, slice_rows, indices,
+            index_bytes, values, w.out_features, *epilogue,
+        )  # fmt: skip
+    else:
+        indptr, indices, values = weight_pointers(w, _WEIGHT)
+        status = lib.pk_linear_csr_f32(
+            ptr(ffi, "float *", x), x.shape[0], w.in_features, indptr, indices,
+            w.indices.itemsize, values, w.out_features, *epilogue,
+        )  # fmt: skip
     check(status, "csr linear")
