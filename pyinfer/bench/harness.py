@@ -167,6 +167,9 @@ def measure(
     their worker threads spinning for a while after a call (see ``SETTLE_S``), and on a
     small machine interleaved libraries would fight.
     """
+    # each block's share of the bounds (rounded up)
+    block_min, block_max = -(-min_rounds // passes), -(-max_rounds // passes)
+    block_time = min_time / passes
     samples: dict[str, list[float]] = {name: [] for name in rounds}
     for p in range(passes):
         for name, run in rounds.items():
@@ -175,9 +178,8 @@ def measure(
                 run()
             block: list[float] = []
             start = time.perf_counter()
-            while len(block) < -(-max_rounds // passes) and (
-                len(block) < -(-min_rounds // passes)
-                or time.perf_counter() - start < min_time / passes
+            while len(block) < block_max and (
+                len(block) < block_min or time.perf_counter() - start < block_time
             ):
                 t0 = time.perf_counter()
                 run()
