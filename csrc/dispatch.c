@@ -43,6 +43,12 @@ static unsigned detect_features(void) {
         if ((c >> 11) & 1) f |= PK_CPU_AVX512VNNI;
         if ((c >> 14) & 1) f |= PK_CPU_AVX512VPOPCNTDQ;
     }
+#ifdef PK_EMULATE_AVX512
+    /* test builds whose AVX-512 sources run on portable intrinsics (build_lib.py) */
+    if (f & PK_CPU_AVX2)
+        f |= PK_CPU_AVX512F | PK_CPU_AVX512BW | PK_CPU_AVX512DQ | PK_CPU_AVX512VL |
+             PK_CPU_AVX512VNNI | PK_CPU_AVX512VPOPCNTDQ;
+#endif
     return f;
 }
 static const unsigned level_needs[] = {

@@ -64,6 +64,9 @@ TARGET_CC = {
     "armv7": "arm-linux-gnueabihf-gcc",
 }
 
+#: Header that maps the AVX-512 intrinsics onto SIMDe's portable ones (test builds only).
+EMULATION_HEADER = "tests/emulate_avx512.h"
+
 BASE_FLAGS = ["-std=c99", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 _ISA_SUFFIX = re.compile(r"_([a-z0-9]+)\.c$")
 
@@ -114,6 +117,7 @@ def build(
     sanitize: bool = False,
     openmp: bool = True,
     test_program: bool = False,
+    emulate_avx512: bool = False,
     verbose: bool = False,
 ) -> Path:
     """Compile ``root/csrc`` for ``target`` into ``out_dir``.
@@ -121,12 +125,19 @@ def build(
     Returns the path of the shared library (or of the C test program when
     ``test_program`` is true; that links ``csrc/tests/*.c`` with the library sources).
     The public header is copied beside the library: it is the cffi cdef.
+
+    ``emulate_avx512`` (test program only, x86_64) compiles the AVX-512 sources with the
+    AVX2 flags on SIMDe's portable intrinsics (``libsimde-dev``) and makes the dispatch
+    report AVX-512, so their logic is tested on a CPU without it. Never a library: it is
+    far slower than the real thing.
     """
     root = Path(root)
     csrc = root / "csrc"
     target = target or host_target()
     if target not in ISA_FLAGS:
         raise ValueError(f"unknown target {target!r}; expected one of {sorted(ISA_FLAGS)}")
+    if emulate_avx512 and not (test_program and target == "x86_64"):
+        raise ValueError("emulate_avx512 builds only the x86_64 C test program")
     cc = cc or os.environ.get("CC") or TARGET_CC[target]
     if target != host_target() and cc == "gcc":
         cc = TARGET_CC[target]
@@ -153,13 +164,18 @@ def build(
         common += ["-O3", "-DNDEBUG"]
     if target == "armv7":
         common += ["-march=armv7-a", "-mfpu=neon", "-mfloat-abi=hard"]
+    isa_flags = dict(ISA_FLAGS[target])
+    if emulate_avx512:
+        common.append("-DPK_EMULATE_AVX512=1")
+        emulated = [*ISA_FLAGS[target]["avx2"], "-include", str(csrc / EMULATION_HEADER)]
+        isa_flags.update({isa: emulated for isa in isa_flags if isa.startswith("avx512")})
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pyinfer-build-") as tmp:
         jobs = []
         for i, (src, isa) in enumerate(srcs):
             obj = Path(tmp) / f"{i:03d}_{src.stem}.o"
-            flags = common + (ISA_FLAGS[target][isa] if isa else [])
+            flags = common + (isa_flags[isa] if isa else [])
             jobs.append((src, obj, flags))
         if test_program:
             for i, src in enumerate(sorted((csrc / "tests").glob("*.c"))):
@@ -224,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="build the C test program (csrc/tests) instead of the library",
     )
+    parser.add_argument(
+        "--emulate-avx512",
+        action="store_true",
+        help="with --test-program: run the AVX-512 kernels on SIMDe's portable intrinsics",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     out_dir = args.out or args.root / "kernels" / "_lib"
@@ -235,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         sanitize=args.sanitize,
         openmp=not args.no_openmp,
         test_program=args.test_program,
+        emulate_avx512=args.emulate_avx512,
         verbose=args.verbose,
     )
     print(path)
