@@ -197,6 +197,12 @@ static void fill_table(int cap) {
         PK_USE(linear_int4, pk_linear_int4_avx2);
     }
 #endif
+#ifdef PK_HAVE_AVX512VNNI
+    if (cap >= PK_ISA_AVX512VNNI) {
+        PK_USE(linear_int8, pk_linear_int8_avx512vnni);
+        PK_USE(linear_int4, pk_linear_int4_avx512vnni);
+    }
+#endif
     (void)cap;
 }
 

@@ -245,5 +245,11 @@ int pk_linear_int8_avx2(const float *, int64_t, int64_t, const int8_t *, const f
 int pk_linear_int4_avx2(const float *, int64_t, int64_t, const uint8_t *, const float *,
                         int64_t, int, float, const float *, int, float *);
 #endif
+#ifdef PK_HAVE_AVX512VNNI
+int pk_linear_int8_avx512vnni(const float *, int64_t, int64_t, const int8_t *, const float *,
+                              int64_t, float, const float *, int, float *);
+int pk_linear_int4_avx512vnni(const float *, int64_t, int64_t, const uint8_t *, const float *,
+                              int64_t, int, float, const float *, int, float *);
+#endif
 
 #endif /* PK_INTERNAL_H */

@@ -1,0 +1,175 @@
+/* Body of the AVX2-class int4 linear kernels, included by linear_int4_avx2.c and
+ * linear_int4_avx512vnni.c. The including file defines
+ *
+ *   PK_I4_NAME                       the function name
+ *   PK_I4_DOT(part, lo, xl, hi, xh)  part + the products of one byte column (8 k): lo and
+ *                                    hi the unsigned nibbles u = q + 8 (0..15) of k 0-3
+ *                                    and 4-7, a row per 32-bit lane; xl, xh the matching
+ *                                    4 bytes of int8 x broadcast to every lane
+ *   PK_I4_WIDEN(acc, part)           acc (int32 lanes) + part, after every 32 k
+ *
+ * Packed weights (kernels/encodings/int4.py): row blocks of 8 output rows, each a run of
+ * byte columns of 32 bytes (8 k: the low nibbles hold k 0-3, the high ones k 4-7, row i
+ * in bytes 4i..4i+3). Per group, acc = sum(u*x) - 8*sum(x) exactly, and
+ * t += (float)acc * scale in float32 (mul then add, groups in order: the reference). */
+#ifndef PK_I4_NAME
+#error "define PK_I4_NAME, PK_I4_DOT and PK_I4_WIDEN before including linear_int4_body.h"
+#endif
+#include <immintrin.h>
+#include <string.h>
+
+#include "pk_internal.h"
+
+#ifndef ALWAYS_INLINE
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#endif
+
+#define AHEAD 16 /* byte columns of weights prefetched ahead (512 bytes per row block) */
+
+ALWAYS_INLINE __m256i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+/* res[j][8r + i] = sum over groups of (float)acc * scale for row i of row block r
+ * (R blocks, wstride bytes and sstride floats apart) and batch row j (NC of them); GS is
+ * the group size. Several row blocks share each broadcast of x (batch 1 and 2). */
+ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int64_t sstride,
+                        int R, int64_t groups, int GS, const int8_t *xq, const int32_t *xsum,
+                        int64_t ldq, int NC, float res[4][16]) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    __m256 t[2][4];
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NC; j++) t[r][j] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < groups; g++) {
+        __m256i a32[2][4];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < NC; j++) a32[r][j] = _mm256_setzero_si256();
+        for (int s = 0; s < GS / 32; s++) {
+            __m256i part[2][4];
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < NC; j++) part[r][j] = _mm256_setzero_si256();
+            for (int u = 0; u < 4; u++) {
+                const int64_t c = g * (GS / 8) + s * 4 + u; /* byte column: 8 k */
+                __m256i lo[2], hi[2];
+                for (int r = 0; r < R; r++) {
+                    /* this row block's weights AHEAD columns on, as in int8 (never the
+                     * next tile: another thread may be reading it) */
+                    if (!(u & 1))
+                        _mm_prefetch((const char *)(w + r * wstride + (c + AHEAD) * 32),
+                                     _MM_HINT_T0);
+                    const __m256i v =
+                        _mm256_loadu_si256((const __m256i *)(w + r * wstride + c * 32));
+                    lo[r] = _mm256_and_si256(v, mask);
+                    hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                }
+                for (int j = 0; j < NC; j++) {
+                    const int8_t *xj = xq + j * ldq + c * 8;
+                    const __m256i xl = bcast4(xj), xh = bcast4(xj + 4);
+                    for (int r = 0; r < R; r++)
+                        part[r][j] = PK_I4_DOT(part[r][j], lo[r], xl, hi[r], xh);
+                }
+            }
+            for (int r = 0; r < R; r++)
+                for (int j = 0; j < NC; j++)
+                    a32[r][j] = PK_I4_WIDEN(a32[r][j], part[r][j]);
+        }
+        for (int r = 0; r < R; r++) {
+            _mm_prefetch((const char *)(sc + (r + R) * sstride + g * 8), _MM_HINT_T0);
+            const __m256 sv = _mm256_loadu_ps(sc + r * sstride + g * 8);
+            for (int j = 0; j < NC; j++) {
+                __m256i acc =
+                    _mm256_sub_epi32(a32[r][j], _mm256_set1_epi32(8 * xsum[j * groups + g]));
+                t[r][j] = _mm256_add_ps(t[r][j], _mm256_mul_ps(_mm256_cvtepi32_ps(acc), sv));
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int j = 0; j < NC; j++) _mm256_storeu_ps(&res[j][r * 8], t[r][j]);
+}
+
+#define TILE_FN(GS, R, NC)                                                                 \
+    static void tile_##GS##_##R##_##NC(const uint8_t *w, int64_t ws, const float *sc,      \
+                                       int64_t ss, int64_t groups, const int8_t *xq,       \
+                                       const int32_t *xsum, int64_t ldq,                   \
+                                       float res[4][16]) {                                 \
+        tile(w, ws, sc, ss, R, groups, GS, xq, xsum, ldq, NC, res);                        \
+    }
+#define TILE_FNS(GS)                                                                       \
+    TILE_FN(GS, 1, 1) TILE_FN(GS, 1, 2) TILE_FN(GS, 1, 3) TILE_FN(GS, 1, 4)                \
+    TILE_FN(GS, 2, 1) TILE_FN(GS, 2, 2)
+TILE_FNS(32)
+TILE_FNS(64)
+TILE_FNS(128)
+#undef TILE_FNS
+#undef TILE_FN
+
+typedef void (*tile_fn)(const uint8_t *, int64_t, const float *, int64_t, int64_t,
+                        const int8_t *, const int32_t *, int64_t, float[4][16]);
+/* [group size][R - 1][NC - 1]: two row blocks at a time for batch 1 and 2 */
+#define TILE_ROW(GS)                                                                       \
+    {{tile_##GS##_1_1, tile_##GS##_1_2, tile_##GS##_1_3, tile_##GS##_1_4},                 \
+     {tile_##GS##_2_1, tile_##GS##_2_2, NULL, NULL}}
+static const tile_fn tiles[3][2][4] = {TILE_ROW(32), TILE_ROW(64), TILE_ROW(128)};
+#undef TILE_ROW
+
+#define PANEL 4 /* row blocks per parallel work item */
+
+int PK_I4_NAME(const float *x, int64_t batch, int64_t in_features,
+                        const uint8_t *packed, const float *scale, int64_t out_features,
+                        int group_size, float act_scale, const float *bias, int activation,
+                        float *y) {
+    const int64_t groups = (in_features + group_size - 1) / group_size;
+    const int64_t ldq = groups * group_size;
+    const int64_t nblocks = (out_features + 7) / 8, npanels = (nblocks + PANEL - 1) / PANEL;
+    void *parts[4];
+    const size_t bytes[4] = {(size_t)(batch * ldq),
+                             (size_t)(batch * groups) * sizeof(int32_t),
+                             (size_t)batch * sizeof(float),
+                             (size_t)batch};
+    if (!pk_alloc_parts(4, bytes, parts)) return PK_ERR_NOMEM;
+    int8_t *xq = parts[0];
+    int32_t *xsum = parts[1];
+    float *xs = parts[2];
+    unsigned char *bad = parts[3];
+#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 1)
+    for (int64_t b = 0; b < batch; b++) {
+        int8_t *qr = xq + b * ldq;
+        pk_quantize_row_avx2(x + b * in_features, in_features, ldq, act_scale, qr, NULL,
+                             xs + b, bad + b);
+        for (int64_t g = 0; g < groups; g++) {
+            int32_t s = 0;
+            for (int k = 0; k < group_size; k++) s += qr[g * group_size + k];
+            xsum[b * groups + g] = s;
+        }
+    }
+    const int gi = group_size == 32 ? 0 : (group_size == 64 ? 1 : 2);
+    const int64_t wstride = ldq / 8 * 32; /* bytes per row block */
+    /* dynamic: on a busy machine a descheduled thread must not hold the others up */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads_for((double)batch * out_features * in_features))
+    for (int64_t p = 0; p < npanels; p++) {
+        const int64_t ob1 = (p + 1) * PANEL < nblocks ? (p + 1) * PANEL : nblocks;
+        float res[4][16];
+        for (int64_t b0 = 0; b0 < batch; b0 += 4) {
+            const int nc = batch - b0 < 4 ? (int)(batch - b0) : 4;
+            const int rmax = nc <= 2 ? 2 : 1;
+            for (int64_t ob = p * PANEL; ob < ob1; ob += rmax) {
+                const int R = ob1 - ob < rmax ? (int)(ob1 - ob) : rmax;
+                tiles[gi][R - 1][nc - 1](packed + ob * wstride, wstride,
+                                         scale + ob * groups * 8, groups * 8, groups,
+                                         xq + b0 * ldq, xsum + b0 * groups, ldq, res);
+                for (int j = 0; j < nc; j++) {
+                    const int64_t b = b0 + j;
+                    float *yr = y + b * out_features;
+                    for (int i = 0; i < R * 8 && ob * 8 + i < out_features; i++) {
+                        const int64_t o = ob * 8 + i;
+                        yr[o] = pk_quant_store(res[j][i] * xs[b], bias, o, activation, bad[b]);
+                    }
+                }
+            }
+        }
+    }
+    pk_aligned_free(parts[0]);
+    return PK_OK;
+}
