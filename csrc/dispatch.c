@@ -170,6 +170,11 @@ static void fill_table(int cap) {
         PK_USE(linear_pow2, pk_linear_pow2_avx2);
     }
 #endif
+#ifdef PK_HAVE_AVX512VPOPCNT
+    /* a feature of its own, not a level: some AVX-512 CPUs lack it */
+    if (cap >= PK_ISA_AVX512 && pk_cpu_has(PK_CPU_AVX512VPOPCNTDQ))
+        PK_USE(linear_binary, pk_linear_binary_avx512vpopcnt);
+#endif
     /* conv2d */
     PK_USE(conv_gemm, pk_conv_gemm_scalar);
     PK_USE(conv_csr, pk_conv_csr_scalar);

@@ -175,6 +175,14 @@ int pk_linear_csr_avx512(const float *, int64_t, int64_t, const int32_t *, const
 PK_BINARY_POW2_PROTOS(scalar)
 #ifdef PK_HAVE_AVX2
 PK_BINARY_POW2_PROTOS(avx2)
+/* the float-activation path of pk_linear_binary_avx2, reused by the AVX-512 variant */
+int pk_linear_binary_float_avx2(const float *, int64_t, int64_t, const uint64_t *,
+                                const float *, int64_t, const float *, int, float *);
+#endif
+#ifdef PK_HAVE_AVX512VPOPCNT
+int pk_linear_binary_avx512vpopcnt(const float *, const uint64_t *, const float *, int64_t,
+                                   int64_t, const uint64_t *, const float *, int64_t,
+                                   const float *, int, float *);
 #endif
 
 /* ---- conv2d ---- */

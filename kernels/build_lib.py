@@ -46,6 +46,7 @@ ISA_FLAGS: dict[str, dict[str, list[str]]] = {
             "-mavx512dq",
             "-mavx512vl",
             "-mavx512vpopcntdq",
+            "-mpopcnt",
         ],
     },
     "aarch64": {

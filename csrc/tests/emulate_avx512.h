@@ -36,12 +36,15 @@ static inline __m512i pk_emu_cvtepu16_epi32(__m256i a) {
 PK_EMU_MASKZ_LOAD(mm256_maskz_loadu_epi16, __m256i, uint16_t, 16)
 PK_EMU_MASKZ_LOAD(mm512_maskz_loadu_epi32, __m512i, uint32_t, 16)
 PK_EMU_MASKZ_LOAD(mm512_maskz_loadu_ps, __m512, float, 16)
+PK_EMU_MASKZ_LOAD(mm512_maskz_loadu_epi64, __m512i, uint64_t, 8)
 #undef _mm256_maskz_loadu_epi16
 #undef _mm512_maskz_loadu_epi32
 #undef _mm512_maskz_loadu_ps
+#undef _mm512_maskz_loadu_epi64
 #define _mm256_maskz_loadu_epi16 pk_emu_mm256_maskz_loadu_epi16
 #define _mm512_maskz_loadu_epi32 pk_emu_mm512_maskz_loadu_epi32
 #define _mm512_maskz_loadu_ps pk_emu_mm512_maskz_loadu_ps
+#define _mm512_maskz_loadu_epi64 pk_emu_mm512_maskz_loadu_epi64
 
 static inline __m512 pk_emu_mask_i32gather_ps(__m512 src, uint64_t k, __m512i index,
                                               const void *base, int scale) {
@@ -68,5 +71,14 @@ static inline float pk_emu_reduce_add_ps(__m512 a) {
 }
 #undef _mm512_reduce_add_ps
 #define _mm512_reduce_add_ps pk_emu_reduce_add_ps
+
+static inline long long pk_emu_reduce_add_epi64(__m512i a) {
+    uint64_t v[8], s = 0; /* integer: the order does not matter */
+    memcpy(v, &a, sizeof v);
+    for (int i = 0; i < 8; i++) s += v[i];
+    return (long long)s;
+}
+#undef _mm512_reduce_add_epi64
+#define _mm512_reduce_add_epi64 pk_emu_reduce_add_epi64
 
 #endif
