@@ -193,6 +193,9 @@ static void fill_table(int cap) {
 #ifdef PK_HAVE_AVX2
     if (cap >= PK_ISA_AVX2) PK_USE(conv_int8, pk_conv_int8_avx2);
 #endif
+#ifdef PK_HAVE_AVX512VNNI
+    if (cap >= PK_ISA_AVX512VNNI) PK_USE(conv_int8, pk_conv_int8_avx512vnni);
+#endif
     /* int8 / int4 */
     PK_USE(linear_int8, pk_linear_int8_scalar);
     PK_USE(linear_int4, pk_linear_int4_scalar);

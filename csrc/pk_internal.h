@@ -216,6 +216,9 @@ PK_CONV_INT8_PROTOS(scalar)
 #ifdef PK_HAVE_AVX2
 PK_CONV_INT8_PROTOS(avx2)
 #endif
+#ifdef PK_HAVE_AVX512VNNI
+PK_CONV_INT8_PROTOS(avx512vnni)
+#endif
 
 /* ---- int8 / int4 ---- */
 /* Shared by the int8/int4 kernels (linear_int8.c): argument checks (1: work to do),
