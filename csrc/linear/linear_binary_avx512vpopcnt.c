@@ -43,15 +43,5 @@ static void xnor_weights4(const uint64_t *w, int64_t words, const uint64_t *x, u
     for (int r = 0; r < 4; r++) pop[r] = (uint64_t)_mm512_reduce_add_epi64(a[r]);
 }
 
+#define PK_BINARY_NAME pk_linear_binary_avx512vpopcnt
 #include "linear_binary_xnor_body.h"
-
-int pk_linear_binary_avx512vpopcnt(const float *x, const uint64_t *xbits, const float *beta,
-                                   int64_t batch, int64_t in_features, const uint64_t *bits,
-                                   const float *alpha, int64_t out_features, const float *bias,
-                                   int activation, float *y) {
-    if (xbits)
-        return linear_xnor(xbits, beta, batch, in_features, bits, alpha, out_features, bias,
-                           activation, y);
-    return pk_linear_binary_float_avx2(x, batch, in_features, bits, alpha, out_features, bias,
-                                       activation, y);
-}

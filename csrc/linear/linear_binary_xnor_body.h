@@ -1,4 +1,5 @@
-/* The XNOR-popcount driver of the binary linear kernels with binary activations,
+/* The XNOR-popcount driver of the binary linear kernels with binary activations, and
+ * their entry PK_BINARY_NAME (float activations go to pk_linear_binary_float_avx2),
  * included by linear_binary_avx2.c and linear_binary_avx512vpopcnt.c. The including file
  * first defines the two popcount loops it runs (results exact, so the same in every ISA):
  *
@@ -10,6 +11,9 @@
  */
 #ifndef PK_LINEAR_BINARY_XNOR_BODY_H
 #define PK_LINEAR_BINARY_XNOR_BODY_H
+#ifndef PK_BINARY_NAME
+#error "define PK_BINARY_NAME (and the two popcount loops) before linear_binary_xnor_body.h"
+#endif
 
 #include "linear_binary_xnor_avx2.h"
 #include "pk_internal.h"
@@ -69,6 +73,16 @@ static int linear_xnor(const uint64_t *xbits, const float *beta, int64_t batch,
     }
     pk_aligned_free(xi);
     return PK_OK;
+}
+
+int PK_BINARY_NAME(const float *x, const uint64_t *xbits, const float *beta, int64_t batch,
+                   int64_t in_features, const uint64_t *bits, const float *alpha,
+                   int64_t out_features, const float *bias, int activation, float *y) {
+    if (xbits)
+        return linear_xnor(xbits, beta, batch, in_features, bits, alpha, out_features, bias,
+                           activation, y);
+    return pk_linear_binary_float_avx2(x, batch, in_features, bits, alpha, out_features, bias,
+                                       activation, y);
 }
 
 #endif /* PK_LINEAR_BINARY_XNOR_BODY_H */
