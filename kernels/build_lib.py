@@ -72,6 +72,10 @@ BASE_FLAGS = ["-std=c99", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 _ISA_SUFFIX = re.compile(r"_([a-z0-9]+)\.c$")
 
 
+#: Where the package loads its library from (never an emulated one).
+_PACKAGE_LIB = Path(__file__).resolve().parent / "_lib"
+
+
 def host_target() -> str:
     """Name of the target that matches this machine (``x86_64``, ``aarch64``, ``armv7``)."""
     machine = os.uname().machine.lower()
@@ -127,18 +131,20 @@ def build(
     ``test_program`` is true; that links ``csrc/tests/*.c`` with the library sources).
     The public header is copied beside the library: it is the cffi cdef.
 
-    ``emulate_avx512`` (test program only, x86_64) compiles the AVX-512 sources with the
-    AVX2 flags on SIMDe's portable intrinsics (``libsimde-dev``) and makes the dispatch
-    report AVX-512, so their logic is tested on a CPU without it. Never a library: it is
-    far slower than the real thing.
+    ``emulate_avx512`` (x86_64, tests only) compiles the AVX-512 sources with the AVX2
+    flags on SIMDe's portable intrinsics (``libsimde-dev``) and makes the dispatch report
+    AVX-512, so their logic is tested on a CPU without it: the C test program, or a
+    library for the Python tests (``PYINFER_LIB``) that may not replace the package's own.
     """
     root = Path(root)
     csrc = root / "csrc"
     target = target or host_target()
     if target not in ISA_FLAGS:
         raise ValueError(f"unknown target {target!r}; expected one of {sorted(ISA_FLAGS)}")
-    if emulate_avx512 and not (test_program and target == "x86_64"):
-        raise ValueError("emulate_avx512 builds only the x86_64 C test program")
+    if emulate_avx512 and target != "x86_64":
+        raise ValueError(f"emulate_avx512 is for x86_64, not {target!r}")
+    if emulate_avx512 and not test_program and Path(out_dir).resolve() == _PACKAGE_LIB:
+        raise ValueError(f"emulate_avx512: an emulated library may not replace {_PACKAGE_LIB}")
     cc = cc or os.environ.get("CC") or TARGET_CC[target]
     if target != host_target() and cc == "gcc":
         cc = TARGET_CC[target]
@@ -244,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--emulate-avx512",
         action="store_true",
-        help="with --test-program: run the AVX-512 kernels on SIMDe's portable intrinsics",
+        help="tests only: the AVX-512 kernels on SIMDe's portable intrinsics "
+        "(the C test program, or with --out a library for PYINFER_LIB)",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)

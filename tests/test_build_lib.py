@@ -22,8 +22,9 @@ def test_sources_follow_the_target():
     assert not any("tests" in name for name in x86)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"test_program": True, "target": "aarch64"}])
-def test_emulated_avx512_is_only_a_test_program(tmp_path, kwargs):
-    with pytest.raises(ValueError, match="emulate_avx512"):
-        build_lib.build(ROOT, tmp_path, emulate_avx512=True, **kwargs)
+def test_emulated_avx512_never_replaces_the_package_library(tmp_path):
+    with pytest.raises(ValueError, match="may not replace"):
+        build_lib.build(ROOT, ROOT / "kernels" / "_lib", emulate_avx512=True)
+    with pytest.raises(ValueError, match="x86_64"):
+        build_lib.build(ROOT, tmp_path, emulate_avx512=True, test_program=True, target="aarch64")
     assert not any(tmp_path.iterdir())
