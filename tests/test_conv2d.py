@@ -213,6 +213,7 @@ def test_binary_activations_do_not_count_padding():
         (5, 1, 2, 1, 2, 1, 8, 6, 7, 21),  # groups
         (1, 1, 0, 1, 1, 1, 130, 5, 3, 17),  # 1x1, three words per pixel
         (3, 1, 0, 1, 1, 1, 64, 3, 10, 10),  # one full word per pixel, no padding
+        (3, 1, 1, 1, 1, 2, 76, 4, 17, 19),  # channel octets + 4, 323-pixel images
     ],
 )
 def test_binary_activations_exact_on_wide_rows(variant, case):

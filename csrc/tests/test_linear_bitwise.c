@@ -119,7 +119,8 @@ static void check_bad_arguments(void) {
 
 /* conv2d with binary weights and activations: the dispatched kernel against the scalar one,
  * bit for bit (padding, stride, dilation, groups, one to three words per pixel, rows
- * of 1..19 output columns: the 2 x 4 tiles and their remainders). */
+ * of 1..19 output columns: the 2 x 4 tiles and their remainders; channel octets and
+ * their remainder, images of several 256-pixel packing chunks and a pixel tail). */
 static void check_conv_binary(pk_rng *r, int level) {
     /* n, c, h, w, groups, out, k, stride, dil, pad */
     static const int64_t cases[][10] = {
@@ -127,6 +128,7 @@ static void check_conv_binary(pk_rng *r, int level) {
         {1, 8, 7, 21, 2, 6, 5, 1, 1, 2},   {1, 130, 3, 17, 1, 5, 1, 1, 1, 0},
         {1, 5, 12, 23, 1, 4, 3, 2, 2, 2},  {1, 3, 1, 1, 1, 2, 3, 1, 1, 1},
         {2, 32, 5, 13, 2, 6, 3, 1, 1, 1},  {1, 128, 4, 16, 1, 3, 3, 1, 1, 1},
+        {2, 16, 17, 19, 1, 4, 3, 1, 1, 1}, {1, 76, 23, 13, 1, 3, 3, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const int64_t *q = cases[i];
