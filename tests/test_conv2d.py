@@ -358,6 +358,17 @@ def test_int8_integer_accumulators_are_exact(variant, case):
         np.testing.assert_array_equal(acc, torch_conv(x, weight, None, **kw).astype(np.int64))
 
 
+def test_int8_extreme_products_do_not_saturate(variant):
+    """Every product is 127 * -127: int16 pair sums (vpmaddubsw-style) would saturate at
+    -32768; the accumulators are exact int32."""
+    x = np.full((2, 64, 6, 7), 127.0, np.float32)
+    weight = np.full((3, 64, 3, 3), -127.0, np.float32)
+    enc = kernels.encode(weight, "int8")
+    assert np.all(enc.scale == 1)
+    got = kernels.conv2d(x, enc)
+    np.testing.assert_array_equal(got, np.full((2, 3, 4, 5), -127.0 * 127 * 64 * 9, np.float32))
+
+
 @pytest.mark.parametrize("opts", INT8_OPTS)
 def test_int8_rounding_ties_are_exact(variant, opts):
     """Activations at and one ulp around (n + 1/2)·s: round half to even of the float32
