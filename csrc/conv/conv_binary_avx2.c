@@ -23,8 +23,8 @@
  * d_r[c] = base[c] - 2 popcount(w_r ^ p_c), register-blocked (each loaded word serves
  * four or two pairs). Measured on 3x3x64 patches: ~20 % faster than 1 weight row x 8
  * patches with half of the patches on the vpshufb nibble table, than 1 x 8 or 4 x 2 on
- * the scalar popcnt alone, and than four channels per ymm on the nibble table (alone or
- * beside these tiles, one loop for both: 1.3x and 1.4x slower). */
+ * the scalar popcnt alone, and than four channels per ymm on the nibble table (alone:
+ * 1.4x slower; beside these tiles, one loop for both: 1.3x slower). */
 static inline __attribute__((always_inline)) void xnor24_body(const uint64_t *w,
                                                               const uint64_t *p,
                                                               const int64_t words,
@@ -76,7 +76,7 @@ static inline void pack1(float v, int64_t c, uint64_t *bw, double *s) {
  * words (bits[p][c / 64] bit c % 64: x >= 0; bits arrive zeroed) and sums[p] = sum of
  * |x| over the channels, in channel order (float64). Channel octets outer, pixels inner:
  * each plane is read in long runs, 8 at a time, which the hardware prefetchers follow
- * (pixel-major, 64 planes were read at once: 3x slower at 64 channels, 56x56), and a
+ * (pixel-major, 64 planes were read at once: 2x slower at 64 channels, 56x56), and a
  * pixel's running sum waits in memory between octets instead of in one chain of adds. */
 static void pack_signs(const float *planes, int64_t cg, int64_t pixels, int64_t cw, int64_t p0,
                        int64_t p1, uint64_t *bits, double *sums) {
@@ -198,7 +198,8 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
         return PK_ERR_NOMEM;
     }
     /* each tap's input pixel, relative to the patch's top-left one */
-    for (int64_t tp = 0; tp < taps; tp++) tap_at[tp] = (tp / kw) * dil_h * width + (tp % kw) * dil_w;
+    for (int64_t tp = 0; tp < taps; tp++)
+        tap_at[tp] = (tp / kw) * dil_h * width + (tp % kw) * dil_w;
     /* popcount of each weight tap: what a padded (zero) tap adds, taken off again */
     for (int64_t o = 0; o < out_channels; o++)
         for (int64_t t = 0; t < taps; t++) {
