@@ -224,9 +224,9 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
     int status = PK_OK;
 #pragma omp parallel num_threads(nthreads)
     {
-        /* per thread: the patch matrix of one output row, per column its beta, in-bounds
-         * in-bounds count, the columns with padding and their padded taps ([count, taps..]
-         * per column), and the integer dots [og][out_w] */
+        /* per thread: the patch matrix of one output row, per column its beta and
+         * in-bounds count, the columns with padding and their padded taps ([count,
+         * taps..] per column), the integer dots [og][out_w] and one border fix per channel */
         uint64_t *patches = pk_aligned_alloc((size_t)(out_w * words + 8) * sizeof(uint64_t));
         float *betas = malloc((size_t)out_w * sizeof(float));
         int64_t *base = malloc((size_t)out_w * sizeof(int64_t)); /* in-bounds taps x cg */
