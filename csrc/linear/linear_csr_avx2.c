@@ -5,7 +5,8 @@
  * Batch > 1: x is transposed once per call (in parallel) into tiles of up to TILE batch
  * rows, xt[k][j], so that each nonzero is one broadcast and one FMA per 8 batch rows over
  * contiguous vectors. A band of rows accumulates into a small buffer that leaves through
- * 8x8 transposes, so y is written eight output columns per store instead of one.
+ * 8x8 transposes, so y is written eight output columns per store instead of one, and each
+ * batch row's band of outputs in one go.
  * Threads take chunks of rows balanced by nonzeros, and every output is summed by one
  * thread in an order fixed by its row alone: results do not depend on threads. */
 #include <immintrin.h>
@@ -32,10 +33,16 @@
 #endif
 /* Output rows summed together before their results are stored eight columns at a time. */
 #define BAND 64
-/* Nonzeros ahead whose x rows are prefetched at tiles of 16+ lanes: a row there is a whole
- * cache line, and with large `in` the tile lives in L2 (measured 12 % faster at 4096x4096,
- * batch 64; no gain at 8 lanes). */
-#define PF 16
+/* Nonzeros ahead whose x rows are prefetched (one cache line each) at tiles of 16+ lanes,
+ * where with large `in` the tile lives in L2, by tile width: a nonzero takes longer at wider
+ * tiles, so the distance shrinks. Measured, 1 thread: 16 lanes, 16 ahead 12 % faster than
+ * none (4096x4096 batch 64 then ran 16-lane tiles; no gain at 8 lanes); 24-32 lanes, 8 ahead
+ * 1.18x (4096x1024) and 1.33x (4096x4096) faster than none; 40-64 lanes, 4 ahead 1.13x
+ * faster than 16 (4096x1024 batch 64 and 128) and the same at 4096x4096. Prefetching a
+ * whole 64-lane row (4 lines) was no faster. */
+#define PF_16 16
+#define PF_32 8
+#define PF_64 4
 /* Threads split row slices at multiples of this many (see pk_linear_csr_slices_f32). */
 #define SLICE_GROUP 8
 /* Nonzeros ahead whose values and indices batch 1 prefetches. */
@@ -164,25 +171,30 @@ static void transpose_block(const float *x, int64_t in, int64_t rows, int64_t kb
         for (int j = 0; j < tile; j++) xt[k * tile + j] = j < rows ? x[j * in + k] : 0.0f;
 }
 
-/* Store one row's accumulators (tile lanes) as outputs y[j][o], j < rows. */
-PK_INLINE void store_column(float *y, int64_t out, int64_t o, int64_t rows, const float *acc,
-                            const float *bias, int activation) {
-    const float b = bias ? bias[o] : 0.0f;
-    for (int64_t j = 0; j < rows; j++) y[j * out + o] = pk_activate(acc[j] + b, activation);
-}
-
-/* y[j][o0 + i] = act(acc[i·pitch + j] + bias[o0 + i]) for i < 8, j < rows: an 8x8
- * transpose per 8 batch rows turns 8 stores to 8 cache lines (and pages) into one. */
-PK_INLINE void store8(float *y, int64_t out, int64_t o0, int64_t rows, const float *acc,
-                      int64_t pitch, const float *bias, int activation) {
-    const __m256 b = bias ? _mm256_loadu_ps(bias + o0) : _mm256_setzero_ps();
+/* y[j][o0 .. o0 + n) = act(acc[i·TILE + j] + bias[o0 + i]) for i < n, j < rows. Each batch
+ * row's n outputs are written together, eight at a time out of 8x8 transposes: its cache
+ * lines are filled whole while they are in L1. (Batch rows lie `out` floats apart, often
+ * a multiple of 4 KB, so in one L1 set; written eight outputs per row across all batch
+ * rows, a band's lines were evicted half written and read back for the other half: at
+ * 4096x1024 batch 64 that cost about 0.4 ms of 3.) */
+PK_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t rows,
+                          const float *acc, const float *bias, int activation) {
     for (int64_t j0 = 0; j0 < rows; j0 += 8) {
-        __m256 r[8];
-        for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(acc + i * pitch + j0);
-        pk_transpose8x8(r);
-        for (int64_t j = 0; j < 8 && j0 + j < rows; j++)
-            _mm256_storeu_ps(y + (j0 + j) * out + o0,
-                             pk_activate8(_mm256_add_ps(r[j], b), activation));
+        int64_t i0 = 0;
+        for (; i0 + 8 <= n; i0 += 8) {
+            const __m256 b = bias ? _mm256_loadu_ps(bias + o0 + i0) : _mm256_setzero_ps();
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(acc + (i0 + i) * TILE + j0);
+            pk_transpose8x8(r);
+            for (int64_t j = 0; j < 8 && j0 + j < rows; j++)
+                _mm256_storeu_ps(y + (j0 + j) * out + o0 + i0,
+                                 pk_activate8(_mm256_add_ps(r[j], b), activation));
+        }
+        for (; i0 < n; i0++) { /* the band's last rows when n is not a multiple of 8 */
+            const float b = bias ? bias[o0 + i0] : 0.0f;
+            for (int64_t j = j0; j < j0 + 8 && j < rows; j++)
+                y[j * out + o0 + i0] = pk_activate(acc[i0 * TILE + j] + b, activation);
+        }
     }
 }
 
@@ -204,18 +216,21 @@ PK_INLINE void row_tile(const float *xt, const void *indices, const float *value
         int64_t c[4];
         if (k == 4) {
             index4(indices, p, wide, c);
-            if (nv >= 2 && p + PF + 4 <= hi) {
+            if (nv >= 2 && p + PF_16 + 4 <= hi) {
                 int64_t f[4];
-                index4(indices, p + PF, wide, f);
+                index4(indices, p + PF_16, wide, f);
                 for (int i = 0; i < 4; i++)
                     _mm_prefetch((const char *)(xt + f[i] * width), _MM_HINT_T0);
             }
         } else if (k == 2) {
             c[0] = index_at(indices, p, wide), c[1] = index_at(indices, p + 1, wide);
+            for (int i = 0; i < 2 && p + PF_32 + 2 <= hi; i++)
+                _mm_prefetch((const char *)(xt + index_at(indices, p + PF_32 + i, wide) * width),
+                             _MM_HINT_T0);
         } else {
             c[0] = index_at(indices, p, wide);
-            if (p + PF < hi) /* (prefetching all of the row's lines measured no faster) */
-                _mm_prefetch((const char *)(xt + index_at(indices, p + PF, wide) * width),
+            if (p + PF_64 < hi)
+                _mm_prefetch((const char *)(xt + index_at(indices, p + PF_64, wide) * width),
                              _MM_HINT_T0);
         }
 #pragma GCC unroll 4
@@ -244,7 +259,7 @@ PK_INLINE void row_tile(const float *xt, const void *indices, const float *value
 }
 
 /* Rows [r0, r1) (at most BAND) against batch tiles [t0, t1). Sums go to acc[r][lane] (pitch
- * TILE) and leave through store8, eight output columns per store. */
+ * TILE) and leave through store_band. */
 PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32_t *indptr,
                          const void *indices, const float *values, const float *bias,
                          int activation, float *y, int64_t out, int64_t r0, int64_t r1,
@@ -268,11 +283,7 @@ PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32
             default: row_tile(tile, indices, values, p, hi, a, 8, wide); break;
             }
         }
-        float *yt = y + t * TILE * out;
-        int64_t r = 0;
-        for (; r + 8 <= n; r += 8)
-            store8(yt, out, r0 + r, rows, acc + r * TILE, TILE, bias, activation);
-        for (; r < n; r++) store_column(yt, out, r0 + r, rows, acc + r * TILE, bias, activation);
+        store_band(y + t * TILE * out, out, r0, n, rows, acc, bias, activation);
     }
 }
 
