@@ -34,12 +34,12 @@
 /* Output rows summed together before their results are stored eight columns at a time. */
 #define BAND 64
 /* Nonzeros ahead whose x rows are prefetched (one cache line each) at tiles of 16+ lanes,
- * where with large `in` the tile lives in L2, by tile width: a nonzero takes longer at wider
- * tiles, so the distance shrinks. Measured, 1 thread: 16 lanes, 16 ahead 12 % faster than
- * none (4096x4096 batch 64 then ran 16-lane tiles; no gain at 8 lanes); 24-32 lanes, 8 ahead
+ * where with large `in` the tile lives in L2. A nonzero takes longer at wider tiles, so
+ * the distance shrinks with the width. Measured on one thread:
+ * 16 lanes, 16 ahead 12 % faster than none (no gain at 8 lanes); 24-32 lanes, 8 ahead
  * 1.18x (4096x1024) and 1.33x (4096x4096) faster than none; 40-64 lanes, 4 ahead 1.13x
- * faster than 16 (4096x1024 batch 64 and 128) and the same at 4096x4096. Prefetching a
- * whole 64-lane row (4 lines) was no faster. */
+ * faster than 16 ahead at 4096x1024 and the same at 4096x4096. Prefetching all four lines
+ * of a 64-lane row was no faster. */
 #define PF_16 16
 #define PF_32 8
 #define PF_64 4
@@ -175,8 +175,8 @@ static void transpose_block(const float *x, int64_t in, int64_t rows, int64_t kb
  * row's n outputs are written together, eight at a time out of 8x8 transposes: its cache
  * lines are filled whole while they are in L1. (Batch rows lie `out` floats apart, often
  * a multiple of 4 KB, so in one L1 set; written eight outputs per row across all batch
- * rows, a band's lines were evicted half written and read back for the other half: at
- * 4096x1024 batch 64 that cost about 0.4 ms of 3.) */
+ * rows, a band's lines were evicted half written and read back for the other half: on one
+ * thread at batch 64 that cost 0.2 ms of 2.8 at 4096x1024, 0.3 ms of 0.75 at 4096x128.) */
 PK_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t rows,
                           const float *acc, const float *bias, int activation) {
     for (int64_t j0 = 0; j0 < rows; j0 += 8) {
@@ -190,7 +190,7 @@ PK_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t 
                 _mm256_storeu_ps(y + (j0 + j) * out + o0 + i0,
                                  pk_activate8(_mm256_add_ps(r[j], b), activation));
         }
-        for (; i0 < n; i0++) { /* the band's last rows when n is not a multiple of 8 */
+        for (; i0 < n; i0++) { /* the band's last outputs when n is not a multiple of 8 */
             const float b = bias ? bias[o0 + i0] : 0.0f;
             for (int64_t j = j0; j < j0 + 8 && j < rows; j++)
                 y[j * out + o0 + i0] = pk_activate(acc[i0 * TILE + j] + b, activation);
