@@ -294,11 +294,12 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
                        const float *bias, int activation, float *y, int wide) {
     /* Row chunks of about equal work, fixed by the matrix alone. The guided schedule gives
      * each thread long runs of adjacent chunks (half the rest, then smaller), with single
-     * chunks at the end to even out the finish. Chunks dealt out one by one were slower
-     * (2 threads, cold 90 % sparse, measured in one process): 1.13x at 4096x1024 batch 1
-     * and 64, 1.3-1.8x at 4096x128 batch 64. Neighbouring chunks on the two cores share
-     * the cache lines of y at their borders, and each core's prefetcher runs on into the
-     * weights of the chunk the other is reading. */
+     * chunks at the end to even out the finish. With chunks dealt out one at a time, the
+     * two cores worked on neighbouring chunks and calls took longer (2 threads, cold, 90 %
+     * sparse, A/B in one process): 1.13x at 4096x1024 batch 1 and 64, 1.3-1.8x at
+     * 4096x128 batch 64. Dealing them round-robin was as slow, so the cost is the
+     * interleaving, not the scheduling: neighbouring chunks share cache lines of y at their
+     * borders, and each core's prefetcher likely runs on into the other's weights. */
     const int64_t chunks = out < CHUNKS ? out : CHUNKS;
     const int64_t nnz = indptr[out];
     /* at batch 1 a nonzero (a gathered load, 6 streamed bytes) costs ~16 multiply-adds:
