@@ -86,6 +86,15 @@ PK_INLINE void index4(const void *indices, int64_t p, int wide, int64_t c[4]) {
     }
 }
 
+/* Columns of nonzeros p .. p+k-1, k = 1, 2 or 4 (a constant at each call). */
+PK_INLINE void columns(const void *indices, int64_t p, int k, int wide, int64_t c[4]) {
+    if (k == 4) {
+        index4(indices, p, wide, c);
+        return;
+    }
+    for (int i = 0; i < k; i++) c[i] = index_at(indices, p + i, wide);
+}
+
 PK_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, int wide) {
     int64_t c[4];
     index4(indices, p, wide, c);
@@ -207,6 +216,7 @@ PK_INLINE void row_tile(const float *xt, const void *indices, const float *value
                         int64_t hi, float *acc, int nv, int wide) {
     enum { K = 4 };
     const int k = nv <= 2 ? 4 : nv <= 4 ? 2 : 1; /* nonzeros in flight: at most 8 accumulators */
+    const int ahead = k == 4 ? PF_16 : k == 2 ? PF_32 : PF_64; /* none at 8 lanes (nv 1) */
     const int64_t width = 8 * nv;
     __m256 a[K][8];
 #pragma GCC unroll 4
@@ -215,24 +225,12 @@ PK_INLINE void row_tile(const float *xt, const void *indices, const float *value
         for (int v = 0; v < 8; v++) a[i][v] = _mm256_setzero_ps();
     for (; p + k <= hi; p += k) {
         int64_t c[4];
-        if (k == 4) {
-            index4(indices, p, wide, c);
-            if (nv >= 2 && p + PF_16 + 4 <= hi) {
-                int64_t f[4];
-                index4(indices, p + PF_16, wide, f);
-                for (int i = 0; i < 4; i++)
-                    _mm_prefetch((const char *)(xt + f[i] * width), _MM_HINT_T0);
-            }
-        } else if (k == 2) {
-            c[0] = index_at(indices, p, wide), c[1] = index_at(indices, p + 1, wide);
-            for (int i = 0; i < 2 && p + PF_32 + 2 <= hi; i++)
-                _mm_prefetch((const char *)(xt + index_at(indices, p + PF_32 + i, wide) * width),
-                             _MM_HINT_T0);
-        } else {
-            c[0] = index_at(indices, p, wide);
-            if (p + PF_64 < hi)
-                _mm_prefetch((const char *)(xt + index_at(indices, p + PF_64, wide) * width),
-                             _MM_HINT_T0);
+        columns(indices, p, k, wide, c);
+        if (nv >= 2 && p + ahead + k <= hi) {
+            int64_t f[4];
+            columns(indices, p + ahead, k, wide, f);
+            for (int i = 0; i < k; i++)
+                _mm_prefetch((const char *)(xt + f[i] * width), _MM_HINT_T0);
         }
 #pragma GCC unroll 4
         for (int i = 0; i < k; i++) {
