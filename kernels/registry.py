@@ -56,8 +56,8 @@ class Encoding:
     c_slots : mapping
         ``op -> {regime: C slot}``: the C dispatch slots (``pk_kernel_slot`` names) that
         run the op, per regime (e.g. ``"batch 1"``, ``"batch > 1"``, ``"depthwise"``);
-        the general regime is listed last. An empty slot name is a C function with no
-        per-ISA variants. ``kernels.cpu_info()`` reports from it.
+        the general regime is listed last. A name that is no slot is a C function with
+        no per-ISA variants, reported as it is. ``kernels.cpu_info()`` reports from it.
     options : mapping
         Encode-time options: name -> allowed values (the first is the default), or None
         when any value of the right type goes (e.g. a scale).
