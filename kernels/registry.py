@@ -1,9 +1,11 @@
 """The one table of weight encodings, and of the fast kernels serving each of them.
 
-Everything else -- ``kernels.encode``, the dispatch in ``kernels.linear``, the tests, the
-benchmarks, the file format and the converter -- iterates this table instead of keeping
-its own list. A new encoding is one module in ``kernels/encodings/`` that calls
-:func:`register`, plus its kernels (named in the record, imported only when first used).
+Everything else -- ``kernels.encode``, the dispatch in ``kernels.linear`` and
+``kernels.conv2d``, ``kernels.cpu_info``, the tests, the benchmarks, the file format and
+the converter -- iterates this table instead of keeping its own list. A new encoding is
+one module in ``kernels/encodings/`` that calls :func:`register`, plus its kernels
+(named in the record, imported only when first used); the checklist is in
+:mod:`kernels.encodings`.
 """
 
 from __future__ import annotations
