@@ -545,3 +545,25 @@ def test_csr_batch_one_is_reported_on_its_slice_kernel():
     linear = info["serving_detail"]["csr"]["linear"]
     assert linear["batch 1"] == f"c:{info['c_kernels']['linear_csr_slices']}"
     assert linear["batch > 1"] == f"c:{info['c_kernels']['linear_csr']}"
+
+
+def test_c_and_numba_conv_blocks_share_names_and_signatures():
+    """The lowerings call ``ops.<fn>(...)`` whichever backend ``ops`` is."""
+    import inspect
+
+    if "numba" not in kernels.available_backends():
+        pytest.skip("numba is not installed")
+    from kernels.backend_c import conv as c_ops
+    from kernels.backend_numba import conv as numba_ops
+
+    def public(module):
+        return {
+            name: list(inspect.signature(fn).parameters)
+            for name, fn in vars(module).items()
+            if inspect.isfunction(fn)
+            and not name.startswith("_")
+            and fn.__module__ == module.__name__
+        }
+
+    assert public(c_ops) == public(numba_ops)
+    assert hasattr(c_ops, "MAX_BINARY_WORDS") and hasattr(numba_ops, "MAX_BINARY_WORDS")

@@ -1,6 +1,11 @@
 """C building blocks of conv2d (csrc/conv): padding, im2col/im2row, offset GEMM, CSR,
 depthwise, int8 and binary kernels. Arguments are validated by :mod:`kernels.conv` when
-a conv is planned. kernels/backend_numba/conv.py has the same names and signatures."""
+a conv is planned. kernels/backend_numba/conv.py has the same names and signatures.
+
+The kernels with weights are bound once per plan: ``bind_<kernel>(weight-side
+arguments) -> run(x, y)`` casts the weight pointers once, so a call converts only x and
+y (each cast costs about as much as a small kernel's arithmetic).
+"""
 
 from __future__ import annotations
 
@@ -57,69 +62,92 @@ def pack_gemm_weight(matrix: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(packed)
 
 
-def gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation, y):
-    """Offset GEMM (see pk_conv_gemm_f32): w packed by pack_gemm_weight, offsets int64."""
+def bind_gemm(x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation):
+    """Offset GEMM (pk_conv_gemm_f32) on w packed by pack_gemm_weight, int64 offsets;
+    ``run(x, y)`` reads image i of x at ``i·x_image`` and writes y [n, groups·og, ...]."""
     ffi, lib = library()
-    status = lib.pk_conv_gemm_f32(
-        ptr(ffi, "float *", x), images, x_image, x_row, ptr(ffi, "int64_t *", offsets),
-        groups, w.shape[2], ptr(ffi, "float *", w), og, out_h, out_w,
-        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
-    )  # fmt: skip
-    check(status, "conv2d dense")
+    fn, fp = lib.pk_conv_gemm_f32, ffi.typeof("float *")
+    po, pw = ptr(ffi, "int64_t *", offsets), ptr(ffi, "float *", w)
+    pb, act, kg = ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], w.shape[2]
+
+    def run(x, y):
+        status = fn(ffi.from_buffer(fp, x), y.shape[0], x_image, x_row, po, groups, kg, pw, og,
+                    out_h, out_w, pb, act, ffi.from_buffer(fp, y))  # fmt: skip
+        if status:
+            check(status, "conv2d dense")
+
+    return run
 
 
-def csr(x, images, x_image, x_row, indptr, offsets, values, out_h, out_w, bias, activation, y):
-    """CSR conv (see pk_conv_csr_f32): one int64 offset per nonzero."""
+def bind_csr(x_image, x_row, indptr, offsets, values, out_h, out_w, bias, activation):
+    """CSR conv (pk_conv_csr_f32): one int64 offset per nonzero."""
     ffi, lib = library()
-    status = lib.pk_conv_csr_f32(
-        ptr(ffi, "float *", x), images, x_image, x_row, ptr(ffi, "int32_t *", indptr),
-        ptr(ffi, "int64_t *", offsets), ptr(ffi, "float *", values), indptr.shape[0] - 1,
-        out_h, out_w, ptr(ffi, "float *", bias), ACTIVATION_CODES[activation],
-        ptr(ffi, "float *", y),
-    )  # fmt: skip
-    check(status, "conv2d csr")
+    fn, fp = lib.pk_conv_csr_f32, ffi.typeof("float *")
+    pi, po = ptr(ffi, "int32_t *", indptr), ptr(ffi, "int64_t *", offsets)
+    pv, rows = ptr(ffi, "float *", values), indptr.shape[0] - 1
+    pb, act = ptr(ffi, "float *", bias), ACTIVATION_CODES[activation]
+
+    def run(x, y):
+        status = fn(ffi.from_buffer(fp, x), y.shape[0], x_image, x_row, pi, po, pv, rows, out_h,
+                    out_w, pb, act, ffi.from_buffer(fp, y))  # fmt: skip
+        if status:
+            check(status, "conv2d csr")
+
+    return run
 
 
-def depthwise(x, w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, activation, y):
-    """Depthwise conv (in/groups == 1): w float32 [out, kh, kw]."""
+def bind_depthwise(w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, activation):
+    """Depthwise conv (in/groups == 1, pk_conv_depthwise_f32): w float32 [out, kh, kw]."""
     ffi, lib = library()
-    n, c, h, wd = x.shape
-    o, kh, kw = w.shape
-    status = lib.pk_conv_depthwise_f32(
-        ptr(ffi, "float *", x), n, c, h, wd, ptr(ffi, "float *", w), o, kh, kw,
-        stride[0], stride[1], dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
-        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
-    )  # fmt: skip
-    check(status, "conv2d depthwise")
+    fn, fp = lib.pk_conv_depthwise_f32, ffi.typeof("float *")
+    (o, kh, kw), pw = w.shape, ptr(ffi, "float *", w)
+    pb, act = ptr(ffi, "float *", bias), ACTIVATION_CODES[activation]
+    geometry = (o, kh, kw, *stride, *dilation, pad_top, pad_left, out_h, out_w)
+
+    def run(x, y):
+        status = fn(ffi.from_buffer(fp, x), *x.shape, pw, *geometry, pb, act,
+                    ffi.from_buffer(fp, y))  # fmt: skip
+        if status:
+            check(status, "conv2d depthwise")
+
+    return run
 
 
-def binary(x, groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w,
-           bias, activation, y):  # fmt: skip
-    """Binary weights x binary activations (pk_conv_binary_f32); wbits uint64 [out, taps, cw]."""
+def bind_binary(groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left, out_h,
+                out_w, bias, activation):  # fmt: skip
+    """Binary weights x binary activations (pk_conv_binary_f32); wbits uint64
+    [out, kh·kw, ceil(cg/64)]."""
     ffi, lib = library()
-    n, c, h, wd = x.shape
-    status = lib.pk_conv_binary_f32(
-        ptr(ffi, "float *", x), n, c, h, wd, groups, ptr(ffi, "uint64_t *", wbits),
-        ptr(ffi, "float *", alpha), alpha.shape[0], kh, kw, stride[0], stride[1],
-        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
-        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
-    )  # fmt: skip
-    check(status, "conv2d binary")
+    fn, fp = lib.pk_conv_binary_f32, ffi.typeof("float *")
+    pw, pa = ptr(ffi, "uint64_t *", wbits), ptr(ffi, "float *", alpha)
+    pb, act = ptr(ffi, "float *", bias), ACTIVATION_CODES[activation]
+    geometry = (alpha.shape[0], kh, kw, *stride, *dilation, pad_top, pad_left, out_h, out_w)
+
+    def run(x, y):
+        status = fn(ffi.from_buffer(fp, x), *x.shape, groups, pw, pa, *geometry, pb, act,
+                    ffi.from_buffer(fp, y))  # fmt: skip
+        if status:
+            check(status, "conv2d binary")
+
+    return run
 
 
-def depthwise_int8(x, wq, scale, act_scale, stride, dilation, pad_top, pad_left, out_h, out_w,
-                   bias, activation, y):  # fmt: skip
+def bind_depthwise_int8(wq, scale, act_scale, stride, dilation, pad_top, pad_left, out_h,
+                        out_w, bias, activation):  # fmt: skip
     """Depthwise conv with int8 weights wq [out, kh, kw] (pk_conv_depthwise_int8_f32)."""
     ffi, lib = library()
-    n, c, h, wd = x.shape
-    o, kh, kw = wq.shape
-    status = lib.pk_conv_depthwise_int8_f32(
-        ptr(ffi, "float *", x), n, c, h, wd, ptr(ffi, "int8_t *", wq),
-        ptr(ffi, "float *", scale), act_scale, o, kh, kw, stride[0], stride[1],
-        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
-        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
-    )  # fmt: skip
-    check(status, "conv2d depthwise int8")
+    fn, fp = lib.pk_conv_depthwise_int8_f32, ffi.typeof("float *")
+    pw, ps = ptr(ffi, "int8_t *", wq), ptr(ffi, "float *", scale)
+    pb, act = ptr(ffi, "float *", bias), ACTIVATION_CODES[activation]
+    geometry = (*wq.shape, *stride, *dilation, pad_top, pad_left, out_h, out_w)
+
+    def run(x, y):
+        status = fn(ffi.from_buffer(fp, x), *x.shape, pw, ps, act_scale, *geometry, pb, act,
+                    ffi.from_buffer(fp, y))  # fmt: skip
+        if status:
+            check(status, "conv2d depthwise int8")
+
+    return run
 
 
 def pack_int8_weight(q: np.ndarray, groups: int) -> np.ndarray:
@@ -136,15 +164,19 @@ def pack_int8_weight(q: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(lanes.reshape(groups, blocks, cg2 * kh * kw, mr))
 
 
-def conv_int8(x, groups, w, scale, act_scale, kh, kw, stride, dilation, pad_top, pad_left,
-              out_h, out_w, bias, activation, y) -> None:  # fmt: skip
+def bind_conv_int8(groups, w, scale, act_scale, kh, kw, stride, dilation, pad_top, pad_left,
+                   out_h, out_w, bias, activation):  # fmt: skip
     """int8 conv, groups < channels (pk_conv_int8_f32); w packed by pack_int8_weight."""
     ffi, lib = library()
-    n, c, h, wd = x.shape
-    status = lib.pk_conv_int8_f32(
-        ptr(ffi, "float *", x), n, c, h, wd, groups, ptr(ffi, "int32_t *", w),
-        ptr(ffi, "float *", scale), act_scale, scale.shape[0], kh, kw, stride[0], stride[1],
-        dilation[0], dilation[1], pad_top, pad_left, out_h, out_w,
-        ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", y),
-    )  # fmt: skip
-    check(status, "conv2d int8")
+    fn, fp = lib.pk_conv_int8_f32, ffi.typeof("float *")
+    pw, ps = ptr(ffi, "int32_t *", w), ptr(ffi, "float *", scale)
+    pb, act = ptr(ffi, "float *", bias), ACTIVATION_CODES[activation]
+    geometry = (scale.shape[0], kh, kw, *stride, *dilation, pad_top, pad_left, out_h, out_w)
+
+    def run(x, y):
+        status = fn(ffi.from_buffer(fp, x), *x.shape, groups, pw, ps, act_scale, *geometry, pb,
+                    act, ffi.from_buffer(fp, y))  # fmt: skip
+        if status:
+            check(status, "conv2d int8")
+
+    return run

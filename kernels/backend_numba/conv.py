@@ -1,7 +1,8 @@
 """Numba building blocks of conv2d, the same names, signatures and contracts as
 kernels/backend_c/conv.py: padding, im2col/im2row, the offset GEMM, the CSR offset
 kernel, depthwise, int8 and XNOR-popcount binary. Weight packings may differ: each
-backend's ``pack_*`` makes what its kernel reads."""
+backend's ``pack_*`` makes what its kernel reads. The kernels with weights are bound
+once per plan: ``bind_<kernel>(weight-side arguments) -> run(x, y)``."""
 
 from __future__ import annotations
 
@@ -112,12 +113,18 @@ def pack_gemm_weight(matrix: np.ndarray, groups: int) -> np.ndarray:
     return matrix
 
 
-def gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation, y):
+def bind_gemm(x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation):
     """Offset GEMM: w float32 [groups·og, kg], offsets int64 [groups·kg]."""
-    apply_numba_threads()
-    yv = y.reshape(images, groups * og, out_h, out_w)
-    _gemm(x.reshape(-1), images, x_image, x_row, offsets, groups, w, og, out_h, out_w,
-          bias_or_empty(bias), ACTIVATION_CODES[activation], yv)  # fmt: skip
+    b, act = bias_or_empty(bias), ACTIVATION_CODES[activation]
+
+    def run(x, y):
+        apply_numba_threads()
+        images = y.shape[0]
+        yv = y.reshape(images, groups * og, out_h, out_w)
+        _gemm(x.reshape(-1), images, x_image, x_row, offsets, groups, w, og, out_h, out_w, b,
+              act, yv)  # fmt: skip
+
+    return run
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -144,13 +151,19 @@ def _csr(x, images, x_image, x_row, indptr, offsets, values, out_h, out_w, bias,
                 y[n, o, oh, ow0 + j] = activate(acc[j] + add, act)
 
 
-def csr(x, images, x_image, x_row, indptr, offsets, values, out_h, out_w, bias, activation, y):
+def bind_csr(x_image, x_row, indptr, offsets, values, out_h, out_w, bias, activation):
     """CSR conv: one int64 offset per nonzero."""
     out_c = indptr.shape[0] - 1
-    yv = y.reshape(images, out_c, out_h, out_w)
-    apply_numba_threads()
-    _csr(x.reshape(-1), images, x_image, x_row, indptr, offsets, values, out_h, out_w,
-         bias_or_empty(bias), ACTIVATION_CODES[activation], yv)  # fmt: skip
+    b, act = bias_or_empty(bias), ACTIVATION_CODES[activation]
+
+    def run(x, y):
+        apply_numba_threads()
+        images = y.shape[0]
+        yv = y.reshape(images, out_c, out_h, out_w)
+        _csr(x.reshape(-1), images, x_image, x_row, indptr, offsets, values, out_h, out_w, b,
+             act, yv)  # fmt: skip
+
+    return run
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -178,11 +191,15 @@ def _depthwise(x, w, sh, sw, dh, dw, pt, pl, out_h, out_w, bias, act, y):
                 y[i, o, oh, ow] = activate(acc + add, act)
 
 
-def depthwise(x, w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, activation, y):
+def bind_depthwise(w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, activation):
     """Depthwise conv (in/groups == 1): w float32 [out, kh, kw]."""
-    apply_numba_threads()
-    _depthwise(x, w, *stride, *dilation, pad_top, pad_left, out_h, out_w, bias_or_empty(bias),
-               ACTIVATION_CODES[activation], y)  # fmt: skip
+    b, act = bias_or_empty(bias), ACTIVATION_CODES[activation]
+
+    def run(x, y):
+        apply_numba_threads()
+        _depthwise(x, w, *stride, *dilation, pad_top, pad_left, out_h, out_w, b, act, y)
+
+    return run
 
 
 @njit(cache=True, nogil=True)
@@ -253,22 +270,33 @@ def pack_int8_weight(q: np.ndarray, groups: int) -> np.ndarray:
     return q
 
 
-def conv_int8(x, groups, w, scale, act_scale, kh, kw, stride, dilation, pad_top, pad_left,
-              out_h, out_w, bias, activation, y) -> None:  # fmt: skip
+def bind_conv_int8(groups, w, scale, act_scale, kh, kw, stride, dilation, pad_top, pad_left,
+                   out_h, out_w, bias, activation):  # fmt: skip
     """int8 conv for any groups: w int8 [out, cg, kh, kw] (pack_int8_weight), scale [out]."""
-    apply_numba_threads()
-    _conv_int8(x, groups, w, scale, np.float32(act_scale), *stride, *dilation, pad_top,
-               pad_left, out_h, out_w, bias_or_empty(bias), ACTIVATION_CODES[activation],
-               y)  # fmt: skip
+    b, act, s = bias_or_empty(bias), ACTIVATION_CODES[activation], np.float32(act_scale)
+
+    def run(x, y):
+        apply_numba_threads()
+        _conv_int8(x, groups, w, scale, s, *stride, *dilation, pad_top, pad_left, out_h, out_w,
+                   b, act, y)  # fmt: skip
+
+    return run
 
 
-def depthwise_int8(x, wq, scale, act_scale, stride, dilation, pad_top, pad_left, out_h, out_w,
-                   bias, activation, y):  # fmt: skip
+def bind_depthwise_int8(wq, scale, act_scale, stride, dilation, pad_top, pad_left, out_h,
+                        out_w, bias, activation):  # fmt: skip
     """Depthwise conv with int8 weights wq [out, kh, kw]: the int8 conv, one group per
-    input channel."""
+    output channel's input channel."""
     o, kh, kw = wq.shape
-    conv_int8(x, x.shape[1], wq.reshape(o, 1, kh, kw), scale, act_scale, kh, kw, stride,
-              dilation, pad_top, pad_left, out_h, out_w, bias, activation, y)  # fmt: skip
+    b, act, s = bias_or_empty(bias), ACTIVATION_CODES[activation], np.float32(act_scale)
+    q = wq.reshape(o, 1, kh, kw)
+
+    def run(x, y):
+        apply_numba_threads()
+        _conv_int8(x, x.shape[1], q, scale, s, *stride, *dilation, pad_top, pad_left, out_h,
+                   out_w, b, act, y)  # fmt: skip
+
+    return run
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -330,15 +358,19 @@ def _binary(bits, sums, cg, wbits, alpha, kh, kw, sh, sw, dh, dw, pt, pl, bias, 
                 y[i, o, oh, ow] = activate(v, act)
 
 
-def binary(x, groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left, out_h, out_w,
-           bias, activation, y):  # fmt: skip
+def bind_binary(groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left, out_h,
+                out_w, bias, activation):  # fmt: skip
     """Binary weights x binary activations; wbits uint64 [out, kh·kw, ceil(cg/64)] as the C
     kernel takes them (see kernels/backend_c/conv.py)."""
-    apply_numba_threads()
-    n, c, h, wd = x.shape
-    cg = c // groups
-    bits = np.zeros((n, groups, h, wd, wbits.shape[2]), np.uint64)
-    sums = np.empty((n, groups, h, wd), np.float64)
-    _binary_signs(x, groups, wbits.shape[2], bits, sums)
-    _binary(bits, sums, cg, wbits, alpha, kh, kw, *stride, *dilation, pad_top, pad_left,
-            bias_or_empty(bias), ACTIVATION_CODES[activation], y)  # fmt: skip
+    b, act, cw = bias_or_empty(bias), ACTIVATION_CODES[activation], wbits.shape[2]
+
+    def run(x, y):
+        apply_numba_threads()
+        n, c, h, wd = x.shape
+        bits = np.zeros((n, groups, h, wd, cw), np.uint64)
+        sums = np.empty((n, groups, h, wd), np.float64)
+        _binary_signs(x, groups, cw, bits, sums)
+        _binary(bits, sums, c // groups, wbits, alpha, kh, kw, *stride, *dilation, pad_top,
+                pad_left, b, act, y)  # fmt: skip
+
+    return run

@@ -4,7 +4,8 @@ A lowering is ``lower(w, geo, bias, activation, ops) -> run`` (or None: "not thi
 one", and the plan takes :func:`patch_rows`), called once per plan; ``run(x, y)``
 computes one call into ``y`` [n, out, ho, wo], x float32 C-contiguous NCHW, reading the
 batch from x. ``ops`` is :mod:`kernels.backend_c.conv` or :mod:`kernels.backend_numba.conv`,
-which share their function names and signatures. Registry rows name their lowering per
+which share their function names and signatures; a lowering binds the weight side of
+a kernel once (``ops.bind_<kernel>(...) -> kernel(x, y)``). Registry rows name their lowering per
 backend (``"conv2d/c": "kernels.conv.lowerings:int8"``).
 
 * :func:`dense` -- an *offset GEMM* (csrc/conv/conv_dense_*.c):
@@ -63,44 +64,39 @@ def _tap_offsets(geo: Geometry, channel: np.ndarray, k: np.ndarray, plane: int, 
     return (channel * plane + ky * geo.dh * row + kx * geo.dw).astype(np.int64)
 
 
-def _offset_run(geo: Geometry, ops, offsets_for, kernel) -> Run:
+def _offset_run(geo: Geometry, ops, offsets_for, bind) -> Run:
     """Stride 1 reads (padded) x directly; otherwise an im2col matrix feeds a plain GEMM.
 
     ``offsets_for(plane, row, direct)`` gives the int64 offsets (made here, once);
-    ``kernel(xs, x_image, x_row, offsets, out_h, out_w, y)`` runs the offset kernel.
+    ``bind(x_image, x_row, offsets, out_h, out_w)`` binds the offset kernel.
     """
     if geo.sh == 1 and geo.sw == 1:
         plane, row = geo.hp * geo.wp, geo.wp
         offsets = offsets_for(plane, row, direct=True)
         flat = geo.wp == geo.wo
         out_h, out_w = (1, geo.ho * geo.wo) if flat else (geo.ho, geo.wo)
-        x_row = 0 if flat else row
-        x_image = geo.c * plane
+        kernel = bind(geo.c * plane, 0 if flat else row, offsets, out_h, out_w)
         if not geo.padded:
-
-            def run(x, y):
-                kernel(x, x_image, x_row, offsets, out_h, out_w, y)
-
-            return run
+            return kernel
         padded_shape = (geo.c, geo.hp, geo.wp)
         pads = (geo.pt, geo.pb, geo.pl, geo.pr)
 
         def run_padded(x, y):
             xp = np.empty((x.shape[0],) + padded_shape, np.float32)
             ops.pad(x, *pads, xp)
-            kernel(xp, x_image, x_row, offsets, out_h, out_w, y)
+            kernel(xp, y)
 
         return run_padded
     positions = geo.ho * geo.wo
     offsets = offsets_for(positions, 0, direct=False)
     col_shape = (geo.c * geo.kh * geo.kw, positions)
-    x_image = col_shape[0] * positions
+    kernel = bind(col_shape[0] * positions, 0, offsets, 1, positions)
 
     def run_im2col(x, y):
         cols = np.empty((x.shape[0],) + col_shape, np.float32)
         ops.im2col(x, geo.kh, geo.kw, geo.stride, geo.dilation, geo.pt, geo.pl, geo.ho,
                    geo.wo, cols)  # fmt: skip
-        kernel(cols, x_image, 0, offsets, 1, positions, y)
+        kernel(cols, y)
 
     return run_im2col
 
@@ -119,13 +115,8 @@ def _dense(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run:
             cache["depthwise"] = np.ascontiguousarray(w.decode_matrix(), np.float32).reshape(
                 geo.out, geo.kh, geo.kw
             )
-        wk = cache["depthwise"]
-
-        def run(x, y):
-            ops.depthwise(x, wk, geo.stride, geo.dilation, geo.pt, geo.pl, geo.ho, geo.wo,
-                          bias, activation, y)  # fmt: skip
-
-        return run
+        return ops.bind_depthwise(cache["depthwise"], geo.stride, geo.dilation, geo.pt, geo.pl,
+                                  geo.ho, geo.wo, bias, activation)  # fmt: skip
     key = ("packed", ops.__name__, geo.groups)
     if key not in cache:
         matrix = np.ascontiguousarray(w.decode_matrix(), np.float32)
@@ -143,11 +134,11 @@ def _dense(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run:
                 per_group.append(((g * geo.kg + k) * plane).astype(np.int64))
         return np.concatenate(per_group)
 
-    def kernel(xs, x_image, x_row, offsets, out_h, out_w, y):
-        ops.gemm(xs, y.shape[0], x_image, x_row, offsets, geo.groups, packed, geo.og, out_h,
-                 out_w, bias, activation, y)  # fmt: skip
+    def bind(x_image, x_row, offsets, out_h, out_w):
+        return ops.bind_gemm(x_image, x_row, offsets, geo.groups, packed, geo.og, out_h, out_w,
+                             bias, activation)  # fmt: skip
 
-    return _offset_run(geo, ops, offsets_for, kernel)
+    return _offset_run(geo, ops, offsets_for, bind)
 
 
 def csr(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run:
@@ -160,11 +151,11 @@ def csr(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run:
             return _tap_offsets(geo, group * geo.cg + k // (geo.kh * geo.kw), k, plane, row)
         return ((group * geo.kg + k) * plane).astype(np.int64)
 
-    def kernel(xs, x_image, x_row, offsets, out_h, out_w, y):
-        ops.csr(xs, y.shape[0], x_image, x_row, w.indptr, offsets, w.values, out_h, out_w,
-                bias, activation, y)  # fmt: skip
+    def bind(x_image, x_row, offsets, out_h, out_w):
+        return ops.bind_csr(x_image, x_row, w.indptr, offsets, w.values, out_h, out_w, bias,
+                            activation)  # fmt: skip
 
-    return _offset_run(geo, ops, offsets_for, kernel)
+    return _offset_run(geo, ops, offsets_for, bind)
 
 
 def int8(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run:
@@ -176,25 +167,16 @@ def int8(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run:
         if "depthwise_q" not in cache:
             q = w.quantized().reshape(geo.out, geo.kh, geo.kw)
             cache["depthwise_q"] = np.ascontiguousarray(q)
-        wq = cache["depthwise_q"]
-
-        def run_depthwise(x, y):
-            ops.depthwise_int8(x, wq, scale, static, geo.stride, geo.dilation, geo.pt, geo.pl,
-                               geo.ho, geo.wo, bias, activation, y)  # fmt: skip
-
-        return run_depthwise
+        return ops.bind_depthwise_int8(cache["depthwise_q"], scale, static, geo.stride,
+                                       geo.dilation, geo.pt, geo.pl, geo.ho, geo.wo, bias,
+                                       activation)  # fmt: skip
     key = ("int8", ops.__name__, geo.groups)
     if key not in cache:
         q = np.ascontiguousarray(w.quantized().reshape(w.shape))
         cache[key] = ops.pack_int8_weight(q, geo.groups)
-    packed = cache[key]
-
-    def run(x, y):
-        ops.conv_int8(x, geo.groups, packed, scale, static, geo.kh, geo.kw, geo.stride,
-                      geo.dilation, geo.pt, geo.pl, geo.ho, geo.wo, bias, activation,
-                      y)  # fmt: skip
-
-    return run
+    return ops.bind_conv_int8(geo.groups, cache[key], scale, static, geo.kh, geo.kw, geo.stride,
+                              geo.dilation, geo.pt, geo.pl, geo.ho, geo.wo, bias,
+                              activation)  # fmt: skip
 
 
 def decoded_if_float(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run | None:
@@ -224,13 +206,9 @@ def binary(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run | None
         cache["tap_bits"] = np.ascontiguousarray(
             pack_signs(per_tap).reshape(geo.out, geo.kh * geo.kw, cw)
         )
-    bits, alpha = cache["tap_bits"], w.alpha
-
-    def run(x, y):
-        ops.binary(x, geo.groups, bits, alpha, geo.kh, geo.kw, geo.stride, geo.dilation,
-                   geo.pt, geo.pl, geo.ho, geo.wo, bias, activation, y)  # fmt: skip
-
-    return run
+    return ops.bind_binary(geo.groups, cache["tap_bits"], w.alpha, geo.kh, geo.kw, geo.stride,
+                           geo.dilation, geo.pt, geo.pl, geo.ho, geo.wo, bias,
+                           activation)  # fmt: skip
 
 
 def patch_rows(w: EncodedWeight, geo: Geometry, bias, activation, ops) -> Run:

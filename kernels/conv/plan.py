@@ -138,8 +138,10 @@ def plan_conv2d(
     geo = geometry(x_shape, weight.shape, stride, padding, dilation, groups)
     b = check_bias(bias, geo.out)
     check_activation(activation)
-    if b is not None and b is bias:
-        b = b.copy()  # the plan keeps its own bias: later writes to the caller's do not leak in
+    if b is not None:
+        if b is bias:
+            b = b.copy()  # the plan keeps its own bias: later writes to the caller's stay out
+        b.flags.writeable = False
     return Conv2dPlan(weight, geo, b, activation)
 
 
