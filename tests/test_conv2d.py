@@ -525,6 +525,16 @@ def test_conv_output_shape_is_the_shape_conv2d_returns(case):
     assert conv.conv_output_shape((None,) + x.shape[1:], weight.shape, **kw) == (None,) + want[1:]
 
 
+def test_conv_output_shape_with_free_dims():
+    w = (6, 2, 3, 3)
+    assert conv.conv_output_shape((None, 4, None, 9), w, 2, 1, 1, 2) == (None, 6, None, 5)
+    assert conv.conv_output_shape((1, 4, 7, None), w, 1, "same", 2, 2) == (1, 6, 7, None)
+    with pytest.raises(ValueError, match="expects 2 input channels per group"):
+        conv.conv_output_shape((None, 4, None, None), w)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        conv.conv_output_shape((None, 4, None, 2), w, groups=2)
+
+
 def test_every_c_slot_a_row_names_is_in_the_c_table():
     if "c" not in kernels.available_backends():
         pytest.skip("C kernel library not built")

@@ -195,5 +195,20 @@ def conv_output_shape(
     dilation: Any = 1,
     groups: int = 1,
 ) -> tuple:
-    """(n, out, ho, wo) of a conv2d, with :func:`geometry`'s validation; n may be None."""
-    return geometry(x_shape, w_shape, stride, padding, dilation, groups).out_shape()
+    """(n, out, ho, wo) of a conv2d, with :func:`geometry`'s validation.
+
+    ``n``, height and width may be None (free dims, as in a graph's input); the matching
+    output size is then None, and everything that can be checked still is.
+    """
+    if len(x_shape) != 4:
+        raise ValueError(
+            f"x must be NCHW [batch, channels, height, width], got shape {tuple(x_shape)}"
+        )
+    h, w = x_shape[2], x_shape[3]
+    if (h is None or w is None) and len(w_shape) == 4:
+        # a stand-in size any kernel fits, to validate the rest
+        dh, dw = _pair("dilation", dilation, 1)
+        fit_h, fit_w = (int(w_shape[2]) - 1) * dh + 1, (int(w_shape[3]) - 1) * dw + 1
+        x_shape = (x_shape[0], x_shape[1], fit_h if h is None else h, fit_w if w is None else w)
+    geo = geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    return (geo.n, geo.out, None if h is None else geo.ho, None if w is None else geo.wo)
