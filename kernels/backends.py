@@ -13,6 +13,14 @@ from kernels import registry
 
 _state = {"backend": "auto", "threads": 0}
 
+#: Bumped by every settings change (backend, ISA, threads): a conv plan compares it with
+#: the value it was resolved under (one int check per call) and re-resolves when it moved.
+generation = [0]
+
+
+def _changed() -> None:
+    generation[0] += 1
+
 
 def _c():
     from kernels.backend_c import ffi
@@ -65,6 +73,7 @@ def set_backend(name: str = "auto") -> None:
             f"backend {name!r} is not available here; available: {available_backends()}"
         )
     _state["backend"] = name
+    _changed()
 
 
 def get_backend() -> str:
@@ -93,6 +102,24 @@ def _resolve(wanted: str, op: str, encoding: str):
     raise RuntimeError(f"no backend serves {op} for encoding {encoding!r}")
 
 
+def forget_dispatch() -> None:
+    """Drop cached dispatch decisions (after a registry row is removed)."""
+    _resolve.cache_clear()
+    _changed()
+
+
+def conv_backend() -> str:
+    """The backend conv2d's lowerings run on: the setting, or the fastest available."""
+    wanted = _state["backend"]
+    order = (
+        registry.BACKENDS
+        if wanted == "auto"
+        else registry.BACKENDS[registry.BACKENDS.index(wanted) :]
+    )
+    usable = _available()
+    return next(b for b in order if b in usable)
+
+
 def set_num_threads(n: int) -> None:
     """Threads used by the C and Numba kernels (``n <= 0``: all cores).
 
@@ -100,6 +127,7 @@ def set_num_threads(n: int) -> None:
     """
     n = int(n)
     _state["threads"] = max(n, 0)
+    _changed()
     lib = _c()
     if lib is not None:
         lib[1].pk_set_num_threads(n)
@@ -164,7 +192,9 @@ def set_isa(name: str | None) -> str:
         level = levels.index(name)
     else:
         raise ValueError(f"unknown ISA {name!r} for this architecture; expected one of {levels}")
-    return levels[lib.pk_set_isa_cap(level)]
+    used = levels[lib.pk_set_isa_cap(level)]
+    _changed()
+    return used
 
 
 def current_isa() -> str | None:
@@ -191,6 +221,7 @@ def using(
         yield
     finally:
         _state["backend"] = saved[0]
+        _changed()
         if saved[1] is not None:
             set_isa(saved[1])
         if threads is not None:
@@ -205,8 +236,11 @@ def cpu_info() -> dict:
     dict
         ``machine``, ``cpu_features`` (names), ``isa`` (the level in use),
         ``isa_supported``, ``backends`` (available), ``backend`` (setting), ``threads``,
-        ``c_library`` (None, or why not), ``c_kernels`` (slot -> implementation), and
-        ``serving``: encoding -> {op: "backend" or "c:<implementation>"}.
+        ``c_library`` (None, or why not), ``c_kernels`` (slot -> implementation),
+        ``serving_detail``: encoding -> op -> {regime: what serves it}, and
+        ``serving``: encoding -> {op: what serves its general (last-listed) regime}.
+        What serves is ``"c:<implementation>"`` for a C dispatch slot, or
+        ``"<backend>"`` / ``"<backend>:<module:function>"`` for code with no slot.
     """
     handle = _c()
     info: dict = {
@@ -235,19 +269,37 @@ def cpu_info() -> dict:
             info["c_kernels"][ffi.string(lib.pk_kernel_slot(i)).decode()] = ffi.string(
                 lib.pk_kernel_impl(i)
             ).decode()
-    serving = {}
-    for name in registry.names():
-        row = {}
-        for op in registry.OPS:
-            backend, _ = resolve(op, name)
-            spec = registry.get(name).kernels.get(f"{op}/{backend}", "")
-            slot = f"{op}_{name}"
-            if backend == "c" and slot in info["c_kernels"]:
-                row[op] = f"c:{info['c_kernels'][slot]}"
-            elif spec.endswith("linear_blas"):
-                row[op] = f"{backend}:numpy-blas"
-            else:
-                row[op] = backend
-        serving[name] = row
-    info["serving"] = serving
+    detail = {name: _serving(registry.get(name), info["c_kernels"]) for name in registry.names()}
+    info["serving_detail"] = detail
+    info["serving"] = {
+        name: {op: list(regimes.values())[-1] for op, regimes in ops.items()}
+        for name, ops in detail.items()
+    }
     return info
+
+
+def _serving(row: registry.Encoding, c_kernels: dict) -> dict:
+    """op -> {regime: what serves it} for one registry row, read from its ``c_slots``."""
+
+    def served(backend: str, slots: dict, fallback: str) -> dict:
+        if backend != "c" or not slots:
+            return {"any": fallback}
+        return {
+            regime: f"c:{c_kernels[slot]}" if slot in c_kernels else "c"
+            for regime, slot in slots.items()
+        }
+
+    backend, _ = resolve("linear", row.name)
+    spec = row.kernels.get(f"linear/{backend}")
+    linear = served(
+        backend, row.c_slots.get("linear", {}), f"{backend}:{spec}" if spec else backend
+    )
+    conv = conv_backend()
+    if row.kernels.get(f"conv2d/{conv}") or row.c_slots.get("conv2d") or conv == "numpy":
+        conv_slots = row.c_slots.get("conv2d", {})
+    else:  # the default lowering: patch rows through the linear kernel, batch > 1
+        general = list(row.c_slots.get("linear", {"any": ""}).items())[-1][1]
+        conv_slots = {"any": general} if general else {}
+    if conv != backend and conv == "c" and not conv_slots:
+        return {"linear": linear, "conv2d": {"any": f"c (patches) + {list(linear.values())[-1]}"}}
+    return {"linear": linear, "conv2d": served(conv, conv_slots, conv)}

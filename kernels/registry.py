@@ -16,8 +16,14 @@ from typing import Any
 #: Kernel backends, fastest first. ``numpy`` (the reference) always exists.
 BACKENDS = ("c", "numba", "numpy")
 
-#: Operations a kernel can serve. ``linear``: y = act(x @ W.T + b) with x [batch, in].
-OPS = ("linear",)
+#: Operations a kernel can serve. ``linear``: y = act(x @ W.T + b) with x [batch, in];
+#: ``conv2d``: NCHW convolution with a weight [out, in/groups, kh, kw].
+OPS = ("linear", "conv2d")
+
+#: What serves a conv2d whose row names no lowering for the backend: the encoding's
+#: linear kernel on patch rows; and its reference: the linear reference on patch rows.
+DEFAULT_CONV_LOWERING = "kernels.conv.lowerings:patch_rows"
+DEFAULT_CONV_REFERENCE = "kernels.conv.reference:patch_rows_reference"
 
 
 @dataclass(frozen=True)
@@ -37,10 +43,21 @@ class Encoding:
         The NumPy reference ``(x, w, bias, activation) -> y``: plain, readable, and the
         definition of the semantics (rounding included) that fast kernels must match.
     kernels : mapping
-        ``"op/backend" -> "module:function"`` for the fast kernels. Each has the
-        signature ``fn(x, w, bias, activation, out) -> None`` with ``x`` float32
-        C-contiguous [batch, in], ``bias`` float32 [out] or None, ``activation`` one of
-        None/"relu"/"relu6", ``out`` float32 C-contiguous [batch, out].
+        ``"op/backend" -> "module:function"`` for the fast kernels, imported on first use.
+        ``linear/<backend>``: ``fn(x, w, bias, activation, out) -> None`` with ``x``
+        float32 C-contiguous [batch, in], ``bias`` float32 [out] or None, ``activation``
+        one of None/"relu"/"relu6", ``out`` float32 C-contiguous [batch, out].
+        ``conv2d/<backend>``: a lowering ``fn(w, geo, bias, activation, ops) -> run`` or
+        None (see :mod:`kernels.conv.lowerings`), called once per plan; ``run(x, y)``
+        then computes one call. Without one, conv2d runs ``DEFAULT_CONV_LOWERING``.
+    reference_conv2d : str or None
+        ``"module:function"`` of the NumPy conv reference ``(x, w, bias, geo, activation)
+        -> y`` (see :mod:`kernels.conv.reference`); None: ``DEFAULT_CONV_REFERENCE``.
+    c_slots : mapping
+        ``op -> {regime: C slot}``: the C dispatch slots (``pk_kernel_slot`` names) that
+        run the op, per regime (e.g. ``"batch 1"``, ``"batch > 1"``, ``"depthwise"``);
+        the general regime is listed last. An empty slot name is a C function with no
+        per-ISA variants. ``kernels.cpu_info()`` reports from it.
     options : mapping
         Encode-time options: name -> allowed values (the first is the default), or None
         when any value of the right type goes (e.g. a scale).
@@ -54,11 +71,6 @@ class Encoding:
         Relative tolerance of fast float results against the reference.
     test_options : tuple of dict
         Option sets that tests and benchmarks iterate over.
-    conv_as_dense : callable or None
-        ``conv_as_dense(weight) -> bool``: conv2d runs such weights as their effective
-        dense matrix (``weight.decode()``, made once per weight) on the dense kernels.
-        For float activations times weights with no multiply to save on CPUs where an
-        FMA costs what an add does, and where conv reuses each weight thousands of times.
     """
 
     name: str
@@ -73,7 +85,8 @@ class Encoding:
     rtol: float = 1e-5
     test_options: tuple[dict, ...] = ({},)
     description: str = ""
-    conv_as_dense: Callable[[Any], bool] | None = None
+    reference_conv2d: str | None = None
+    c_slots: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 ENCODINGS: dict[str, Encoding] = {}
@@ -91,8 +104,24 @@ def register(encoding: Encoding) -> Encoding:
                 f"encoding {encoding.name!r}: bad kernel key {key!r}; "
                 f"expected 'op/backend' with op in {OPS}, backend in {BACKENDS}"
             )
+    for op in encoding.c_slots:
+        if op not in OPS:
+            raise ValueError(f"encoding {encoding.name!r}: c_slots names unknown op {op!r}")
     ENCODINGS[encoding.name] = encoding
     return encoding
+
+
+def unregister(name: str) -> Encoding:
+    """Remove a row added by :func:`register` (for rows defined by tests or plugins).
+
+    Returns the removed row; ValueError when ``name`` is not registered.
+    """
+    row = get(name)
+    del ENCODINGS[name]
+    from kernels import backends  # a cached dispatch may name the removed row
+
+    backends.forget_dispatch()
+    return row
 
 
 def get(name: str) -> Encoding:
@@ -114,8 +143,8 @@ def names() -> list[str]:
 def kernel(op: str, encoding: str, backend: str) -> Callable | None:
     """The fast kernel for ``op`` on ``encoding`` in ``backend``, imported on first use.
 
-    Returns None when that backend has no such kernel. The ``numpy`` backend always
-    has one: the reference, writing into ``out``.
+    Returns None when that backend has no such kernel. For ``linear`` the ``numpy``
+    backend always has one: the reference, writing into ``out``.
     """
     row = get(encoding)
     spec = row.kernels.get(f"{op}/{backend}")
@@ -123,6 +152,21 @@ def kernel(op: str, encoding: str, backend: str) -> Callable | None:
         if backend == "numpy" and op == "linear":
             return _reference_kernel(row)
         return None
+    return resolve_spec(spec)
+
+
+def conv_lowering(encoding: str, backend: str) -> Callable:
+    """The conv2d lowering of ``encoding`` on ``backend`` (the row's, or the default)."""
+    return kernel("conv2d", encoding, backend) or resolve_spec(DEFAULT_CONV_LOWERING)
+
+
+def conv_reference(encoding: str) -> Callable:
+    """The NumPy conv2d reference of ``encoding`` (the row's, or the default)."""
+    return resolve_spec(get(encoding).reference_conv2d or DEFAULT_CONV_REFERENCE)
+
+
+def resolve_spec(spec: str) -> Callable:
+    """The function a ``"module:function"`` spec names, imported on first use."""
     fn = _resolved.get(spec)
     if fn is None:
         module, _, attr = spec.partition(":")

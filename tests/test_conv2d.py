@@ -77,7 +77,7 @@ def torch_conv(x, weight, bias, stride, padding, dilation, groups, activation=No
 
 
 def reference(x, w, bias, activation=None, **kw):
-    weight = w if isinstance(w, kernels.EncodedWeight) else conv._as_conv_weight(w)
+    weight = w if isinstance(w, kernels.EncodedWeight) else conv.as_conv_weight(w)
     geo = conv.geometry(x.shape, weight.shape, kw["stride"], kw["padding"], kw["dilation"],
                         kw["groups"])  # fmt: skip
     return conv.conv2d_reference(x, weight, bias, geo, activation)
@@ -136,16 +136,17 @@ def test_float_encodings_match_torch_on_decoded_weights(name, opts):
 
 
 @pytest.mark.parametrize("name, opts", encoding_cases())
-def test_conv_as_dense_encodings_run_the_dense_conv_of_their_decoded_weight(variant, name, opts):
-    """The registry's conv_as_dense weights take the dense path (decoded once per
-    weight): the same result, bit for bit, as the dense conv of ``decode()``."""
+def test_encodings_lowered_as_dense_run_the_dense_conv_of_their_decoded_weight(variant, name, opts):
+    """Rows whose lowering runs their decoded weight on the dense kernels (binary and pow2
+    with float activations): the same result, bit for bit, as the dense conv of
+    ``decode()``."""
     if variant[0] == "numpy":
         pytest.skip("the numpy backend runs each encoding's own reference")
     x, weight, bias, kw = make(CASES[2].values[0], seed=4)
     enc = kernels.encode(weight, name, **opts)
-    as_dense = registry.get(name).conv_as_dense
-    if name == "dense" or as_dense is None or not as_dense(enc):
-        pytest.skip(f"{name} {opts} has its own conv lowering")
+    plan = conv.plan_conv2d(enc, x.shape, bias, **kw)
+    if plan.lowering != "dense" or isinstance(enc, type(kernels.encode(weight, "dense"))):
+        pytest.skip(f"{name} {opts} is dense or has its own conv lowering ({plan.lowering})")
     dense = kernels.encode(enc.decode(), "dense")
     for activation in (None, "relu6"):
         got = kernels.conv2d(x, enc, bias, activation=activation, **kw)

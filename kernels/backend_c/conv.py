@@ -1,11 +1,16 @@
-"""C building blocks of conv2d (csrc/conv): padding, im2col/im2row, offset GEMM, CSR
-and depthwise kernels. Arguments are validated by :mod:`kernels.conv` before any call."""
+"""C building blocks of conv2d (csrc/conv): padding, im2col/im2row, offset GEMM, CSR,
+depthwise, int8 and binary kernels. Arguments are validated by :mod:`kernels.conv` when
+a conv is planned. kernels/backend_numba/conv.py has the same names and signatures."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr
+
+#: Largest kh·kw·ceil(cg/64) of the binary kernel (PK_CONV_BINARY_WORDS); larger convs
+#: run the NumPy reference.
+MAX_BINARY_WORDS = 256
 
 
 def pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, out: np.ndarray) -> None:

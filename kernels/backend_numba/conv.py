@@ -1,6 +1,7 @@
-"""Numba building blocks of conv2d, the same contracts as kernels/backend_c/conv.py:
-padding, im2col/im2row, the offset GEMM, the CSR offset kernel, depthwise, int8 and
-XNOR-popcount binary."""
+"""Numba building blocks of conv2d, the same names, signatures and contracts as
+kernels/backend_c/conv.py: padding, im2col/im2row, the offset GEMM, the CSR offset
+kernel, depthwise, int8 and XNOR-popcount binary. Weight packings may differ: each
+backend's ``pack_*`` makes what its kernel reads."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from numba import njit, prange
 
 from kernels.backend_numba.binary import popcount64
 from kernels.backend_numba.common import ACTIVATION_CODES, activate, bias_or_empty
+from kernels.backends import apply_numba_threads
 
 TILE = 64
+
+#: The binary kernel takes any number of words per patch.
+MAX_BINARY_WORDS = None
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -109,6 +114,7 @@ def pack_gemm_weight(matrix: np.ndarray, groups: int) -> np.ndarray:
 
 def gemm(x, images, x_image, x_row, offsets, groups, w, og, out_h, out_w, bias, activation, y):
     """Offset GEMM: w float32 [groups·og, kg], offsets int64 [groups·kg]."""
+    apply_numba_threads()
     yv = y.reshape(images, groups * og, out_h, out_w)
     _gemm(x.reshape(-1), images, x_image, x_row, offsets, groups, w, og, out_h, out_w,
           bias_or_empty(bias), ACTIVATION_CODES[activation], yv)  # fmt: skip
@@ -142,6 +148,7 @@ def csr(x, images, x_image, x_row, indptr, offsets, values, out_h, out_w, bias, 
     """CSR conv: one int64 offset per nonzero."""
     out_c = indptr.shape[0] - 1
     yv = y.reshape(images, out_c, out_h, out_w)
+    apply_numba_threads()
     _csr(x.reshape(-1), images, x_image, x_row, indptr, offsets, values, out_h, out_w,
          bias_or_empty(bias), ACTIVATION_CODES[activation], yv)  # fmt: skip
 
@@ -173,6 +180,7 @@ def _depthwise(x, w, sh, sw, dh, dw, pt, pl, out_h, out_w, bias, act, y):
 
 def depthwise(x, w, stride, dilation, pad_top, pad_left, out_h, out_w, bias, activation, y):
     """Depthwise conv (in/groups == 1): w float32 [out, kh, kw]."""
+    apply_numba_threads()
     _depthwise(x, w, *stride, *dilation, pad_top, pad_left, out_h, out_w, bias_or_empty(bias),
                ACTIVATION_CODES[activation], y)  # fmt: skip
 
@@ -240,12 +248,27 @@ def _conv_int8(x, groups, q, scale, act_scale, sh, sw, dh, dw, pt, pl, out_h, ou
                     y[i, o, oh, ow] = activate(v, act)
 
 
-def conv_int8(x, groups, q, scale, act_scale, stride, dilation, pad_top, pad_left, out_h, out_w,
-              bias, activation, y) -> None:  # fmt: skip
-    """int8 conv for any groups: q int8 [out, cg, kh, kw], scale float32 [out]."""
-    _conv_int8(x, groups, q, scale, np.float32(act_scale), *stride, *dilation, pad_top,
+def pack_int8_weight(q: np.ndarray, groups: int) -> np.ndarray:
+    """The Numba int8 conv reads q int8 [out, cg, kh, kw] as it is."""
+    return q
+
+
+def conv_int8(x, groups, w, scale, act_scale, kh, kw, stride, dilation, pad_top, pad_left,
+              out_h, out_w, bias, activation, y) -> None:  # fmt: skip
+    """int8 conv for any groups: w int8 [out, cg, kh, kw] (pack_int8_weight), scale [out]."""
+    apply_numba_threads()
+    _conv_int8(x, groups, w, scale, np.float32(act_scale), *stride, *dilation, pad_top,
                pad_left, out_h, out_w, bias_or_empty(bias), ACTIVATION_CODES[activation],
                y)  # fmt: skip
+
+
+def depthwise_int8(x, wq, scale, act_scale, stride, dilation, pad_top, pad_left, out_h, out_w,
+                   bias, activation, y):  # fmt: skip
+    """Depthwise conv with int8 weights wq [out, kh, kw]: the int8 conv, one group per
+    input channel."""
+    o, kh, kw = wq.shape
+    conv_int8(x, x.shape[1], wq.reshape(o, 1, kh, kw), scale, act_scale, kh, kw, stride,
+              dilation, pad_top, pad_left, out_h, out_w, bias, activation, y)  # fmt: skip
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -311,6 +334,7 @@ def binary(x, groups, wbits, alpha, kh, kw, stride, dilation, pad_top, pad_left,
            bias, activation, y):  # fmt: skip
     """Binary weights x binary activations; wbits uint64 [out, kh·kw, ceil(cg/64)] as the C
     kernel takes them (see kernels/backend_c/conv.py)."""
+    apply_numba_threads()
     n, c, h, wd = x.shape
     cg = c // groups
     bits = np.zeros((n, groups, h, wd, wbits.shape[2]), np.uint64)

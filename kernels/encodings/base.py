@@ -104,6 +104,25 @@ class EncodedWeight:
             raise ValueError(f"cannot view a {self.shape} weight as {shape}")
         return dataclasses.replace(self, shape=shape)
 
+    def slice_rows(self, lo: int, hi: int) -> EncodedWeight | None:
+        """Output rows ``lo:hi`` as a weight of the same encoding (None: not sliceable).
+
+        Grouped conv runs each group's rows on its own; a weight that cannot be sliced
+        serves every group whole, at ``groups`` times the work. The default slices every
+        stored array along its first axis when all of them are per output row; encodings
+        storing rows in blocks override it.
+        """
+        arrays = self.arrays()
+        if not arrays or not all(
+            a.ndim >= 1 and a.shape[0] == self.out_features for a in arrays.values()
+        ):
+            return None
+        sliced = {k: np.ascontiguousarray(a[lo:hi]) for k, a in arrays.items()}
+        return type(self).from_arrays(self._rows_shape(lo, hi), sliced, self.params())
+
+    def _rows_shape(self, lo: int, hi: int) -> tuple[int, ...]:
+        return (hi - lo,) + tuple(self.shape[1:])
+
     def _check_shape(self) -> None:
         if len(self.shape) < 2 or any(int(s) < 0 for s in self.shape):
             raise ValueError(

@@ -165,6 +165,8 @@ register(
         kernels={
             "linear/numba": "kernels.backend_numba.binary:linear",
             "linear/c": "kernels.backend_c.binary:linear",
+            "conv2d/numba": "kernels.conv.lowerings:binary",
+            "conv2d/c": "kernels.conv.lowerings:binary",
         },
         options={"activations": ACTIVATIONS},
         bits_per_weight="1 (+ 32 per row)",
@@ -172,10 +174,11 @@ register(
         exact=True,
         rtol=1e-5,
         test_options=({"activations": "float"}, {"activations": "binary"}),
+        reference_conv2d="kernels.conv.reference:binary_reference",
+        c_slots={
+            "linear": {"any": "linear_binary"},
+            "conv2d": {"activations=float": "conv_gemm", "activations=binary": "conv_binary"},
+        },
         description="1-bit weights α·sign(w), bits packed along in into uint64 words",
-        # conv with float activations runs the ±α weights, decoded once, on the dense
-        # kernels (kernels/conv.py): 3x3 64->64 56x56 batch 8 took 228 ms through patch
-        # rows on the sign-select kernel, 49 ms this way
-        conv_as_dense=lambda w: w.activations == "float",
     )
 )

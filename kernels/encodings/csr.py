@@ -135,6 +135,13 @@ register(
         kernels={
             "linear/numba": "kernels.backend_numba.csr:linear",
             "linear/c": "kernels.backend_c.csr:linear",
+            "conv2d/numba": "kernels.conv.lowerings:csr",
+            "conv2d/c": "kernels.conv.lowerings:csr",
+        },
+        reference_conv2d="kernels.conv.reference:float_reference",
+        c_slots={
+            "linear": {"batch 1": "linear_csr_slices", "batch > 1": "linear_csr"},
+            "conv2d": {"any": "conv_csr"},
         },
         bits_per_weight="(32 + 16) x density (+ 32 per row)",
         activations="float32; batch > 1 transposed so each nonzero meets a contiguous vector",

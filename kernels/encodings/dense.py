@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from kernels.encodings.base import EncodedWeight, apply_epilogue, check_array, freeze
-from kernels.registry import Encoding, register
+from kernels.registry import BACKENDS, Encoding, register
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -79,8 +79,12 @@ register(
         encode=encode,
         reference_linear=linear_reference,
         kernels={
-            f"linear/{b}": "kernels.encodings.dense:linear_blas" for b in ("c", "numba", "numpy")
+            **{f"linear/{b}": "kernels.encodings.dense:linear_blas" for b in BACKENDS},
+            "conv2d/numba": "kernels.conv.lowerings:dense",
+            "conv2d/c": "kernels.conv.lowerings:dense",
         },
+        reference_conv2d="kernels.conv.reference:float_reference",
+        c_slots={"conv2d": {"depthwise": "conv_depthwise", "groups < channels": "conv_gemm"}},
         bits_per_weight="32",
         activations="float32",
         description="float32 [out, in]; NumPy/BLAS sgemm, the baseline",

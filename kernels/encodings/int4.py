@@ -129,6 +129,19 @@ class Int4Weight(EncodedWeight):
         per_column = np.repeat(self.group_scales(), self.group_size, axis=1)
         return q * per_column[:, : self.in_features]
 
+    def slice_rows(self, lo: int, hi: int) -> Int4Weight:
+        """Output rows ``lo:hi``, re-tiled (tiles hold 8 rows)."""
+        q = np.zeros((hi - lo, self.n_groups * self.group_size), np.int8)
+        q[:, : self.in_features] = self.quantized()[lo:hi]
+        packed, scale = pack(q, self.group_scales()[lo:hi], self.group_size)
+        return Int4Weight(
+            shape=self._rows_shape(lo, hi),
+            packed=packed,
+            scale=scale,
+            group_size=self.group_size,
+            activation_scale=self.activation_scale,
+        )
+
 
 def pack(q: np.ndarray, scales: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Lay out q [out, k_pad] (int8 in -8..7) and scales [out, groups] as stored."""
@@ -221,6 +234,7 @@ register(
             "linear/numba": "kernels.backend_numba.int4:linear",
             "linear/c": "kernels.backend_c.int4:linear",
         },
+        c_slots={"linear": {"any": "linear_int4"}},
         options={"group_size": GROUP_SIZES, "activation_scale": None},
         bits_per_weight="4 + 32/group_size (4.25 / 4.5 / 5 for groups of 128 / 64 / 32)",
         activations=(

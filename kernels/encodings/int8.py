@@ -97,6 +97,15 @@ class Int8Weight(EncodedWeight):
     def decode_matrix(self) -> np.ndarray:
         return self.quantized().astype(np.float32) * self.scale[:, None]
 
+    def slice_rows(self, lo: int, hi: int) -> Int8Weight:
+        """Output rows ``lo:hi``, re-tiled (tiles hold 8 rows)."""
+        return Int8Weight(
+            shape=self._rows_shape(lo, hi),
+            packed=pack(self.quantized()[lo:hi]),
+            scale=np.ascontiguousarray(self.scale[lo:hi]),
+            activation_scale=self.activation_scale,
+        )
+
 
 def pack(q: np.ndarray) -> np.ndarray:
     """Lay out an int8 matrix [out, in] in 8-row x 4-k tiles (zero padding)."""
@@ -152,6 +161,13 @@ register(
         kernels={
             "linear/numba": "kernels.backend_numba.int8:linear",
             "linear/c": "kernels.backend_c.int8:linear",
+            "conv2d/numba": "kernels.conv.lowerings:int8",
+            "conv2d/c": "kernels.conv.lowerings:int8",
+        },
+        reference_conv2d="kernels.conv.reference:int8_reference",
+        c_slots={
+            "linear": {"any": "linear_int8"},
+            "conv2d": {"depthwise": "", "groups < channels": "conv_int8"},
         },
         options={"activation_scale": None},
         bits_per_weight="8 (+ 32 per output channel)",

@@ -241,6 +241,8 @@ register(
         kernels={
             "linear/numba": "kernels.backend_numba.pow2:linear",
             "linear/c": "kernels.backend_c.pow2:linear",
+            "conv2d/numba": "kernels.conv.lowerings:decoded_if_float",
+            "conv2d/c": "kernels.conv.lowerings:decoded_if_float",
         },
         options={"activations": ACTIVATIONS},
         bits_per_weight="4 (+ 32 per row)",
@@ -248,10 +250,10 @@ register(
         exact=True,
         rtol=1e-5,
         test_options=({"activations": "float"}, {"activations": "int8"}),
+        c_slots={
+            "linear": {"any": "linear_pow2"},
+            "conv2d": {"activations=int8": "linear_pow2", "activations=float": "conv_gemm"},
+        },
         description="power-of-two weights s·α·2^−e, 4-bit sign+exponent codes, 2 per byte",
-        # conv with float activations runs the ±α·2^−e weights, decoded once, on the dense
-        # kernels (kernels/conv.py): 3x3 64->64 56x56 batch 8 took 175 ms through patch
-        # rows, 49 ms this way
-        conv_as_dense=lambda w: w.activations == "float",
     )
 )
