@@ -236,6 +236,41 @@ def test_conv2d_every_encoding_through_a_file(tmp_path, name, opts):
     np.testing.assert_array_equal(model(x), want)
 
 
+def test_conv2d_step_takes_views_and_free_spatial_sizes():
+    w, b = randn(6, 4, 3, 3), randn(6)
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 5, 7, 4))  # NHWC in: the Transpose hands the conv a view
+    h = g.node("Transpose", x, perm=[0, 3, 1, 2])
+    g.output(g.conv2d(h, w, b, padding=1, activation="relu"))
+    model = g.build()
+    xv = randn(2, 5, 7, 4)
+    want = kernels.conv2d(xv.transpose(0, 3, 1, 2), w, b, padding=1, activation="relu")
+    np.testing.assert_array_equal(model(xv), want)
+
+    g = pyinfer.Graph()  # H and W unknown until a call: planned per input size
+    h = g.conv2d(g.input("x", (None, 4, None, None)), w, b, stride=2)
+    g.output(g.node("MaxPool2d", h, kernel_size=2))
+    model = g.build()
+    assert model.shapes[model.output_names[0]] == (None, 6, None, None)
+    for hw in [(9, 7), (12, 12)]:
+        xv = randn(1, 4, *hw)
+        y = kernels.conv2d(xv, w, b, stride=2)
+        want = y[:, :, : y.shape[2] // 2 * 2, : y.shape[3] // 2 * 2]
+        want = want.reshape(1, 6, y.shape[2] // 2, 2, y.shape[3] // 2, 2).max(axis=(3, 5))
+        np.testing.assert_array_equal(model(xv), want)
+
+
+def test_conv2d_sizes_are_checked_at_plan_time():
+    g = pyinfer.Graph()
+    g.output(g.conv2d(g.input("x", (None, 4, 2, 2)), randn(6, 4, 3, 3), name="c"))
+    with pytest.raises(FormatError, match=r"node 'c' \(Conv2d\).*larger than the padded input"):
+        g.build()
+    g = pyinfer.Graph()
+    g.output(g.node("AvgPool2d", g.input("x", (None, 4, 2, 2)), kernel_size=3, name="p"))
+    with pytest.raises(FormatError, match=r"node 'p' \(AvgPool2d\).*larger than the padded"):
+        g.build()
+
+
 # ------------------------------------------------------------------ planning
 
 

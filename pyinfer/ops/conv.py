@@ -1,22 +1,17 @@
-"""Conv2d over any encoding (NCHW, weight [out, in/groups, kh, kw])."""
+"""Conv2d over any encoding (NCHW, weight [out, in/groups, kh, kw]).
+
+The step runs a ``kernels.conv.plan_conv2d`` plan made at build time: attributes, shapes,
+backend, lowering and weight packing are settled once, so a call only runs the kernel.
+Output sizes come from ``kernels.conv.conv_output_shape``, the one place that knows them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 import kernels
-from pyinfer.ops import Attr, Node, OpSpec, bias_param, input_shape, register
-
-
-def conv_out(size, k, s, p, d):
-    if size is None:
-        return None
-    out = (size + 2 * p - d * (k - 1) - 1) // s + 1
-    if out < 1:
-        raise ValueError(
-            f"spatial size {size} is too small for kernel {k} (padding {p}, dilation {d})"
-        )
-    return out
+from kernels.conv import conv_output_shape, plan_conv2d
+from pyinfer.ops import Attr, Node, OpSpec, Slots, Step, bias_param, input_shape, register
 
 
 def _infer_conv(node: Node):
@@ -24,7 +19,7 @@ def _infer_conv(node: Node):
     a = node.attrs
     if len(w.shape) != 4:
         raise ValueError(f"Conv2d weight must be [out, in/groups, kh, kw], got shape {w.shape}")
-    o, cg, kh, kw = w.shape
+    o, cg = w.shape[:2]
     g = a["groups"]
     if o % g:
         raise ValueError(f"weight has {o} output channels, not divisible by groups={g}")
@@ -38,27 +33,44 @@ def _infer_conv(node: Node):
             f"input {node.inputs[0]!r} has {c} channels but the weight {w.shape} with "
             f"groups={g} expects {cg * g}"
         )
-    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
-    return (n, o, conv_out(h, kh, sh, ph, dh), conv_out(wd, kw, sw, pw, dw))
+    if h is None or wd is None:
+        return (n, o, None, None)  # sizes known only at run time; checked there
+    return conv_output_shape(
+        (n, cg * g, h, wd), w.shape, a["stride"], a["padding"], a["dilation"], g
+    )
 
 
-def _build_conv(node: Node):
+def _conv_step(node: Node, slots: Slots) -> Step:
+    """``env[out] = conv2d(env[x])`` through a plan made here (any batch), or through
+    ``kernels.conv2d`` (which plans per input size) when the input's H or W is unknown."""
     w = node.static[1]
     a = node.attrs
     bias = bias_param(node, 2, w.shape[0])
-    activation = a["activation"]
-    stride, padding, dilation, groups = a["stride"], a["padding"], a["dilation"], a["groups"]
-    cg = w.shape[1]
-    name = node.name
+    args = (bias, a["stride"], a["padding"], a["dilation"], a["groups"], a["activation"])
+    (src,) = slots.inputs
+    out, dead = slots.output, slots.dead
+    shape = node.in_shapes[0]
+    if shape is not None and None not in shape[1:]:
+        run = plan_conv2d(w, (None, *shape[1:]), *args)
+    else:
+        name, channels = node.name, w.shape[1] * a["groups"]
 
-    def conv2d(x: np.ndarray) -> np.ndarray:
-        if x.ndim != 4 or x.shape[1] != cg * groups:
-            raise ValueError(
-                f"node {name!r}: input has shape {x.shape}, expected [N, {cg * groups}, H, W]"
-            )
-        return kernels.conv2d(x, w, bias, stride, padding, dilation, groups, activation)
+        def run(x: np.ndarray) -> np.ndarray:
+            if x.ndim != 4 or x.shape[1] != channels:
+                raise ValueError(
+                    f"node {name!r}: input has shape {x.shape}, expected [N, {channels}, H, W]"
+                )
+            return kernels.conv2d(x, w, *args)
 
-    return conv2d
+    def conv_step(env: list) -> None:
+        x = env[src]
+        if not x.flags.c_contiguous:  # e.g. a Transpose view
+            x = np.ascontiguousarray(x)
+        env[out] = run(x)
+        for d in dead:
+            env[d] = None
+
+    return conv_step
 
 
 register(
@@ -73,7 +85,7 @@ register(
             "activation": Attr("activation", None),
         },
         infer=_infer_conv,
-        build=_build_conv,
+        build_step=_conv_step,
         fuses_activation=True,
         description="2-D convolution, NCHW, weight [out, in/groups, kh, kw]; any encoding",
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels.conv import conv_output_shape
 from pyinfer.ops import REQUIRED, Attr, Node, OpSpec, input_shape, register
-from pyinfer.ops.conv import conv_out
 
 _POOL_ATTRS = {
     "kernel_size": Attr("pair", REQUIRED, (1,)),
@@ -24,13 +24,32 @@ def _pool_params(node: Node):
     return k, s, p
 
 
+def _pooled_size(hw: tuple, k, s, p) -> tuple[int, int]:
+    """Output (height, width) of a window op: a one-channel conv's, as kernels count it."""
+    return conv_output_shape((1, 1, *hw), (1, 1, *k), s, p)[2:]
+
+
 def _infer_pool(node: Node):
     k, s, p = _pool_params(node)
     shape = input_shape(node, 0, 4)
     if shape is None:
         return None
     n, c, h, w = shape
-    return (n, c, conv_out(h, k[0], s[0], p[0], 1), conv_out(w, k[1], s[1], p[1], 1))
+    if h is None or w is None:
+        return (n, c, None, None)  # sizes known only at run time
+    return (n, c, *_pooled_size((h, w), k, s, p))
+
+
+def _sizes(k, s, p):
+    """Output sizes by input (height, width), computed once per input size."""
+    known: dict[tuple, tuple[int, int]] = {}
+
+    def sizes(hw: tuple) -> tuple[int, int]:
+        if hw not in known:
+            known[hw] = _pooled_size(hw, k, s, p)
+        return known[hw]
+
+    return sizes
 
 
 def _windows(xp, k, s, oh, ow):
@@ -41,12 +60,12 @@ def _windows(xp, k, s, oh, ow):
 
 def _build_maxpool(node: Node):
     k, s, p = _pool_params(node)
+    sizes = _sizes(k, s, p)
 
     def max_pool(x):
         if x.ndim != 4:
             raise ValueError(f"MaxPool2d: input must be NCHW, got shape {x.shape}")
-        oh = conv_out(x.shape[2], k[0], s[0], p[0], 1)
-        ow = conv_out(x.shape[3], k[1], s[1], p[1], 1)
+        oh, ow = sizes(x.shape[2:])
         xp = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
         windows = _windows(xp, k, s, oh, ow)
         out = np.array(next(windows))
@@ -60,12 +79,12 @@ def _build_maxpool(node: Node):
 def _build_avgpool(node: Node):
     k, s, p = _pool_params(node)
     include_pad = node.attrs["count_include_pad"]
+    sizes = _sizes(k, s, p)
 
     def avg_pool(x):
         if x.ndim != 4:
             raise ValueError(f"AvgPool2d: input must be NCHW, got shape {x.shape}")
-        oh = conv_out(x.shape[2], k[0], s[0], p[0], 1)
-        ow = conv_out(x.shape[3], k[1], s[1], p[1], 1)
+        oh, ow = sizes(x.shape[2:])
         xp = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2))
         out = np.zeros((x.shape[0], x.shape[1], oh, ow), np.float32)
         for win in _windows(xp, k, s, oh, ow):
