@@ -18,7 +18,7 @@ from kernels import backends
 from kernels.encodings.base import EncodedWeight
 from pyinfer import ops, plan
 from pyinfer.format import Container
-from pyinfer.plan import InputSpec  # noqa: F401  (public: the type of Model.inputs)
+from pyinfer.plan import InputSpec
 
 
 class Model:
@@ -57,7 +57,7 @@ class Model:
         self.constants = dict(constants or {})
         self.source = source
         self._checked = plan.check_graph(graph, self.weights, self.constants)
-        self.inputs = self._checked.inputs
+        self.inputs: list[InputSpec] = self._checked.inputs
         self.nodes = self._checked.nodes
         self.output_names = self._checked.output_names
         self.shapes = self._checked.shapes
@@ -71,19 +71,19 @@ class Model:
     # ------------------------------------------------------------------ running
 
     def _execute(self, values: list[np.ndarray]) -> list[np.ndarray]:
-        plan = self._compiled
-        if plan.backend != backends.get_backend():
+        compiled = self._compiled
+        if compiled.backend != backends.get_backend():
             self._build_steps()  # kernels were resolved for another backend setting
-            plan = self._compiled
-        env = plan.template.copy()
-        for slot, value in zip(plan.input_slots, values):
+            compiled = self._compiled
+        env = compiled.template.copy()
+        for slot, value in zip(compiled.input_slots, values):
             env[slot] = value
-        if plan.n_buffers:
-            arena = getattr(plan.local, "arena", None)
+        if compiled.n_buffers:
+            arena = getattr(compiled.local, "arena", None)
             if arena is None:
-                arena = plan.local.arena = [None] * plan.n_buffers
-            env[plan.arena_slot] = arena
-        steps = plan.steps
+                arena = compiled.local.arena = [None] * compiled.n_buffers
+            env[compiled.arena_slot] = arena
+        steps = compiled.steps
         i = 0
         try:
             for i, (step, _, _) in enumerate(steps):  # noqa: B007
@@ -91,7 +91,7 @@ class Model:
         except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
             _, name, op = steps[i]
             raise type(exc)(f"node {name!r} ({op}): {exc}") from exc
-        return [env[s] for s in plan.output_slots]
+        return [env[s] for s in compiled.output_slots]
 
     def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the model on named inputs.
