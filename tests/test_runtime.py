@@ -3,6 +3,7 @@ checks, errors naming the node, backends, and calls from several threads at once
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -387,6 +388,26 @@ def test_every_op_is_documented_and_listed():
         assert ops.spec(name).description, name
     with pytest.raises(ValueError, match="unknown op 'Nope'.*Add"):
         ops.spec("Nope")
+
+
+def test_the_planner_reads_op_properties_from_the_spec():
+    relu = ops.spec("Relu")
+    ops.register(dataclasses.replace(relu, name="ClampLow", as_activation="relu"))
+    ops.register(dataclasses.replace(ops.spec("Reshape"), name="ViewAs"))
+    try:
+        g = pyinfer.Graph()
+        h = g.node("ClampLow", g.linear(g.input("x", (None, 8)), randn(8, 8), name="fc"))
+        h = g.node("ViewAs", h, shape=[-1, 2, 4])
+        g.output(g.node("Add", h, h))
+        model = g.build()
+        assert [n.op for n in model.planned_nodes] == ["Linear", "ViewAs", "Add"]
+        assert model.planned_nodes[0].attrs["activation"] == "relu"
+        assert model.planned_nodes[0].buffer == 0  # its view is read by Add, not returned
+        x = randn(3, 8)
+        hv = np.maximum(x @ model.weights["fc.weight"].decode().T, 0).reshape(-1, 2, 4)
+        np.testing.assert_allclose(model(x), hv + hv, rtol=1e-5, atol=1e-6)
+    finally:
+        del ops.OPS["ClampLow"], ops.OPS["ViewAs"]
 
 
 # ------------------------------------------------------------------ backends, threads
