@@ -279,27 +279,21 @@ def cpu_info() -> dict:
 
 
 def _serving(row: registry.Encoding, c_kernels: dict) -> dict:
-    """op -> {regime: what serves it} for one registry row, read from its ``c_slots``."""
-
-    def served(backend: str, slots: dict, fallback: str) -> dict:
-        if backend != "c" or not slots:
-            return {"any": fallback}
-        return {
-            regime: f"c:{c_kernels[slot]}" if slot in c_kernels else "c"
-            for regime, slot in slots.items()
-        }
-
-    backend, _ = resolve("linear", row.name)
-    spec = row.kernels.get(f"linear/{backend}")
-    linear = served(
-        backend, row.c_slots.get("linear", {}), f"{backend}:{spec}" if spec else backend
-    )
+    """op -> {regime: what serves it} for one registry row, from its kernels and c_slots."""
+    linear_backend, _ = resolve("linear", row.name)
     conv = conv_backend()
-    if row.kernels.get(f"conv2d/{conv}") or row.c_slots.get("conv2d") or conv == "numpy":
-        conv_slots = row.c_slots.get("conv2d", {})
-    else:  # the default lowering: patch rows through the linear kernel, batch > 1
-        general = list(row.c_slots.get("linear", {"any": ""}).items())[-1][1]
-        conv_slots = {"any": general} if general else {}
-    if conv != backend and conv == "c" and not conv_slots:
-        return {"linear": linear, "conv2d": {"any": f"c (patches) + {list(linear.values())[-1]}"}}
-    return {"linear": linear, "conv2d": served(conv, conv_slots, conv)}
+    serving = {}
+    for op, backend in (("linear", linear_backend), ("conv2d", conv)):
+        slots, spec_op = row.c_slots.get(op, {}), op
+        if op == "conv2d" and conv != "numpy" and f"conv2d/{conv}" not in row.kernels:
+            # the default lowering: patch rows (many of them) through the linear kernel
+            slots = dict(list(row.c_slots.get("linear", {}).items())[-1:])
+            backend, spec_op = linear_backend, "linear"
+        if backend == "c" and slots:
+            serving[op] = {
+                regime: f"c:{c_kernels.get(slot, slot)}" for regime, slot in slots.items()
+            }
+        else:
+            spec = row.kernels.get(f"{spec_op}/{backend}")
+            serving[op] = {"any": f"{backend}:{spec}" if spec else backend}
+    return serving

@@ -1,9 +1,11 @@
 """The one table of weight encodings, and of the fast kernels serving each of them.
 
-Everything else -- ``kernels.encode``, the dispatch in ``kernels.linear``, the tests, the
-benchmarks, the file format and the converter -- iterates this table instead of keeping
-its own list. A new encoding is one module in ``kernels/encodings/`` that calls
-:func:`register`, plus its kernels (named in the record, imported only when first used).
+Everything else -- ``kernels.encode``, the dispatch in ``kernels.linear`` and
+``kernels.conv2d``, ``kernels.cpu_info``, the tests, the benchmarks, the file format and
+the converter -- iterates this table instead of keeping its own list. A new encoding is
+one module in ``kernels/encodings/`` that calls :func:`register`, plus its kernels
+(named in the record, imported only when first used); the checklist is in
+:mod:`kernels.encodings`.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ class Encoding:
     c_slots : mapping
         ``op -> {regime: C slot}``: the C dispatch slots (``pk_kernel_slot`` names) that
         run the op, per regime (e.g. ``"batch 1"``, ``"batch > 1"``, ``"depthwise"``);
-        the general regime is listed last. An empty slot name is a C function with no
-        per-ISA variants. ``kernels.cpu_info()`` reports from it.
+        the general regime is listed last. A name that is no slot is a C function with
+        no per-ISA variants, reported as it is. ``kernels.cpu_info()`` reports from it.
     options : mapping
         Encode-time options: name -> allowed values (the first is the default), or None
         when any value of the right type goes (e.g. a scale).

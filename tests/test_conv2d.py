@@ -457,3 +457,91 @@ def test_int8_thread_count_does_not_change_results(backend):
     with kernels.using(backend=backend, threads=2):
         two = kernels.conv2d(x, enc, bias, **kw)
     np.testing.assert_array_equal(one, two)
+
+
+# ---------------------------------------------------------------------------------------
+# plans, output sizes and what serves each row
+
+
+def test_plan_runs_what_conv2d_runs_for_any_batch(variant):
+    x, weight, bias, kw = make(CASES[7].values[0], seed=20)
+    enc = kernels.encode(weight, "int8")
+    plan = conv.plan_conv2d(enc, (None,) + x.shape[1:], bias, activation="relu", **kw)
+    assert plan.out_shape[0] is None and plan.out_shape[1:] == plan.geometry.out_shape()[1:]
+    for n in (1, 3):
+        xs = np.ascontiguousarray(np.repeat(x, 3, axis=0)[:n])
+        want = kernels.conv2d(xs, enc, bias, activation="relu", **kw)
+        np.testing.assert_array_equal(plan(xs), want)
+        out = np.empty_like(want)
+        assert plan(xs, out=out) is out
+        np.testing.assert_array_equal(out, want)
+
+
+def test_plan_follows_backend_and_isa_changes():
+    x, weight, bias, kw = make(CASES[2].values[0], seed=21)
+    enc = kernels.encode(weight, "int8")
+    plan = conv.plan_conv2d(enc, x.shape, bias, **kw)
+    want = reference(x, enc, bias, **kw)
+    for backend in kernels.available_backends():
+        isas = kernels.supported_isas() if backend == "c" else [None]
+        for isa in isas:
+            with kernels.using(backend=backend, isa=isa):
+                np.testing.assert_array_equal(plan(x), want)
+                assert plan.backend == backend
+
+
+def test_plan_checks_its_input_cheaply():
+    x, weight, bias, kw = make(CASES[2].values[0], seed=22)
+    plan = conv.plan_conv2d(weight, x.shape, bias, **kw)
+    with pytest.raises(ValueError, match="float32"):
+        plan(x.astype(np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        plan(np.asfortranarray(x))
+    with pytest.raises(ValueError, match="expects x of shape"):
+        plan(np.ascontiguousarray(x[:, :, :-1]))
+    with pytest.raises(ValueError, match="expects x of shape"):
+        plan(np.concatenate([x, x]))  # the plan was made for a fixed batch
+    with pytest.raises(ValueError, match=r"out must have shape"):
+        plan(x, out=np.empty((1, 1, 1, 1), np.float32))
+
+
+def test_plan_validates_as_conv2d_does():
+    w = np.zeros((6, 2, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="expects 2 input channels per group"):
+        conv.plan_conv2d(w, (None, 4, 5, 5))
+    with pytest.raises(ValueError, match=r"bias must have shape \(6,\)"):
+        conv.plan_conv2d(w, (1, 4, 5, 5), np.zeros(5, np.float32), groups=2)
+    with pytest.raises(ValueError, match="activation"):
+        conv.plan_conv2d(w, (1, 4, 5, 5), groups=2, activation="gelu")
+    with pytest.raises(ValueError, match="NCHW"):
+        conv.plan_conv2d(w, (4, 5, 5), groups=2)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_conv_output_shape_is_the_shape_conv2d_returns(case):
+    x, weight, _, kw = make(case)
+    want = kernels.conv2d(x, weight, **kw).shape
+    assert conv.conv_output_shape(x.shape, weight.shape, **kw) == want
+    assert conv.conv_output_shape((None,) + x.shape[1:], weight.shape, **kw) == (None,) + want[1:]
+
+
+def test_every_c_slot_a_row_names_is_in_the_c_table():
+    if "c" not in kernels.available_backends():
+        pytest.skip("C kernel library not built")
+    info = kernels.cpu_info()
+    for name in registry.names():
+        for op, regimes in registry.get(name).c_slots.items():
+            for slot in regimes.values():
+                assert slot in info["c_kernels"] or slot.startswith("pk_"), (name, op, slot)
+        for op in registry.OPS:
+            detail = info["serving_detail"][name][op]
+            assert info["serving"][name][op] == list(detail.values())[-1]
+
+
+def test_csr_batch_one_is_reported_on_its_slice_kernel():
+    if "c" not in kernels.available_backends():
+        pytest.skip("C kernel library not built")
+    info = kernels.cpu_info()
+    linear = info["serving_detail"]["csr"]["linear"]
+    assert linear["batch 1"] == f"c:{info['c_kernels']['linear_csr_slices']}"
+    assert linear["batch > 1"] == f"c:{info['c_kernels']['linear_csr']}"

@@ -33,7 +33,7 @@ backend (``"conv2d/c": "kernels.conv.lowerings:int8"``).
   effective dense matrix (``decode()``: ±α, ±α·2^−e), made once per weight, on
   :func:`dense`. Their linear kernels save multiplies, which an FMA CPU does not need
   saved, and stream few weight bytes, which conv (each weight reused at every output
-  pixel) does not need either: through patch rows they ran 4x slower than dense.
+  pixel) does not need either, so the dense kernels run them faster than patch rows.
 * :func:`patch_rows` (the default) -- patches one per row (im2row, [N·Ho·Wo,
   Cg·kh·kw]; for a 1×1 stride-1 unpadded conv simply the NHWC transpose of x) feed the
   encoding's ``linear`` kernel once per group (row slices of the weight, see

@@ -192,21 +192,20 @@ def conv2d(
         raise ValueError(f"x must be NCHW [batch, channels, height, width], got shape {xa.shape}")
     if not xa.flags.c_contiguous:
         xa = np.ascontiguousarray(xa)
-    b = check_bias(bias, weight.out_features)
     try:
+        b = check_bias(bias, weight.out_features)
         key = (
-            "conv2d",
             xa.shape[1:],
-            _hashable(stride),
-            _hashable(padding),
-            _hashable(dilation),
-            groups,
-            None if b is None else b.tobytes(),
+            _key(stride),
+            _key(padding),
+            _key(dilation),
+            _key(groups),
+            None if b is None else b.tobytes(),  # by value: callers may reuse the array
             activation,
         )
         hash(key)
-    except TypeError:
-        key = None
+    except (TypeError, ValueError):
+        b, key = bias, None  # plan_conv2d raises, after the size checks, as it should
     plans = derived(weight).setdefault("conv2d plans", {})
     plan = plans.get(key) if key is not None else None
     if plan is None:
@@ -219,5 +218,8 @@ def conv2d(
     return plan(xa)
 
 
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, (list, np.ndarray)) else value
+def _key(value: Any) -> Any:
+    """A conv parameter as a cache key that tells 1 from True and (1, 1) from [1, 1]."""
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_key(v) for v in value))
+    return (type(value), value)

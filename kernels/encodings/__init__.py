@@ -1,7 +1,22 @@
 """The rows of the encoding registry: importing this package registers each of them.
 
-A new encoding is a module here (weight class, NumPy codec, NumPy reference, and a
-``register(Encoding(...))`` call) plus its name in ``ROWS``.
+Adding an encoding, on the Python side:
+
+1. ``kernels/encodings/<name>.py``: the weight class (an ``EncodedWeight`` dataclass whose
+   array fields are what files store; ``decode_matrix``; ``slice_rows`` only if its
+   arrays are not all per output row), the NumPy codec and ``reference_linear``, and
+   ``register(Encoding(...))`` naming its kernels (``"linear/c"``, ``"linear/numba"``,
+   optionally ``"conv2d/<backend>"`` lowerings), ``reference_conv2d`` if its conv
+   semantics are not those of its linear on patch rows, and ``c_slots``.
+2. Its name in ``ROWS`` below.
+3. Its fast kernels where it has them: ``kernels/backend_c/<name>.py`` (the cffi call),
+   ``kernels/backend_numba/<name>.py``; a conv lowering of its own in
+   :mod:`kernels.conv.lowerings` only if patch rows through its linear kernel are not
+   good enough.
+
+Everything else -- ``kernels.encode``/``linear``/``conv2d`` dispatch, grouped conv, the
+file format, the runtime, ``cpu_info`` and the tests iterating the rows -- reads the row.
+A row needs no kernels at all: the NumPy reference serves every backend.
 """
 
 import importlib

@@ -143,7 +143,8 @@ class EncodedWeight:
 
 def derived(w: EncodedWeight) -> dict:
     """A per-weight dict for data computed once from its arrays (C pointers, group
-    slices): weights are frozen, so it never goes stale. Not pickled or copied."""
+    slices, packed conv weights, conv plans): weights are frozen, so it never goes
+    stale. Not pickled or copied."""
     try:
         return w.__dict__["_derived"]
     except KeyError:

@@ -167,7 +167,10 @@ register(
         reference_conv2d="kernels.conv.reference:int8_reference",
         c_slots={
             "linear": {"any": "linear_int8"},
-            "conv2d": {"depthwise": "", "groups < channels": "conv_int8"},
+            "conv2d": {
+                "depthwise": "pk_conv_depthwise_int8_f32",
+                "groups < channels": "conv_int8",
+            },
         },
         options={"activation_scale": None},
         bits_per_weight="8 (+ 32 per output channel)",
