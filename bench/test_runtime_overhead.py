@@ -2,8 +2,10 @@
 
 Overhead: a model of 50 tiny layers (Linear 16->16 + Relu) at batch 1, ``model(x)``
 beside the sum of its raw kernel calls (the registry kernel on preallocated buffers, the
-cheapest way to run the same layers). Load: ``pyinfer.load`` of a ~500 MB file, time and
-resident memory before the first call, in a fresh process.
+cheapest way to run the same layers). Conv against linear: three int8 3x3 convs 8->8
+channels on 8x8 (padding 1) beside three int8 Linear 192->192, the same multiply-adds,
+at batch 1. Load: ``pyinfer.load`` of a ~500 MB file, time and resident memory before
+the first call, in a fresh process.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 -m pytest bench/test_runtime_overhead.py
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 bench/test_runtime_overhead.py
@@ -91,6 +93,51 @@ def measure_overhead(encoding: str, rounds: int = 300, trials: int = 15) -> dict
     return result
 
 
+def conv_and_linear_models(encoding: str = "int8") -> tuple[pyinfer.Model, pyinfer.Model]:
+    """Three 3x3 convs 8->8 on 8x8 (padding 1) and three Linear 192->192, each + Relu:
+    36,864 multiply-adds per layer in both."""
+    rng = np.random.default_rng(0)
+    conv = pyinfer.Graph()
+    h = conv.input("x", (None, 8, 8, 8))
+    for _ in range(3):
+        w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) / 8
+        h = conv.conv2d(h, w, rng.standard_normal(8), padding=1, encoding=encoding)
+        h = conv.node("Relu", h)
+    conv.output(h)
+    linear = pyinfer.Graph()
+    h = linear.input("x", (None, 192))
+    for _ in range(3):
+        w = rng.standard_normal((192, 192)).astype(np.float32) / 14
+        h = linear.node("Relu", linear.linear(h, w, rng.standard_normal(192), encoding=encoding))
+    linear.output(h)
+    return conv.build(), linear.build()
+
+
+def measure_conv_vs_linear(
+    encoding: str = "int8", rounds: int = 50, trials: int = 101, clock: str = "cpu"
+) -> dict:
+    """Microseconds per call (medians, one kernel thread) of the three-conv and the
+    three-linear model at batch 1, measured alternately; ``clock`` "cpu" (the calling
+    thread's CPU time) or "wall"."""
+    now = time.perf_counter if clock == "wall" else time.thread_time
+    kernels.set_num_threads(1)
+    conv, linear = conv_and_linear_models(encoding)
+    rng = np.random.default_rng(1)
+    inputs = {
+        "conv": (conv, rng.standard_normal((1, 8, 8, 8)).astype(np.float32)),
+        "linear": (linear, rng.standard_normal((1, 192)).astype(np.float32)),
+    }
+    times = {name: [] for name in inputs}
+    for _ in range(trials):
+        for name, (model, x) in inputs.items():
+            t0 = now()
+            for _ in range(rounds):
+                model(x)
+            times[name].append((now() - t0) / rounds * 1e6)
+    conv_us, linear_us = float(np.median(times["conv"])), float(np.median(times["linear"]))
+    return {"conv_us": conv_us, "linear_us": linear_us, "ratio": conv_us / linear_us}
+
+
 def write_big_model(path: str, megabytes: int = 500) -> int:
     """A dense MLP of about ``megabytes`` MB; returns the file size."""
     rows, cols = 4096, 3200  # 52.4 MB per layer
@@ -170,6 +217,22 @@ def test_raw_kernel_calls(benchmark, mlp):
 
 
 @pytest.fixture(scope="module")
+def conv_and_linear():
+    kernels.set_num_threads(1)
+    return conv_and_linear_models()
+
+
+def test_three_int8_convs(benchmark, conv_and_linear):
+    benchmark.group = "3 x int8 layers of 36,864 multiply-adds, batch 1"
+    benchmark(conv_and_linear[0], np.ones((1, 8, 8, 8), np.float32))
+
+
+def test_three_int8_linears(benchmark, conv_and_linear):
+    benchmark.group = "3 x int8 layers of 36,864 multiply-adds, batch 1"
+    benchmark(conv_and_linear[1], np.ones((1, 192), np.float32))
+
+
+@pytest.fixture(scope="module")
 def big_file(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("load") / "big.pinf")
     write_big_model(path)
@@ -194,6 +257,12 @@ if __name__ == "__main__":
                 f"{c['model_us']:.1f} us, raw kernels {c['raw_us']:.1f} us -> overhead "
                 f"{c['overhead_per_layer_us']:.2f} us/layer"
             )
+    for clock in ("wall", "cpu"):
+        r = measure_conv_vs_linear(clock=clock)
+        print(
+            f"int8 batch 1 ({clock:4s} time): 3 x conv 3x3 8->8 on 8x8 {r['conv_us']:.1f} us, "
+            f"3 x Linear 192->192 {r['linear_us']:.1f} us -> conv / linear {r['ratio']:.2f}"
+        )
     with tempfile.TemporaryDirectory(dir=os.environ.get("PINF_BENCH_DIR")) as d:
         path = os.path.join(d, "big.pinf")
         t0 = time.perf_counter()

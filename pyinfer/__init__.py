@@ -5,8 +5,9 @@ package; the converter (``pyinfer.convert``) produces them.
 """
 
 from kernels._version import __version__
+from pyinfer.files import load, save
 from pyinfer.format import FormatError
 from pyinfer.graph import Graph
-from pyinfer.model import Model, load, save
+from pyinfer.model import Model
 
 __all__ = ["FormatError", "Graph", "Model", "__version__", "load", "save"]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import kernels
+from kernels import registry
 from kernels.encodings.base import EncodedWeight
 
 
@@ -74,8 +75,8 @@ class Graph:
         ``kernels.encode(w, encoding or "dense", **options)``."""
         if not isinstance(w, EncodedWeight):
             w = kernels.encode(w, encoding or "dense", **options)
-        elif encoding is not None and encoding != w.encoding:
-            w = kernels.encode(w, encoding, **options)
+        elif encoding is not None and registry.get(encoding) is not registry.get(w.encoding):
+            w = kernels.encode(w, encoding, **options)  # re-encoded only into another row
         name = self._fresh(name, "weight")
         self.weights[name] = w
         return name

@@ -3,6 +3,7 @@ checks, errors naming the node, backends, and calls from several threads at once
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -236,6 +237,41 @@ def test_conv2d_every_encoding_through_a_file(tmp_path, name, opts):
     np.testing.assert_array_equal(model(x), want)
 
 
+def test_conv2d_step_takes_views_and_free_spatial_sizes():
+    w, b = randn(6, 4, 3, 3), randn(6)
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 5, 7, 4))  # NHWC in: the Transpose hands the conv a view
+    h = g.node("Transpose", x, perm=[0, 3, 1, 2])
+    g.output(g.conv2d(h, w, b, padding=1, activation="relu"))
+    model = g.build()
+    xv = randn(2, 5, 7, 4)
+    want = kernels.conv2d(xv.transpose(0, 3, 1, 2), w, b, padding=1, activation="relu")
+    np.testing.assert_array_equal(model(xv), want)
+
+    g = pyinfer.Graph()  # H and W unknown until a call: planned per input size
+    h = g.conv2d(g.input("x", (None, 4, None, None)), w, b, stride=2)
+    g.output(g.node("MaxPool2d", h, kernel_size=2))
+    model = g.build()
+    assert model.shapes[model.output_names[0]] == (None, 6, None, None)
+    for hw in [(9, 7), (12, 12)]:
+        xv = randn(1, 4, *hw)
+        y = kernels.conv2d(xv, w, b, stride=2)
+        want = y[:, :, : y.shape[2] // 2 * 2, : y.shape[3] // 2 * 2]
+        want = want.reshape(1, 6, y.shape[2] // 2, 2, y.shape[3] // 2, 2).max(axis=(3, 5))
+        np.testing.assert_array_equal(model(xv), want)
+
+
+def test_conv2d_sizes_are_checked_at_plan_time():
+    g = pyinfer.Graph()
+    g.output(g.conv2d(g.input("x", (None, 4, 2, 2)), randn(6, 4, 3, 3), name="c"))
+    with pytest.raises(FormatError, match=r"node 'c' \(Conv2d\).*larger than the padded input"):
+        g.build()
+    g = pyinfer.Graph()
+    g.output(g.node("AvgPool2d", g.input("x", (None, 4, 2, 2)), kernel_size=3, name="p"))
+    with pytest.raises(FormatError, match=r"node 'p' \(AvgPool2d\).*larger than the padded"):
+        g.build()
+
+
 # ------------------------------------------------------------------ planning
 
 
@@ -352,6 +388,26 @@ def test_every_op_is_documented_and_listed():
         assert ops.spec(name).description, name
     with pytest.raises(ValueError, match="unknown op 'Nope'.*Add"):
         ops.spec("Nope")
+
+
+def test_the_planner_reads_op_properties_from_the_spec():
+    relu = ops.spec("Relu")
+    ops.register(dataclasses.replace(relu, name="ClampLow", as_activation="relu"))
+    ops.register(dataclasses.replace(ops.spec("Reshape"), name="ViewAs"))
+    try:
+        g = pyinfer.Graph()
+        h = g.node("ClampLow", g.linear(g.input("x", (None, 8)), randn(8, 8), name="fc"))
+        h = g.node("ViewAs", h, shape=[-1, 2, 4])
+        g.output(g.node("Add", h, h))
+        model = g.build()
+        assert [n.op for n in model.planned_nodes] == ["Linear", "ViewAs", "Add"]
+        assert model.planned_nodes[0].attrs["activation"] == "relu"
+        assert model.planned_nodes[0].buffer == 0  # its view is read by Add, not returned
+        x = randn(3, 8)
+        hv = np.maximum(x @ model.weights["fc.weight"].decode().T, 0).reshape(-1, 2, 4)
+        np.testing.assert_allclose(model(x), hv + hv, rtol=1e-5, atol=1e-6)
+    finally:
+        del ops.OPS["ClampLow"], ops.OPS["ViewAs"]
 
 
 # ------------------------------------------------------------------ backends, threads
