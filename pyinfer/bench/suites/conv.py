@@ -208,6 +208,7 @@ def cases(quick: bool = False) -> list[Case]:
                             "size": size,
                             "sparsity": sparsity,
                             "roofline": False,  # activations, not weights, dominate traffic
+                            "compare_with": ["torch conv fp32"],  # a column in the report
                         },  # fmt: skip
                     )
                 )
