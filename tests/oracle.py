@@ -60,29 +60,39 @@ def quantize_int8(x: np.ndarray, static_scale: float | None = None):
     return q, s, bad
 
 
-def linear(x, w, bias=None, activation=None) -> np.ndarray:
-    """y = act(x' @ decode(W)ᵀ + bias) in float64, x' being x as ``w`` treats it.
+def float_activations(x: np.ndarray, static_scale: float | None) -> np.ndarray:
+    """x itself, in float64."""
+    return x.astype(np.float64)
 
-    float: x itself; int8: s_b · q_b (``quantize_int8``), NaN rows where x has NaN/Inf;
-    binary: β_b · sign(x_b) with β_b = mean |x_b| (rounded to float32) and sign(0) = +1.
-    """
+
+def int8_activations(x: np.ndarray, static_scale: float | None) -> np.ndarray:
+    """s_b · q_b (:func:`quantize_int8`); NaN rows where x has NaN or Inf."""
+    q, s, bad = quantize_int8(x, static_scale)
+    xq = q.astype(np.float64) * s.astype(np.float64)[:, None]
+    xq[bad] = np.nan
+    return xq
+
+
+def binary_activations(x: np.ndarray, static_scale: float | None) -> np.ndarray:
+    """β_b · sign(x_b), β_b = mean |x_b| (rounded to float32), sign(0) = +1."""
+    k = x.shape[1]
+    beta = np.abs(x.astype(np.float64)).sum(axis=1) / k if k else np.zeros(len(x))
+    beta = beta.astype(np.float32).astype(np.float64)
+    return np.where(x >= 0, 1.0, -1.0) * beta[:, None]
+
+
+#: What each activation treatment makes of x before the product, in float64.
+TREATMENTS = {"float": float_activations, "int8": int8_activations, "binary": binary_activations}
+
+
+def linear(x, w, bias=None, activation=None) -> np.ndarray:
+    """y = act(x' @ decode(W)ᵀ + bias) in float64, x' being x as ``w`` treats it
+    (see ``TREATMENTS``)."""
     x = np.asarray(x, np.float32)
     decoded = w.decode().reshape(w.shape[0], -1).astype(np.float64)
     treatment, static_scale = activation_treatment(w)
     with np.errstate(invalid="ignore", over="ignore"):
-        if treatment == "float":
-            y = x.astype(np.float64) @ decoded.T
-        elif treatment == "int8":
-            q, s, bad = quantize_int8(x, static_scale)
-            y = (q.astype(np.float64) @ decoded.T) * s.astype(np.float64)[:, None]
-            y[bad] = np.nan
-        elif treatment == "binary":
-            k = x.shape[1]
-            beta = np.abs(x.astype(np.float64)).sum(axis=1) / k if k else np.zeros(len(x))
-            signs = np.where(x >= 0, 1.0, -1.0)
-            y = (signs @ decoded.T) * beta.astype(np.float32).astype(np.float64)[:, None]
-        else:
-            raise ValueError(f"no oracle for activation treatment {treatment!r}")
+        y = TREATMENTS[treatment](x, static_scale) @ decoded.T
         if bias is not None:
             y = y + np.asarray(bias, np.float64)
         if activation == "relu":

@@ -227,7 +227,7 @@ def test_pow2_packing_round_trip(rows, cols, seed):
     enc = P.encode(w, activations="int8")
     again = P.Pow2Weight.from_arrays(enc.shape, enc.arrays(), enc.params())
     assert np.array_equal(again.codes, enc.codes) and np.array_equal(again.alpha, enc.alpha)
-    assert again.activations == "int8"
+    assert again.params() == enc.params()
     assert not np.any(enc.unpacked_codes() == P.INVALID_CODE)
 
 
