@@ -47,20 +47,22 @@ def variants(with_numpy: bool = True) -> list:
     return params
 
 
+def _run_under(pair: tuple):
+    backend, isa = pair
+    with kernels.using(backend=backend, isa=isa):
+        yield pair
+
+
 @pytest.fixture(params=variants())
 def variant(request):
     """Run the test body under one (backend, isa) pair."""
-    backend, isa = request.param
-    with kernels.using(backend=backend, isa=isa):
-        yield request.param
+    yield from _run_under(request.param)
 
 
 @pytest.fixture(params=variants(with_numpy=False))
 def fast_variant(request):
     """Run the test body under one (backend, isa) pair other than the numpy references."""
-    backend, isa = request.param
-    with kernels.using(backend=backend, isa=isa):
-        yield request.param
+    yield from _run_under(request.param)
 
 
 def encoding_cases() -> list:
