@@ -1,4 +1,5 @@
-"""Shared test parameters: every backend and every ISA level this machine can run."""
+"""Shared test parameters: every backend and every ISA level this machine can run, the
+encodings and option sets from the registry, and how a ``linear`` result is judged."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import pytest
 
 import kernels
 from kernels import registry
+from tests import oracle
 
 
-def variants() -> list:
+def variants(with_numpy: bool = True) -> list:
     """(backend, isa) pairs to test: numpy, numba, and C at each supported ISA level.
 
     Levels the build has but this CPU lacks appear as skipped cases that say so.
+    ``with_numpy=False`` leaves out the numpy backend, whose kernels are the references.
     """
-    params = [pytest.param(("numpy", None), id="numpy")]
+    params = [pytest.param(("numpy", None), id="numpy")] if with_numpy else []
     backends = kernels.available_backends()
     params.append(
         pytest.param(
@@ -44,12 +47,22 @@ def variants() -> list:
     return params
 
 
+def _run_under(pair: tuple):
+    backend, isa = pair
+    with kernels.using(backend=backend, isa=isa):
+        yield pair
+
+
 @pytest.fixture(params=variants())
 def variant(request):
     """Run the test body under one (backend, isa) pair."""
-    backend, isa = request.param
-    with kernels.using(backend=backend, isa=isa):
-        yield request.param
+    yield from _run_under(request.param)
+
+
+@pytest.fixture(params=variants(with_numpy=False))
+def fast_variant(request):
+    """Run the test body under one (backend, isa) pair other than the numpy references."""
+    yield from _run_under(request.param)
 
 
 def encoding_cases() -> list:
@@ -60,6 +73,34 @@ def encoding_cases() -> list:
             label = name + "".join(f"-{k}={v}" for k, v in opts.items())
             cases.append(pytest.param(name, opts, id=label))
     return cases
+
+
+def bit_exact(w) -> bool:
+    """Does every backend give the reference's bits for ``w``? Rows marked ``exact`` do on
+    their integer-activation paths (float activations are held to ``rtol``)."""
+    return registry.get(w.encoding).exact and oracle.activation_treatment(w)[0] != "float"
+
+
+def assert_linear_correct(got, x, w, bias=None, activation=None) -> None:
+    """Judge ``got = kernels.linear(x, w, bias, activation)`` under the current backend.
+
+    The numpy backend runs the references: it is held to the independent oracle
+    (``tests/oracle.py``). Every other backend is held to the reference: bit for bit
+    where :func:`bit_exact`, otherwise within the row's ``rtol``.
+    """
+    x = np.asarray(x, np.float32)
+    squeeze = x.ndim == 1
+    x2 = x[None, :] if squeeze else x
+    if kernels.get_backend() == "numpy":
+        want = oracle.linear(x2, w, bias, activation)
+        oracle.assert_close(got, want[0] if squeeze else want)
+        return
+    want = registry.get(w.encoding).reference_linear(x2, w, bias, activation)
+    want = want[0] if squeeze else want
+    if bit_exact(w):
+        np.testing.assert_array_equal(got, want)
+    else:
+        oracle.assert_close(got, want, rtol=registry.get(w.encoding).rtol)
 
 
 def sparse_gaussian(rng: np.random.Generator, shape, density: float = 0.3) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""`pyinfer bench` end to end on its quick shapes: every impl measured, JSON written."""
+"""`pyinfer bench` end to end on its quick shapes: every impl measured, JSON written,
+and the JSON rendered as the Markdown report."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import numpy as np
@@ -9,32 +12,86 @@ import pytest
 
 from pyinfer.cli import main
 
+#: A quick csr run, its options in the order the results' "command" lists them.
+QUICK_CSR = "bench --suite csr --quick --threads 1 --min-time 0.01 --no-hardware".split()
 
-def test_bench_quick_csr_writes_results(tmp_path, capsys):
-    out = tmp_path / "bench"
-    rc = main(
-        [
-            "bench",
-            "--quick",
-            "--suite",
-            "csr",
-            "--no-hardware",
-            "--min-time",
-            "0.01",
-            "--threads",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
+
+@pytest.fixture(scope="module")
+def quick_csr_run(tmp_path_factory):
+    """One quick csr run: (path of its results.json, what it printed)."""
+    out = tmp_path_factory.mktemp("bench")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main([*QUICK_CSR, "--out", str(out)])
     assert rc == 0
-    data = json.loads((out / "results.json").read_text())
+    return out / "results.json", printed.getvalue()
+
+
+def test_bench_quick_csr_writes_results(quick_csr_run):
+    path, printed = quick_csr_run
+    data = json.loads(path.read_text())
     ours = [r for r in data["results"] if r["kind"] == "ours"]
     dense = [r for r in data["results"] if r["kind"] == "dense"]
     assert ours and dense
     assert all(r["error"] is None and r["median_ms"] > 0 for r in ours + dense)
     assert all(r["speedup_vs_dense"] > 0 for r in ours)
-    assert "| pyinfer csr |" in capsys.readouterr().out
+    assert "| pyinfer csr |" in printed
+    ctx = data["context"]
+    assert ctx["command"] == "pyinfer bench " + " ".join(QUICK_CSR[1:])
+    assert ctx["date"].endswith("UTC") and ctx["version"]
+
+
+def test_markdown_report_of_a_quick_run(quick_csr_run, capsys):
+    """One table row per (case, batch, our impl), with the fastest dense baseline and a
+    ratio column per peer, all taken from the JSON."""
+    path, _ = quick_csr_run
+    data = json.loads(path.read_text())
+    assert main(["bench", "--markdown", str(path)]) == 0
+    text = capsys.readouterr().out
+    ctx = data["context"]
+    assert f"## {ctx['processor']} ({ctx['machine']}, {ctx['cores']} cores)" in text
+    assert f"`{ctx['command']}`" in text and ctx["date"] in text
+    assert "### csr: one cached weight, 1 thread" in text
+    results = data["results"]
+    peers = list(dict.fromkeys(r["impl"] for r in results if r["kind"] == "peer"))
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| case |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns == [
+        "case",
+        "batch",
+        "ours",
+        "ms",
+        "fastest dense fp32",
+        "ms",
+        "vs dense",
+        *(f"vs {p}" for p in peers),
+    ]
+    body = [line for line in lines[lines.index(header) + 2 :] if line.startswith("| ")]
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in body]
+    ours = [r for r in results if r["kind"] == "ours"]
+    assert len(table) == len(ours)
+    for cells, mine in zip(table, ours):
+        assert len(cells) == len(columns)
+        case, batch, impl, ms, dense_impl, dense_ms, vs_dense, *vs_peers = cells
+        assert (case, int(batch), "pyinfer " + impl) == (mine["case"], mine["batch"], mine["impl"])
+        assert float(ms) == pytest.approx(mine["median_ms"], rel=5e-3)
+        same = [r for r in results if (r["case"], r["batch"]) == (case, int(batch))]
+        fastest = min((r for r in same if r["kind"] == "dense"), key=lambda r: r["median_ms"])
+        assert dense_impl + " fp32" == fastest["impl"]
+        assert float(dense_ms) == pytest.approx(fastest["median_ms"], rel=5e-3)
+        assert vs_dense == f"{mine['speedup_vs_dense']:.2f}x"
+        for peer, cell in zip(peers, vs_peers):
+            theirs = next(r for r in same if r["impl"] == peer)
+            ratio = theirs["median_ms"] / mine["median_ms"]
+            assert cell == ("n/a" if theirs["error"] else f"{ratio:.2f}x")
+
+
+def test_markdown_refuses_a_file_that_is_not_a_results_file(tmp_path, capsys):
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"results": []}))
+    assert main(["bench", "--markdown", str(bad)]) == 2
+    assert "not a results file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("args", [["--threads", "0"], ["--weights", "warm"], ["--passes", "0"]])

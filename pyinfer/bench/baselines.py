@@ -1,12 +1,25 @@
 """Implementations every suite compares with: our kernels through the public API, and
-the dense fp32 baselines (NumPy BLAS, ONNX Runtime, PyTorch) where installed."""
+the dense fp32 baselines (NumPy BLAS, ONNX Runtime, PyTorch) where installed; and which
+registry rows a suite measures, chosen by what the rows say of themselves."""
 
 from __future__ import annotations
 
 import numpy as np
 
 import kernels
+from kernels import registry
 from pyinfer.bench.harness import Impl, Prepared, WeightPool, cycle_calls
+
+
+def rows_with_option(option: str) -> list[str]:
+    """Encodings offering the encode option ``option`` (e.g. ``activation_scale``: int8
+    activations; ``activations``: a choice of activation treatment), in registry order."""
+    return [name for name in registry.names() if option in registry.get(name).options]
+
+
+def sparse_rows() -> list[str]:
+    """Encodings that store only the nonzeros (their weights have a ``density``)."""
+    return [name for name in registry.names() if hasattr(registry.get(name).weight_type, "density")]
 
 
 def ours(encoding: str, label: str | None = None, **options) -> Impl:

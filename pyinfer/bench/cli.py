@@ -1,4 +1,5 @@
-"""``pyinfer bench``: run benchmark suites, print Markdown tables, write JSON and plots."""
+"""``pyinfer bench``: run benchmark suites, print Markdown tables, write JSON and plots;
+or (``--markdown``) turn such JSON files into the curated report of ``bench/RESULTS.md``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-hardware", action="store_true", help="skip measuring memory bandwidth and sgemm peak"
     )
+    parser.add_argument(
+        "--markdown",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: print these results.json files as a Markdown report (one section "
+        "per machine, one table per suite; what bench/RESULTS.md holds)",
+    )
 
 
 def _parse_list(text: str, what: str, convert=str) -> list:
@@ -81,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
     from pyinfer.bench import harness
     from pyinfer.bench.suites import SUITES
 
+    if args.markdown:
+        from pyinfer.bench import report
+
+        print(report.markdown(report.load(args.markdown)), end="")
+        return 0
     cores = os.cpu_count() or 1
     threads = (
         _parse_list(args.threads, "threads", int)
@@ -100,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--passes must be positive, got {passes}")
 
     ctx = harness.machine_context(measure_hardware=not args.no_hardware)
+    ctx.update(_run_facts(args))
     print(_context_text(ctx))
     suites = args.suite or list(SUITES)
     all_results = []
@@ -141,6 +157,52 @@ def run(args: argparse.Namespace) -> int:
     os.replace(tmp, path)
     print(f"results: {path}")
     return 0
+
+
+def _run_facts(args: argparse.Namespace) -> dict:
+    """When, what and which code: the date (UTC), the command, the version and commit."""
+    import kernels
+
+    facts = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": _command_line(args),
+        "version": kernels.__version__,
+    }
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if commit.returncode == 0:
+            facts["commit"] = commit.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout, or no git: the version says enough
+    return facts
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The ``pyinfer bench`` command that gives these options."""
+    words = ["pyinfer", "bench"]
+    if args.suite:
+        words += ["--suite", *args.suite]
+    if args.quick:
+        words.append("--quick")
+    for flag, value in (
+        ("--threads", args.threads),
+        ("--weights", args.weights),
+        ("--cold-mb", args.cold_mb),
+        ("--min-time", args.min_time),
+        ("--passes", args.passes),
+    ):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.no_hardware:
+        words.append("--no-hardware")
+    return " ".join(words)
 
 
 def _progress(counter: dict, total: int, mode: str):

@@ -25,9 +25,9 @@ import numpy as np
 Round = Callable[[], Any]
 
 #: Seconds to sleep before timing each impl. After a call, idle worker threads of a
-#: library keep spinning for a while (OpenBLAS: 2^28 cycles, ~0.15 s here) and take cores
-#: from whatever runs next: measured on 2 cores, our int8 calls ran 2-5x slower for the
-#: first 0.15 s after a NumPy matmul. Sleeping lets them block first.
+#: library keep spinning for a while (OpenBLAS: 2^28 cycles) and take cores from
+#: whatever runs next, slowing it several-fold on a small machine. Sleeping lets them
+#: block first.
 SETTLE_S = 0.3
 
 #: Passes over a case's impls: each impl's samples come from this many blocks spread over

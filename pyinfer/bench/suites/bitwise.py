@@ -1,6 +1,7 @@
-"""binary (1-bit) and pow2 (sign·2^-e) linear vs dense fp32 (NumPy, ONNX Runtime, torch)
-and vs our int8/int4 where registered. Each of our impls is labelled with the relative
-L2 error of its matmul against fp32 on Gaussian data (``relL2``).
+"""Linear on the registry rows offering a choice of ``activations`` (binary: 1-bit, pow2:
+sign·2^-e), each of their test option sets, vs dense fp32 (NumPy, ONNX Runtime, torch)
+and vs our rows with int8 activations (int8, int4). Each of our impls is labelled with
+the relative L2 error of its matmul against fp32 on Gaussian data (``relL2``).
 
 Cold runs cycle distinct copies of one encoded weight (the bytes are distinct memory,
 so they come from DRAM; encoding one 4096x4096 pow2 weight takes seconds, so the copies
@@ -15,16 +16,29 @@ import numpy as np
 
 import kernels
 from kernels import registry
-from pyinfer.bench.baselines import dense_baselines, ours
+from pyinfer.bench.baselines import dense_baselines, ours, rows_with_option
 from pyinfer.bench.harness import Case, Impl, Prepared, WeightPool, cycle_calls
 
-#: (encoding, options) of the impls this suite is about, in table order.
-OURS = (
-    ("binary", {"activations": "binary"}),
-    ("binary", {"activations": "float"}),
-    ("pow2", {"activations": "float"}),
-    ("pow2", {"activations": "int8"}),
-)
+#: Largest batch at which float activations are measured, by encoding (others: every
+#: batch). These paths are kernels for small batches (binary float keeps one table per
+#: row of x); larger batches would cost minutes of benchmark time and say little.
+FLOAT_ACTIVATIONS_MAX_BATCH = {"binary": 1, "pow2": 64}
+
+
+def option_sets() -> list[tuple[str, dict]]:
+    """(encoding, options) of the impls this suite is about, in table order."""
+    return [
+        (name, dict(opts))
+        for name in rows_with_option("activations")
+        for opts in registry.get(name).test_options
+    ]
+
+
+def measured_at(encoding: str, options: dict, batch: int) -> bool:
+    """Is this impl measured at ``batch`` (see ``FLOAT_ACTIVATIONS_MAX_BATCH``)?"""
+    if options.get("activations") != "float":
+        return True
+    return batch <= FLOAT_ACTIVATIONS_MAX_BATCH.get(encoding, batch)
 
 
 def gaussian_weight(out_features: int, in_features: int):
@@ -70,12 +84,12 @@ def ours_copies(encoding: str, **options) -> Impl:
 
 
 def others() -> list[Impl]:
-    """Our int8 / int4 rows when registered (encoded per distinct weight, as in quant)."""
+    """Our rows with int8 activations, default options (encoded per distinct weight, as
+    in the quant suite)."""
     found = []
-    for name in ("int8", "int4"):
-        if name in registry.names():
-            err = matmul_error(name, ())
-            found.append(ours(name, label=f"pyinfer {name} (relL2 {err:.3f})"))
+    for name in rows_with_option("activation_scale"):
+        err = matmul_error(name, ())
+        found.append(ours(name, label=f"pyinfer {name} (relL2 {err:.3f})"))
     return found
 
 
@@ -84,14 +98,7 @@ def cases(quick: bool = False) -> list[Case]:
     batches = [1, 64] if quick else [1, 64, 256]
     out = []
     for b in batches:
-        mine = [ours_copies(e, **o) for e, o in OURS]
-        # keep big batches short: binary float is a batch-1 kernel (one table per row of
-        # x), pow2 float is measured up to batch 64
-        mine = [
-            m
-            for m in mine
-            if not (" float " in m.name and (b > 64 or (b > 1 and "binary" in m.name)))
-        ]
+        mine = [ours_copies(e, **o) for e, o in option_sets() if measured_at(e, o, b)]
         out.append(
             Case(
                 suite="bitwise",

@@ -1,17 +1,20 @@
-"""conv2d per encoding vs dense fp32 conv (torch, ONNX Runtime) and ONNX Runtime's static
-int8 ``QLinearConv`` (QuantizeLinear -> QLinearConv -> DequantizeLinear, uint8 activations,
-per-channel int8 weights), at ResNet-like 3×3 and 1×1 shapes.
+"""conv2d on every registry row and each of its test option sets vs dense fp32 conv
+(torch, ONNX Runtime) and ONNX Runtime's static int8 ``QLinearConv`` (QuantizeLinear ->
+QLinearConv -> DequantizeLinear, uint8 activations, per-channel int8 weights), at
+ResNet-like 3×3 and 1×1 shapes; rows storing only nonzeros on 90 %-sparse weights.
 
-The int8 rows quantize each input image once: ``int8 static`` with the per-tensor scale
-``STATIC_SCALE`` (what QLinearConv does, its quantize and dequantize included in its
-time), ``int8 dynamic`` with max |x| / 127 over each image, computed inside the call."""
+Rows with int8 activations quantize each input image once: ``static`` with the
+per-tensor scale ``STATIC_SCALE`` (what QLinearConv does, its quantize and dequantize
+included in its time; it replaces the scale of the row's test options), ``dynamic`` with
+max |x| / 127 over each image, computed inside the call."""
 
 from __future__ import annotations
 
 import numpy as np
 
 import kernels
-from pyinfer.bench.baselines import _installed, onnx_session
+from kernels import registry
+from pyinfer.bench.baselines import _installed, onnx_session, sparse_rows
 from pyinfer.bench.harness import Case, Impl, Prepared, cycle_calls
 
 #: Static activation scale for ``int8 static``: inputs are standard normal (|x| < ~5).
@@ -43,6 +46,33 @@ def ours(encoding: str, padding: int, label: str | None = None, **options) -> Im
 
     name = label or "pyinfer " + encoding + "".join(f" {k}={v}" for k, v in options.items())
     return Impl(name, "ours", prepare)
+
+
+def label(encoding: str, options: dict) -> str:
+    """``pyinfer int8 static``, ``pyinfer binary (float act)``, ``pyinfer int4 dynamic
+    group_size=64``: the activation treatment first, then any other option."""
+    words = ["pyinfer", encoding]
+    if "activation_scale" in registry.get(encoding).options:
+        words.append("dynamic" if options.get("activation_scale") is None else "static")
+    if "activations" in options:
+        words.append(f"({options['activations']} act)")
+    words += [
+        f"{k}={v}" for k, v in options.items() if k not in ("activation_scale", "activations")
+    ]
+    return " ".join(words)
+
+
+def ours_every_option_set(encodings: list[str], padding: int) -> list[Impl]:
+    """Our conv2d on each encoding with each of its test option sets (a static activation
+    scale becomes ``STATIC_SCALE``)."""
+    impls = []
+    for name in encodings:
+        for opts in registry.get(name).test_options:
+            opts = dict(opts)
+            if opts.get("activation_scale") is not None:
+                opts["activation_scale"] = STATIC_SCALE
+            impls.append(ours(name, padding, label=label(name, opts), **opts))
+    return impls
 
 
 def torch_conv(padding: int) -> Impl:
@@ -146,20 +176,19 @@ def cases(quick: bool = False) -> list[Case]:
     shapes = [(3, 16, 16, 14), (1, 32, 32, 7)] if quick else [(3, 64, 64, 56), (1, 256, 256, 28)]
     batches = [1] if quick else [1, 8]
     have_ort = _installed("onnxruntime") and _installed("onnx")
+    sparse = sparse_rows()
+    compact = [name for name in registry.names() if name not in sparse]
     out = []
     for k, cin, cout, size in shapes:
         pad = k // 2
         label = f"{k}x{k} {cin}->{cout} {size}x{size}"
         dense_impls = [
-            ours("dense", pad),
-            ours("int8", pad, label="pyinfer int8 dynamic"),
-            ours("int8", pad, label="pyinfer int8 static", activation_scale=STATIC_SCALE),
-            ours("binary", pad, label="pyinfer binary (binary act)", activations="binary"),
-            ours("binary", pad, label="pyinfer binary (float act)", activations="float"),
+            *ours_every_option_set(compact, pad),
             *_baselines(pad),
             *([onnxruntime_qlinearconv(pad)] if have_ort else []),
         ]
-        for sparsity, impls in ((0.0, dense_impls), (0.9, [ours("csr", pad), *_baselines(pad)])):
+        sparse_impls = [*ours_every_option_set(sparse, pad), *_baselines(pad)]
+        for sparsity, impls in ((0.0, dense_impls), (0.9, sparse_impls)):
             for b in batches:
                 out.append(
                     Case(
@@ -179,6 +208,7 @@ def cases(quick: bool = False) -> list[Case]:
                             "size": size,
                             "sparsity": sparsity,
                             "roofline": False,  # activations, not weights, dominate traffic
+                            "compare_with": ["torch conv fp32"],  # a column in the report
                         },  # fmt: skip
                     )
                 )

@@ -1,11 +1,12 @@
-"""CSR sparse linear vs dense fp32 (NumPy, ONNX Runtime, torch) and vs sparse peers
-(scipy.sparse CSR, torch CSR), across sparsity levels."""
+"""Sparse linear (every registry row storing only nonzeros: csr) vs dense fp32 (NumPy,
+ONNX Runtime, torch) and vs sparse peers (scipy.sparse CSR, torch CSR), across sparsity
+levels."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pyinfer.bench.baselines import _installed, dense_baselines, ours
+from pyinfer.bench.baselines import _installed, dense_baselines, ours, sparse_rows
 from pyinfer.bench.harness import Case, Impl, Prepared, cycle_calls
 
 
@@ -71,6 +72,7 @@ def cases(quick: bool = False) -> list[Case]:
     sparsities = [0.9] if quick else [0.7, 0.9, 0.95]
     batches = [1, 8] if quick else [1, 8, 64]
     peers = [scipy_csr()] + ([torch_csr()] if _installed("torch") else [])
+    mine = [ours(name) for name in sparse_rows()]
     out = []
     for o, k in shapes:
         for s in sparsities:
@@ -82,7 +84,7 @@ def cases(quick: bool = False) -> list[Case]:
                         batch=b,
                         make_weight=sparse_weight(o, k, s),
                         make_input=lambda rng, b=b, k=k: rng.standard_normal((b, k), np.float32),
-                        impls=[ours("csr"), *dense_baselines(), *peers],
+                        impls=[*mine, *dense_baselines(), *peers],
                         flops=2.0 * o * k * b,
                         meta={"sparsity": s, "shape": [o, k]},
                     )

@@ -1,4 +1,5 @@
-"""int8 and int4 linear vs dense fp32 (NumPy, ONNX Runtime, torch) and vs quantized
+"""Linear with int8 activations (every registry row offering ``activation_scale``: int8,
+int4; default options) vs dense fp32 (NumPy, ONNX Runtime, torch) and vs quantized
 peers: torch dynamic int8 (``quantize_dynamic`` on ``nn.Linear``), ONNX Runtime dynamic
 int8 (``onnxruntime.quantization.quantize_dynamic``) and ONNX Runtime int4
 (``MatMulNBits``, block 32, accuracy_level 4), each ONNX Runtime peer as one session
@@ -12,7 +13,13 @@ import tempfile
 import numpy as np
 
 import kernels
-from pyinfer.bench.baselines import _installed, dense_baselines, onnx_session, ours
+from pyinfer.bench.baselines import (
+    _installed,
+    dense_baselines,
+    onnx_session,
+    ours,
+    rows_with_option,
+)
 from pyinfer.bench.harness import Case, Impl, Prepared, cycle_calls
 
 
@@ -166,6 +173,7 @@ def peers() -> list[Impl]:
 def cases(quick: bool = False) -> list[Case]:
     shapes = [(1024, 1024)] if quick else [(4096, 4096), (4096, 1024), (1024, 1024)]
     batches = [1, 8] if quick else [1, 8, 64, 256]
+    mine = [ours(name) for name in rows_with_option("activation_scale")]
     out = []
     for o, k in shapes:
         for b in batches:
@@ -176,7 +184,7 @@ def cases(quick: bool = False) -> list[Case]:
                     batch=b,
                     make_weight=gaussian_weight(o, k),
                     make_input=lambda rng, b=b, k=k: rng.standard_normal((b, k), np.float32),
-                    impls=[ours("int8"), ours("int4"), *dense_baselines(), *peers()],
+                    impls=[*mine, *dense_baselines(), *peers()],
                     flops=2.0 * o * k * b,
                     meta={"shape": [o, k]},
                 )
