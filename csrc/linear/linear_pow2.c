@@ -38,9 +38,9 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
     if (int8_activations && in_features > POW2_MAX_IN_INT8) return PK_ERR_OVERFLOW;
     if (batch == 0 || out_features == 0) return PK_OK;
     if (!x || !alpha || !y || (in_features > 0 && !codes)) return PK_ERR_ARG;
-    pk_dispatch_init();
+    const struct pk_functable *kernels = pk_kernels(); /* once per call */
     if (!int8_activations)
-        return pk_table.linear_pow2(x, NULL, NULL, 0, batch, in_features, codes, alpha,
+        return kernels->linear_pow2(x, NULL, NULL, 0, batch, in_features, codes, alpha,
                                     out_features, bias, activation, y);
     /* rows padded to a multiple of 64 with zeros, so SIMD variants may over-read */
     const int64_t stride = (in_features + 63) / 64 * 64;
@@ -58,7 +58,7 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
         quantize_row(x + b * in_features, in_features, qr, scale + b, bad + b);
         for (int64_t k = in_features; k < stride; k++) qr[k] = 0;
     }
-    const int status = pk_table.linear_pow2(x, q, scale, stride, batch, in_features, codes,
+    const int status = kernels->linear_pow2(x, q, scale, stride, batch, in_features, codes,
                                             alpha, out_features, bias, activation, y);
     /* rows holding NaN or Inf give NaN outputs (as the int8 encoding does) */
     for (int64_t b = 0; b < batch; b++)

@@ -61,7 +61,7 @@ typedef struct {
 
 static int int8_fast(const void *c, const float *x, int64_t batch, float *y) {
     const quant_case *q = c;
-    return pk_table.linear_int8(x, batch, q->in, q->packed, q->scale, q->out, q->act_scale,
+    return pk_kernels()->linear_int8(x, batch, q->in, q->packed, q->scale, q->out, q->act_scale,
                                 q->bias, q->activation, y);
 }
 static int int8_slow(const void *c, const float *x, int64_t batch, float *y) {
@@ -71,7 +71,7 @@ static int int8_slow(const void *c, const float *x, int64_t batch, float *y) {
 }
 static int int4_fast(const void *c, const float *x, int64_t batch, float *y) {
     const quant_case *q = c;
-    return pk_table.linear_int4(x, batch, q->in, q->packed, q->scale, q->out, q->group_size,
+    return pk_kernels()->linear_int4(x, batch, q->in, q->packed, q->scale, q->out, q->group_size,
                                 q->act_scale, q->bias, q->activation, y);
 }
 static int int4_slow(const void *c, const float *x, int64_t batch, float *y) {
