@@ -90,6 +90,9 @@ void pk_aligned_free(void *p);
 void *pk_alloc_parts(int n, const size_t *bytes, void **parts);
 
 /* ---- helpers shared across kernel files ---- */
+/* First row of part t of n of a CSR matrix's rows (linear_csr.c): the parts hold about
+ * equal work, a row costing its nonzeros plus a fixed set-up. */
+int64_t pk_csr_first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n);
 /* Shared by the int8/int4 kernels (linear_int8.c): argument checks (1: work to do),
  * the portable row quantizer, and the epilogue of one output value. */
 int pk_quant_check_args(const float *x, int64_t batch, int64_t in_features,

@@ -14,7 +14,9 @@ static int thread_budget;
 
 const char *pk_version(void) { return PK_VERSION_STRING; }
 
-void pk_set_num_threads(int n) { __atomic_store_n(&thread_budget, n > 0 ? n : 0, __ATOMIC_RELAXED); }
+void pk_set_num_threads(int n) {
+    __atomic_store_n(&thread_budget, n > 0 ? n : 0, __ATOMIC_RELAXED);
+}
 
 int pk_threads(void) {
 #ifdef _OPENMP

@@ -25,11 +25,8 @@
  * patches with half of the patches on the vpshufb nibble table, than 1 x 8 or 4 x 2 on
  * the scalar popcnt alone, and than four channels per ymm on the nibble table (alone:
  * 1.4x slower; beside these tiles, one loop for both: 1.3x slower). */
-static inline __attribute__((always_inline)) void xnor24_body(const uint64_t *w,
-                                                              const uint64_t *p,
-                                                              const int64_t words,
-                                                              const int64_t *base,
-                                                              int32_t *d0, int32_t *d1) {
+PK_ALWAYS_INLINE void xnor24_body(const uint64_t *w, const uint64_t *p, const int64_t words,
+                                  const int64_t *base, int32_t *d0, int32_t *d1) {
     const uint64_t *w1 = w + words;
     const uint64_t *p1 = p + words, *p2 = p + 2 * words, *p3 = p + 3 * words;
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
@@ -116,11 +113,8 @@ static void pack_signs(const float *planes, int64_t cg, int64_t pixels, int64_t 
 /* dots[o][c] = base[c] - 2 popcount(w_o ^ p_c), o < og (weight rows w + o * words),
  * c < cols (patch rows p + c * words): two channels x four columns per tile, then the
  * column tail and an odd last channel. */
-static inline __attribute__((always_inline)) void dots_body(const uint64_t *w,
-                                                            const uint64_t *p, int64_t words,
-                                                            int64_t og, int64_t cols,
-                                                            const int64_t *base,
-                                                            int32_t *dots) {
+PK_ALWAYS_INLINE void dots_body(const uint64_t *w, const uint64_t *p, int64_t words, int64_t og,
+                                int64_t cols, const int64_t *base, int32_t *dots) {
     int64_t o = 0;
     for (; o + 2 <= og; o += 2) {
         const uint64_t *wo = w + o * words;

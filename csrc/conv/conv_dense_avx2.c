@@ -30,9 +30,8 @@ static inline __m256i lanes_below(int64_t n) {
 
 /* buf[r][0:8*nv] += sum_k wp[k][r] * xb[off[k] + 0:8*nv] for one 6-row block; `masked`
  * loads only the lanes in `mask` of the last vector (the others stay 0). */
-static inline __attribute__((always_inline)) void tile(const float *xb, const int64_t *off,
-                                                       int64_t kc, const float *wp, int nv,
-                                                       int masked, __m256i mask, float *buf) {
+PK_ALWAYS_INLINE void tile(const float *xb, const int64_t *off, int64_t kc, const float *wp, int nv,
+                           int masked, __m256i mask, float *buf) {
     __m256 c00 = _mm256_loadu_ps(buf), c10 = _mm256_loadu_ps(buf + NR);
     __m256 c20 = _mm256_loadu_ps(buf + 2 * NR), c30 = _mm256_loadu_ps(buf + 3 * NR);
     __m256 c40 = _mm256_loadu_ps(buf + 4 * NR), c50 = _mm256_loadu_ps(buf + 5 * NR);

@@ -15,10 +15,6 @@
 
 #include "pk_avx2.h"
 
-#define PK_INLINE static inline __attribute__((always_inline))
-
-/* Estimated cost of one row besides its nonzeros (loop set-up, reduction, stores). */
-#define ROW_COST 4
 /* Row chunks per call (fewer when there are fewer rows), handed out by a guided schedule
  * (see csr_avx2). */
 #define CHUNKS 64
@@ -51,30 +47,14 @@
 #define SPMV_AHEAD 512
 #endif
 
-/* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
-static int64_t first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n) {
-    if (t <= 0) return 0;
-    if (t >= n) return rows;
-    const int64_t target = ((int64_t)indptr[rows] + ROW_COST * rows) * t / n;
-    int64_t lo = 0, hi = rows;
-    while (lo < hi) { /* first r with cost(r) >= target */
-        const int64_t mid = lo + (hi - lo) / 2;
-        if ((int64_t)indptr[mid] + ROW_COST * mid < target)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* `wide` is a compile-time constant at every call: uint16 (0) or int32 (1) indices. */
-PK_INLINE int64_t index_at(const void *indices, int64_t p, int wide) {
+PK_ALWAYS_INLINE int64_t index_at(const void *indices, int64_t p, int wide) {
     return wide ? (int64_t)((const int32_t *)indices)[p] : (int64_t)((const uint16_t *)indices)[p];
 }
 
 /* Columns of nonzeros p .. p+3. uint16 indices come in one 64-bit load and are split
  * with shifts: Zen-class cores have two load ports, and loads are the bottleneck. */
-PK_INLINE void index4(const void *indices, int64_t p, int wide, int64_t c[4]) {
+PK_ALWAYS_INLINE void index4(const void *indices, int64_t p, int wide, int64_t c[4]) {
     if (wide) {
         const int32_t *ix = (const int32_t *)indices + p;
         c[0] = ix[0], c[1] = ix[1], c[2] = ix[2], c[3] = ix[3];
@@ -87,7 +67,7 @@ PK_INLINE void index4(const void *indices, int64_t p, int wide, int64_t c[4]) {
 }
 
 /* Columns of nonzeros p .. p+k-1, k = 1, 2 or 4 (a constant at each call). */
-PK_INLINE void columns(const void *indices, int64_t p, int k, int wide, int64_t c[4]) {
+PK_ALWAYS_INLINE void columns(const void *indices, int64_t p, int k, int wide, int64_t c[4]) {
     if (k == 4) {
         index4(indices, p, wide, c);
         return;
@@ -95,7 +75,7 @@ PK_INLINE void columns(const void *indices, int64_t p, int k, int wide, int64_t 
     for (int i = 0; i < k; i++) c[i] = index_at(indices, p + i, wide);
 }
 
-PK_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, int wide) {
+PK_ALWAYS_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, int wide) {
     int64_t c[4];
     index4(indices, p, wide, c);
     __m128 v = _mm_load_ss(x + c[0]);
@@ -105,16 +85,9 @@ PK_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, int wid
 }
 
 /* x[indices[p .. p+7]]. Scalar loads beat vgatherdps on Zen 1/2 by about 1.5x. */
-PK_INLINE __m256 gather8(const float *x, const void *indices, int64_t p, int wide) {
+PK_ALWAYS_INLINE __m256 gather8(const float *x, const void *indices, int64_t p, int wide) {
     return _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(x, indices, p, wide)),
                                 gather4(x, indices, p + 4, wide), 1);
-}
-
-PK_INLINE float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* ---- batch 1 ---- */
@@ -123,8 +96,8 @@ PK_INLINE float hsum(__m256 v) {
  * SPMV_AHEAD entries ahead: it is read once per call (cold 4096x4096: 0.64 -> 0.59 ms).
  * The prefetch stops at `last`, the end of the caller's part, so its address stays
  * within the arrays. */
-PK_INLINE void step16(const float *x, const void *indices, const float *values, int64_t p,
-                      int64_t last, __m256 *a0, __m256 *a1, int wide) {
+PK_ALWAYS_INLINE void step16(const float *x, const void *indices, const float *values, int64_t p,
+                             int64_t last, __m256 *a0, __m256 *a1, int wide) {
     const int64_t ahead = p + SPMV_AHEAD < last ? p + SPMV_AHEAD : last;
     _mm_prefetch((const char *)(values + ahead), _MM_HINT_T0);
     _mm_prefetch((const char *)indices + ahead * (wide ? 4 : 2), _MM_HINT_T0);
@@ -133,9 +106,9 @@ PK_INLINE void step16(const float *x, const void *indices, const float *values, 
                           *a1);
 }
 
-PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indices,
-                         const float *values, const float *bias, int activation, float *y,
-                         int64_t r0, int64_t r1, int wide) {
+PK_ALWAYS_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indices,
+                                const float *values, const float *bias, int activation, float *y,
+                                int64_t r0, int64_t r1, int wide) {
     const int64_t last = indptr[r1]; /* one past the chunk's last nonzero */
     for (int64_t o = r0; o < r1; o++) {
         const int64_t hi = indptr[o + 1];
@@ -146,7 +119,7 @@ PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indi
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, indices, p, wide), a0);
             p += 8;
         }
-        float acc = hsum(_mm256_add_ps(a0, a1));
+        float acc = pk_hsum8(_mm256_add_ps(a0, a1));
         for (; p < hi; p++) acc += values[p] * x[index_at(indices, p, wide)];
         y[o] = pk_activate(acc + (bias ? bias[o] : 0.0f), activation);
     }
@@ -156,8 +129,8 @@ PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indi
 
 /* xt[k][i] = x[i][k] for k in [k0, k0 + 8), i < 8; rows past `rows` (the batch tail)
  * are zero. */
-PK_INLINE void transpose8(const float *x, int64_t in, int64_t rows, int64_t k0, float *xt,
-                          int tile) {
+PK_ALWAYS_INLINE void transpose8(const float *x, int64_t in, int64_t rows, int64_t k0, float *xt,
+                                 int tile) {
     __m256 r[8];
     for (int i = 0; i < 8; i++)
         r[i] = i < rows ? _mm256_loadu_ps(x + i * in + k0) : _mm256_setzero_ps();
@@ -187,8 +160,8 @@ static void transpose_block(const float *x, int64_t in, int64_t rows, int64_t kb
  * a multiple of 4 KB, so in one L1 set; written eight outputs per row across all batch
  * rows, a band's lines were evicted half written and read back for the other half: on one
  * thread at batch 64 that cost 0.2 ms of 2.8 at 4096x1024, 0.3 ms of 0.75 at 4096x128.) */
-PK_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t rows,
-                          const float *acc, const float *bias, int activation) {
+PK_ALWAYS_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t rows,
+                                 const float *acc, const float *bias, int activation) {
     for (int64_t j0 = 0; j0 < rows; j0 += 8) {
         int64_t i0 = 0;
         for (; i0 + 8 <= n; i0 += 8) {
@@ -212,8 +185,8 @@ PK_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t 
  * of tile lanes (a constant at each call). Up to K nonzeros are in flight, each with its own
  * accumulators: a single chain of fewer than 5 FMAs per nonzero would wait out the FMA
  * latency at every nonzero. */
-PK_INLINE void row_tile(const float *xt, const void *indices, const float *values, int64_t p,
-                        int64_t hi, float *acc, int nv, int wide) {
+PK_ALWAYS_INLINE void row_tile(const float *xt, const void *indices, const float *values, int64_t p,
+                               int64_t hi, float *acc, int nv, int wide) {
     enum { K = 4 };
     const int k = nv <= 2 ? 4 : nv <= 4 ? 2 : 1; /* nonzeros in flight: at most 8 accumulators */
     const int ahead = k == 4 ? PF_16 : k == 2 ? PF_32 : PF_64; /* none at 8 lanes (nv 1) */
@@ -259,10 +232,10 @@ PK_INLINE void row_tile(const float *xt, const void *indices, const float *value
 
 /* Rows [r0, r1) (at most BAND) against batch tiles [t0, t1). Sums go to acc[r][lane] (pitch
  * TILE) and leave through store_band. */
-PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32_t *indptr,
-                         const void *indices, const float *values, const float *bias,
-                         int activation, float *y, int64_t out, int64_t r0, int64_t r1,
-                         int64_t t0, int64_t t1, float *acc, int wide) {
+PK_ALWAYS_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32_t *indptr,
+                                const void *indices, const float *values, const float *bias,
+                                int activation, float *y, int64_t out, int64_t r0, int64_t r1,
+                                int64_t t0, int64_t t1, float *acc, int wide) {
     const int64_t n = r1 - r0;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
@@ -287,9 +260,9 @@ PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32
 }
 
 /* The whole call for one index width (wide is a constant in each instantiation). */
-PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t *indptr,
-                       const void *indices, const float *values, int64_t out,
-                       const float *bias, int activation, float *y, int wide) {
+PK_ALWAYS_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t *indptr,
+                              const void *indices, const float *values, int64_t out,
+                              const float *bias, int activation, float *y, int wide) {
     /* Row chunks of about equal work, fixed by the matrix alone. The guided schedule gives
      * each thread long runs of adjacent chunks (half the rest, then smaller), with single
      * chunks at the end to even out the finish. With chunks dealt out one at a time, the
@@ -306,8 +279,8 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
     if (batch == 1) {
 #pragma omp parallel for schedule(guided) num_threads(threads)
         for (int64_t c = 0; c < chunks; c++) {
-            const int64_t r0 = first_row(indptr, out, c, chunks);
-            const int64_t r1 = first_row(indptr, out, c + 1, chunks);
+            const int64_t r0 = pk_csr_first_row(indptr, out, c, chunks);
+            const int64_t r1 = pk_csr_first_row(indptr, out, c + 1, chunks);
             if (wide) /* a constant in each copy: the outlined region loses it */
                 spmv_rows(x, indptr, indices, values, bias, activation, y, r0, r1, 1);
             else
@@ -346,8 +319,8 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
                     status = PK_ERR_NOMEM;
                     continue;
                 }
-                const int64_t c0 = first_row(indptr, out, c, chunks);
-                const int64_t c1 = first_row(indptr, out, c + 1, chunks);
+                const int64_t c0 = pk_csr_first_row(indptr, out, c, chunks);
+                const int64_t c1 = pk_csr_first_row(indptr, out, c + 1, chunks);
                 for (int64_t r0 = c0; r0 < c1; r0 += BAND) {
                     const int64_t r1 = r0 + BAND < c1 ? r0 + BAND : c1;
                     if (wide) /* as above */
@@ -387,9 +360,10 @@ static int64_t first_slice(const int64_t *slice_ptr, int64_t slices, int64_t t, 
 
 /* Slices [s0, s1): eight rows advance together, one entry each per step, so a slice has
  * one loop and one branch miss where CSR rows had one loop, tail and reduction each. */
-PK_INLINE void slices_run(const float *xs, const int64_t *slice_ptr, const int32_t *slice_rows,
-                          const void *indices, const float *values, const float *bias,
-                          int activation, float *y, int64_t s0, int64_t s1, int wide) {
+PK_ALWAYS_INLINE void slices_run(const float *xs, const int64_t *slice_ptr,
+                                 const int32_t *slice_rows, const void *indices,
+                                 const float *values, const float *bias, int activation, float *y,
+                                 int64_t s0, int64_t s1, int wide) {
     const int64_t last = slice_ptr[s1];
     for (int64_t s = s0; s < s1; s++) {
         const int64_t end = slice_ptr[s + 1];

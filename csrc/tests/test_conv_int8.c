@@ -1,9 +1,10 @@
 /* conv_int8 / depthwise int8: the dispatched kernel (and from the first SIMD level on also
- * the portable scalar one) against a plain-loop statement of the semantics (per-image quantization, exact integer sums),
- * bit for bit: kernel 1/3/5, stride 1/2, dilation 1/2, padding, groups 1/2 with odd
- * channels per group, batch 1 and 3, dynamic and static scales, bias and activations,
- * inputs at rounding ties, a zero image (scale 0: y = act(bias), no NaN) and an image
- * holding NaN; then bad arguments refused by the public entries. */
+ * the portable scalar one) against a plain-loop statement of the semantics (per-image
+ * quantization, exact integer sums), bit for bit: kernel 1/3/5, stride 1/2, dilation 1/2,
+ * padding, groups 1/2 with odd channels per group, batch 1 and 3, dynamic and static
+ * scales, bias and activations, inputs at rounding ties, a zero image (scale 0: y =
+ * act(bias), no NaN) and an image holding NaN; then bad arguments refused by the public
+ * entries. */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>

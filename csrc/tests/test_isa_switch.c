@@ -63,7 +63,8 @@ static void *run_kernels(void *arg) {
 /* Random weights and inputs; the wanted results from the scalar level. */
 static void make_case(shared_case *c) {
     pk_rng r = {0x15a5ULL};
-    for (size_t i = 0; i < sizeof c->packed; i++) c->packed[i] = (int8_t)(pk_rng_below(&r, 255) - 127);
+    for (size_t i = 0; i < sizeof c->packed; i++)
+        c->packed[i] = (int8_t)(pk_rng_below(&r, 255) - 127);
     for (int o = 0; o < OUT; o++) c->scale[o] = 0.01f * (float)pk_rng_unit(&r);
     for (int i = 0; i < BATCH * IN; i++) c->x[i] = pk_rng_float(&r);
     c->indptr[0] = 0;

@@ -1,9 +1,10 @@
 /* linear_binary / linear_pow2 / conv_binary: bad arguments refused; from the first SIMD
- * level on, the dispatched kernels against the portable scalar ones on random weights (in tails of every SIMD width, several column blocks, out not a
- * multiple of the row blocks, batch 1 and odd batches, bias and activations, zero and
- * NaN activation rows): binary activations and int8 activations bit for bit, float
- * activations within tolerance; bad arguments refused by the public entries. Also the
- * binary conv2d kernel, bit for bit against its scalar version. */
+ * level on, the dispatched kernels against the portable scalar ones on random weights (in
+ * tails of every SIMD width, several column blocks, out not a multiple of the row blocks,
+ * batch 1 and odd batches, bias and activations, zero and NaN activation rows): binary
+ * activations and int8 activations bit for bit, float activations within tolerance; bad
+ * arguments refused by the public entries. Also the binary conv2d kernel, bit for bit
+ * against its scalar version. */
 #include <stdlib.h>
 #include <string.h>
 

@@ -1,8 +1,8 @@
 /* linear_int8 / linear_int4: from the first SIMD level on, the dispatched kernels against
- * the portable scalar ones, bit for bit, on random packed weights (in tails of every tile width, group tails, out
- * not a multiple of 8, batch 1 and odd batches, dynamic and static activation scales,
- * bias and activations, zero / NaN / Inf / +-FLT_MAX activation rows), thread-count
- * independence, and bad arguments refused by the public entries. */
+ * the portable scalar ones, bit for bit, on random packed weights (in tails of every tile
+ * width, group tails, out not a multiple of 8, batch 1 and odd batches, dynamic and static
+ * activation scales, bias and activations, zero / NaN / Inf / +-FLT_MAX activation rows),
+ * thread-count independence, and bad arguments refused by the public entries. */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
