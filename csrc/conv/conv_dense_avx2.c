@@ -91,8 +91,7 @@ int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x
             status = PK_ERR_NOMEM;
         }
         /* dynamic: on a busy machine a thread that loses its core for a while holds up
-         * a few tiles, not half the call (3x3 64->64 56x56 batch 8, alternating runs:
-         * 49/62/58 ms against 51/70/72 with a static split) */
+         * a few tiles, not half the call */
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < tasks; t++) {
             if (!buf) continue;

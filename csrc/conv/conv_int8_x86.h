@@ -68,8 +68,8 @@ static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, i
         __asm__ volatile("" : "+x"(c0), "+x"(c1));                                  \
     } while (0)
 
-/* 4 output channels x 16 columns: 8 accumulators (measured faster here than 6 x 16,
- * which leaves no spare ymm register). */
+/* 4 output channels x 16 columns: 8 accumulators (6 x 16 leaves no spare ymm
+ * register). */
 static void ci8_block(const int32_t *xb, const int64_t *off, int64_t kc, const int32_t *wp,
                       int32_t *buf) {
 #define LD(i) _mm256_loadu_si256((const __m256i *)(buf + (i)))

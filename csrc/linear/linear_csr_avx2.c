@@ -19,8 +19,7 @@
  * (see csr_avx2). */
 #define CHUNKS 64
 /* Batch rows per transposed tile of x at batch > 1 (at most 64: eight vectors). A wide
- * tile pays each row's set-up and reduction once for more batch rows: 64 against 16 measured
- * 4-12 % faster at batch 32-128 (cold 4096x1024 and 4096x4096), the same at batch 8-16. */
+ * tile pays each row's set-up and reduction once for more batch rows. */
 #ifndef TILE
 #define TILE 64
 #endif
@@ -31,12 +30,9 @@
 /* Output rows summed together before their results are stored eight columns at a time. */
 #define BAND 64
 /* Nonzeros ahead whose x rows are prefetched (one cache line each) at tiles of 16+ lanes,
- * where with large `in` the tile lives in L2. A nonzero takes longer at wider tiles, so
- * the distance shrinks with the width. Measured on one thread:
- * 16 lanes, 16 ahead 12 % faster than none (no gain at 8 lanes); 24-32 lanes, 8 ahead
- * 1.18x (4096x1024) and 1.33x (4096x4096) faster than none; 40-64 lanes, 4 ahead 1.13x
- * faster than 16 ahead at 4096x1024 and the same at 4096x4096. Prefetching all four lines
- * of a 64-lane row was no faster. */
+ * where with large `in` the tile lives in L2 (at 8 lanes prefetching gains nothing). A
+ * nonzero takes longer at wider tiles, so the distance shrinks with the width; one line
+ * per row is enough (prefetching all four lines of a 64-lane row gains nothing). */
 #define PF_16 16
 #define PF_32 8
 #define PF_64 4
@@ -84,7 +80,7 @@ PK_ALWAYS_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, 
     return _mm_insert_ps(v, _mm_load_ss(x + c[3]), 0x30);
 }
 
-/* x[indices[p .. p+7]]. Scalar loads beat vgatherdps on Zen 1/2 by about 1.5x. */
+/* x[indices[p .. p+7]]. Scalar loads beat vgatherdps on Zen 1/2. */
 PK_ALWAYS_INLINE __m256 gather8(const float *x, const void *indices, int64_t p, int wide) {
     return _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(x, indices, p, wide)),
                                 gather4(x, indices, p + 4, wide), 1);
@@ -93,7 +89,7 @@ PK_ALWAYS_INLINE __m256 gather8(const float *x, const void *indices, int64_t p, 
 /* ---- batch 1 ---- */
 
 /* a0, a1 += values[p .. p+16) * x[indices[p .. p+16)], prefetching the weight stream
- * SPMV_AHEAD entries ahead: it is read once per call (cold 4096x4096: 0.64 -> 0.59 ms).
+ * SPMV_AHEAD entries ahead: it is read once per call, so it is cold.
  * The prefetch stops at `last`, the end of the caller's part, so its address stays
  * within the arrays. */
 PK_ALWAYS_INLINE void step16(const float *x, const void *indices, const float *values, int64_t p,
@@ -158,8 +154,7 @@ static void transpose_block(const float *x, int64_t in, int64_t rows, int64_t kb
  * row's n outputs are written together, eight at a time out of 8x8 transposes: its cache
  * lines are filled whole while they are in L1. (Batch rows lie `out` floats apart, often
  * a multiple of 4 KB, so in one L1 set; written eight outputs per row across all batch
- * rows, a band's lines were evicted half written and read back for the other half: on one
- * thread at batch 64 that cost 0.2 ms of 2.8 at 4096x1024, 0.3 ms of 0.75 at 4096x128.) */
+ * rows, a band's lines would be evicted half written and read back for the other half.) */
 PK_ALWAYS_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t rows,
                                  const float *acc, const float *bias, int activation) {
     for (int64_t j0 = 0; j0 < rows; j0 += 8) {
@@ -265,16 +260,14 @@ PK_ALWAYS_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const i
                               const float *bias, int activation, float *y, int wide) {
     /* Row chunks of about equal work, fixed by the matrix alone. The guided schedule gives
      * each thread long runs of adjacent chunks (half the rest, then smaller), with single
-     * chunks at the end to even out the finish. With chunks dealt out one at a time, the
-     * two cores worked on neighbouring chunks and calls took longer (2 threads, cold, 90 %
-     * sparse, A/B in one process): 1.13x at 4096x1024 batch 1 and 64, 1.3-1.8x at
-     * 4096x128 batch 64. Dealing them round-robin was as slow, so the cost is the
-     * interleaving, not the scheduling: neighbouring chunks share cache lines of y at their
-     * borders, and each core's prefetcher likely runs on into the other's weights. */
+     * chunks at the end to even out the finish. Chunks dealt out one at a time (or
+     * round-robin) put the cores on neighbouring chunks, which is slower: neighbouring
+     * chunks share cache lines of y at their borders, and each core's prefetcher likely
+     * runs on into the other's weights. */
     const int64_t chunks = out < CHUNKS ? out : CHUNKS;
     const int64_t nnz = indptr[out];
-    /* at batch 1 a nonzero (a gathered load, 6 streamed bytes) costs ~16 multiply-adds:
-     * 4096x1024 at 95 % (210k nonzeros, 0.2 ms) ran on one thread */
+    /* at batch 1 a nonzero (a gathered load, 6 streamed bytes) costs about as much as 16
+     * multiply-adds */
     const int threads = pk_threads_for((double)nnz * (batch == 1 ? 16 : batch));
     if (batch == 1) {
 #pragma omp parallel for schedule(guided) num_threads(threads)

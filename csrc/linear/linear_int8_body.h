@@ -42,8 +42,8 @@ PK_ALWAYS_INLINE void tile(const int8_t *w, int64_t wstride, int R, int64_t chun
         for (int r = 0; r < R; r++) {
             /* this row block's weights AHEAD chunks on (prefetch never faults): the
              * hardware prefetcher falls behind on R streams at batch 1. (Prefetching the
-             * next tile instead fetched rows another thread was reading: cold 4096x4096
-             * batch 1 then ran at 0.86 or 1.6 ms from run to run; now 0.86.) */
+             * next tile instead fetches rows another thread may be reading, and the time
+             * of a call then varies from run to run.) */
             if (!(c & 1))
                 _mm_prefetch((const char *)(w + r * wstride + (c + AHEAD) * 32), _MM_HINT_T0);
             wv[r] = _mm256_loadu_si256((const __m256i *)(w + r * wstride + c * 32));

@@ -35,7 +35,7 @@
 #define INT8_R 4 /* weight rows per int8 register tile */
 #endif
 #ifndef INT8_NC
-#define INT8_NC 1 /* activation rows per int8 register tile (4 x 1 measured best here) */
+#define INT8_NC 1 /* activation rows per int8 register tile (4 x 1: the best tile here) */
 #endif
 
 /* sum of the 8 lanes (exact: the callers' sums fit int32) */
@@ -311,7 +311,7 @@ PK_ALWAYS_INLINE __m256i mul32(__m256i table, __m256i idx, const uint8_t *a) {
 
 /* sums[r] = sum_k q[k] * w[r][k] for ROWS rows (rows[r] may repeat), batch < QBATCH:
  * codes straight from the weights, xor'ed with the flags of q before the split; 128-bit
- * steps of 32 columns (measured faster here than 256-bit ones: vpsrlw has one port on
+ * steps of 32 columns (faster here than 256-bit ones: vpsrlw has one port on
  * AMD Zen 1), qa permuted per 32 columns (16 even, then 16 odd: perm32). */
 static void int8_rows(const int8_t *qr, const uint8_t *qa, const uint8_t *flags,
                       int64_t in_features, const uint8_t *const rows[ROWS], int64_t ahead,
