@@ -90,9 +90,25 @@ void pk_aligned_free(void *p);
 void *pk_alloc_parts(int n, const size_t *bytes, void **parts);
 
 /* ---- helpers shared across kernel files ---- */
-/* First row of part t of n of a CSR matrix's rows (linear_csr.c): the parts hold about
- * equal work, a row costing its nonzeros plus a fixed set-up. */
-int64_t pk_csr_first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n);
+/* First row of part t of n of a CSR matrix's rows, for the SIMD CSR kernels: the parts
+ * hold about equal work, a row costing its nonzeros plus PK_CSR_ROW_COST (loop set-up,
+ * reduction, stores). */
+#define PK_CSR_ROW_COST 4
+static inline int64_t pk_csr_first_row(const int32_t *indptr, int64_t rows, int64_t t,
+                                       int64_t n) {
+    if (t <= 0) return 0;
+    if (t >= n) return rows;
+    const int64_t target = ((int64_t)indptr[rows] + PK_CSR_ROW_COST * rows) * t / n;
+    int64_t lo = 0, hi = rows;
+    while (lo < hi) { /* first r with cost(r) >= target */
+        const int64_t mid = lo + (hi - lo) / 2;
+        if ((int64_t)indptr[mid] + PK_CSR_ROW_COST * mid < target)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
 /* Shared by the int8/int4 kernels (linear_int8.c): argument checks (1: work to do),
  * the portable row quantizer, and the epilogue of one output value. */
 int pk_quant_check_args(const float *x, int64_t batch, int64_t in_features,

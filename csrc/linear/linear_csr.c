@@ -1,6 +1,5 @@
-/* Public entries of the CSR sparse linear kernels (argument checks, then the dispatched
- * implementation) and the row partition the SIMD kernels share. The Python side has
- * already validated the CSR structure. */
+/* Public entries of the CSR sparse linear kernels: argument checks, then the dispatched
+ * implementation. The Python side has already validated the CSR structure. */
 #include <string.h>
 
 #include "pk_internal.h"
@@ -45,22 +44,4 @@ int pk_linear_csr_slices_f32(const float *x, int64_t in_features, int64_t slices
                                                   index_bytes, values, bias, activation, y);
     pk_aligned_free(xs);
     return status;
-}
-
-/* Estimated cost of one row besides its nonzeros (loop set-up, reduction, stores). */
-#define ROW_COST 4
-
-int64_t pk_csr_first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n) {
-    if (t <= 0) return 0;
-    if (t >= n) return rows;
-    const int64_t target = ((int64_t)indptr[rows] + ROW_COST * rows) * t / n;
-    int64_t lo = 0, hi = rows;
-    while (lo < hi) { /* first r with cost(r) >= target */
-        const int64_t mid = lo + (hi - lo) / 2;
-        if ((int64_t)indptr[mid] + ROW_COST * mid < target)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
 }
