@@ -88,4 +88,12 @@ static inline void pk_transpose8x8(__m256 r[8]) {
     r[6] = _mm256_permute2f128_ps(u2, u6, 0x31), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+/* popcount(w ^ u) over `words` words (files built with POPCNT only: _avx2.c and
+ * _avx512vpopcnt.c). */
+static inline uint64_t pk_xnor_pop_scalar(const uint64_t *w, const uint64_t *u, int64_t words) {
+    uint64_t p = 0;
+    for (int64_t i = 0; i < words; i++) p += (uint64_t)_mm_popcnt_u64(w[i] ^ u[i]);
+    return p;
+}
+
 #endif

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "conv_internal.h"
-#include "linear/linear_binary_xnor_avx2.h" /* pk_xnor_pop_scalar */
+#include "pk_avx2.h"
 
 /* The +-1 dots of two weight rows (w, w + words) and four patch rows (p + c * words):
  * d_r[c] = base[c] - 2 popcount(w_r ^ p_c), register-blocked (each loaded word serves
