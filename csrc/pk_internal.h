@@ -50,9 +50,9 @@ extern const struct pk_functable *pk_published_table;
  * published table. Safe to call from any thread, any number of times. */
 const struct pk_functable *pk_dispatch_init(void);
 
-/* The table serving this call. An entry point reads it once and calls through that
- * copy: a concurrent pk_set_isa_cap() changes which table the next call gets, never the
- * one a call holds. */
+/* The table serving this call. An entry point reads the pointer once and calls through
+ * it: a concurrent pk_set_isa_cap() changes which table the next call gets, and the one a
+ * call holds stays whole (tables are never changed or freed). */
 static inline const struct pk_functable *pk_kernels(void) {
     const struct pk_functable *t = __atomic_load_n(&pk_published_table, __ATOMIC_ACQUIRE);
     return t ? t : pk_dispatch_init();
