@@ -68,7 +68,7 @@ TARGET_CC = {
 #: Header that maps the AVX-512 intrinsics onto SIMDe's portable ones (test builds only).
 EMULATION_HEADER = "tests/emulate_avx512.h"
 
-BASE_FLAGS = ["-std=c99", "-fPIC", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+BASE_FLAGS = ["-std=c99", "-fPIC", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 _ISA_SUFFIX = re.compile(r"_([a-z0-9]+)\.c$")
 
 
@@ -190,7 +190,7 @@ def build(
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
             list(pool.map(lambda job: _compile(cc_argv, *job), jobs))
         objs = [str(obj) for _, obj, _ in jobs]
-        link = [*cc_argv, *objs, "-lm"]
+        link = [*cc_argv, *objs, "-lm", "-pthread"]
         if openmp:
             link.append("-fopenmp")
         if sanitize:

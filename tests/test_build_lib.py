@@ -28,3 +28,54 @@ def test_emulated_avx512_never_replaces_the_package_library(tmp_path):
     with pytest.raises(ValueError, match="x86_64"):
         build_lib.build(ROOT, tmp_path, emulate_avx512=True, test_program=True, target="aarch64")
     assert not any(tmp_path.iterdir())
+
+
+def _kernel_list() -> list[tuple[str, str, str]]:
+    """(guard suffix or None, slot, function) of each PK_KERNEL line of csrc/kernels.inc."""
+    rows, guard = [], None
+    for line in (ROOT / "csrc" / "kernels.inc").read_text().splitlines():
+        if line.startswith("#ifdef PK_HAVE_"):
+            guard = line[len("#ifdef PK_HAVE_") :].strip().lower()
+        elif line.startswith("#endif"):
+            guard = None
+        elif line.startswith("PK_KERNEL("):
+            slot, _, _, function = (part.strip() for part in line[10:-1].split(","))
+            rows.append((guard, slot, function))
+    return rows
+
+
+def test_the_kernel_list_names_functions_of_their_isa():
+    """Each kernel stands under the guard of its file's ISA suffix, and a source with that
+    suffix defines it; every slot has a portable kernel."""
+    rows = _kernel_list()
+    assert rows
+    sources = build_lib.sources(ROOT / "csrc", "x86_64")
+    text = {path: path.read_text() for path, _ in sources}
+    for guard, slot, function in rows:
+        suffix = function.rsplit("_", 1)[1]
+        assert guard == (None if suffix == "scalar" else suffix), function
+        assert function.startswith(f"pk_{slot}_"), function
+        # defined there, or named there for a body header (#define PK_..._NAME function)
+        defined_in = [path for path, isa in sources if isa == guard and function in text[path]]
+        assert defined_in, f"{function}: no {guard or 'portable'} source defines it"
+    slots = {slot for _, slot, _ in rows}
+    portable = {slot for guard, slot, _ in rows if guard is None}
+    assert slots == portable
+
+
+def test_new_sources_are_picked_up(tmp_path):
+    """A new file under csrc/ is built without any list to edit; its suffix picks its ISA."""
+    csrc = tmp_path / "csrc"
+    (csrc / "linear").mkdir(parents=True)
+    for name in ("cpu.c", "linear/linear_new_scalar.c", "linear/linear_new_avx2.c"):
+        (csrc / name).write_text("")
+    (csrc / "tests").mkdir()
+    (csrc / "tests" / "test_new.c").write_text("")
+    found = {
+        path.relative_to(csrc).as_posix(): isa for path, isa in build_lib.sources(csrc, "x86_64")
+    }
+    assert found == {
+        "cpu.c": None,
+        "linear/linear_new_scalar.c": None,
+        "linear/linear_new_avx2.c": "avx2",
+    }

@@ -19,9 +19,8 @@ int pk_conv_gemm_f32(const float *x, int64_t images, int64_t x_image, int64_t x_
         return PK_ERR_ARG;
     if (images == 0 || og == 0 || out_h == 0 || out_w == 0) return PK_OK;
     if (!x || !y || (kg > 0 && (!offsets || !w))) return PK_ERR_ARG;
-    pk_dispatch_init();
-    return pk_table.conv_gemm(x, images, x_image, x_row, offsets, groups, kg, w, og, out_h,
-                              out_w, bias, activation, y);
+    return pk_kernels()->conv_gemm(x, images, x_image, x_row, offsets, groups, kg, w, og, out_h,
+                                   out_w, bias, activation, y);
 }
 
 int pk_conv_csr_f32(const float *x, int64_t images, int64_t x_image, int64_t x_row,
@@ -33,9 +32,8 @@ int pk_conv_csr_f32(const float *x, int64_t images, int64_t x_image, int64_t x_r
     if (images == 0 || out_channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
     if (!x || !y || !indptr) return PK_ERR_ARG;
     if (indptr[out_channels] > 0 && (!offsets || !values)) return PK_ERR_ARG;
-    pk_dispatch_init();
-    return pk_table.conv_csr(x, images, x_image, x_row, indptr, offsets, values, out_channels,
-                             out_h, out_w, bias, activation, y);
+    return pk_kernels()->conv_csr(x, images, x_image, x_row, indptr, offsets, values,
+                                  out_channels, out_h, out_w, bias, activation, y);
 }
 
 int pk_conv_depthwise_f32(const float *x, int64_t images, int64_t channels, int64_t height,
@@ -50,10 +48,9 @@ int pk_conv_depthwise_f32(const float *x, int64_t images, int64_t channels, int6
         return PK_ERR_ARG;
     if (images == 0 || out_channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
     if (!x || !w || !y) return PK_ERR_ARG;
-    pk_dispatch_init();
-    return pk_table.conv_depthwise(x, images, channels, height, width, w, out_channels, kh, kw,
-                                   stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
-                                   out_w, bias, activation, y);
+    return pk_kernels()->conv_depthwise(x, images, channels, height, width, w, out_channels, kh,
+                                        kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                                        out_h, out_w, bias, activation, y);
 }
 
 int pk_conv_binary_f32(const float *x, int64_t images, int64_t channels, int64_t height,
@@ -69,8 +66,7 @@ int pk_conv_binary_f32(const float *x, int64_t images, int64_t channels, int64_t
     if (kh * kw * ((channels / groups + 63) / 64) > PK_CONV_BINARY_WORDS) return PK_ERR_ARG;
     if (images == 0 || out_channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
     if (!x || !wbits || !alpha || !y) return PK_ERR_ARG;
-    pk_dispatch_init();
-    return pk_table.conv_binary(x, images, channels, height, width, groups, wbits, alpha,
-                                out_channels, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top,
-                                pad_left, out_h, out_w, bias, activation, y);
+    return pk_kernels()->conv_binary(x, images, channels, height, width, groups, wbits, alpha,
+                                     out_channels, kh, kw, stride_h, stride_w, dil_h, dil_w,
+                                     pad_top, pad_left, out_h, out_w, bias, activation, y);
 }

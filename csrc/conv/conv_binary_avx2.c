@@ -17,24 +17,18 @@
 #include <string.h>
 
 #include "conv_internal.h"
-#include "linear/linear_binary_xnor_avx2.h" /* pk_xnor_pop_scalar */
+#include "pk_avx2.h"
 
 /* The +-1 dots of two weight rows (w, w + words) and four patch rows (p + c * words):
  * d_r[c] = base[c] - 2 popcount(w_r ^ p_c), register-blocked (each loaded word serves
- * four or two pairs). Measured on 3x3x64 patches: ~20 % faster than 1 weight row x 8
- * patches with half of the patches on the vpshufb nibble table, than 1 x 8 or 4 x 2 on
- * the scalar popcnt alone, and than four channels per ymm on the nibble table (alone:
- * 1.4x slower; beside these tiles, one loop for both: 1.3x slower). */
-static inline __attribute__((always_inline)) void xnor24_body(const uint64_t *w,
-                                                              const uint64_t *p,
-                                                              const int64_t words,
-                                                              const int64_t *base,
-                                                              int32_t *d0, int32_t *d1) {
+ * four or two pairs); faster than 1 weight row x 8 patches (with or without half of them
+ * on the vpshufb nibble table), 4 x 2, or four channels per ymm on the nibble table. */
+PK_ALWAYS_INLINE void xnor24_body(const uint64_t *w, const uint64_t *p, const int64_t words,
+                                  const int64_t *base, int32_t *d0, int32_t *d1) {
     const uint64_t *w1 = w + words;
     const uint64_t *p1 = p + words, *p2 = p + 2 * words, *p3 = p + 3 * words;
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-    /* fully unrolled at the fixed sizes (3x3x64: 9 words, measured 1.25 -> 1.03 cycles
-     * per pair, hot) */
+    /* fully unrolled at the fixed sizes (3x3x64: 9 words) */
 #pragma GCC unroll 16
     for (int64_t k = 0; k < words; k++) {
         const uint64_t u = w[k], v = w1[k];
@@ -76,7 +70,7 @@ static inline void pack1(float v, int64_t c, uint64_t *bw, double *s) {
  * words (bits[p][c / 64] bit c % 64: x >= 0; bits arrive zeroed) and sums[p] = sum of
  * |x| over the channels, in channel order (float64). Channel octets outer, pixels inner:
  * each plane is read in long runs, 8 at a time, which the hardware prefetchers follow
- * (pixel-major, 64 planes were read at once: 2x slower at 64 channels, 56x56), and a
+ * (pixel-major, 64 planes would be read at once), and a
  * pixel's running sum waits in memory between octets instead of in one chain of adds. */
 static void pack_signs(const float *planes, int64_t cg, int64_t pixels, int64_t cw, int64_t p0,
                        int64_t p1, uint64_t *bits, double *sums) {
@@ -116,11 +110,8 @@ static void pack_signs(const float *planes, int64_t cg, int64_t pixels, int64_t 
 /* dots[o][c] = base[c] - 2 popcount(w_o ^ p_c), o < og (weight rows w + o * words),
  * c < cols (patch rows p + c * words): two channels x four columns per tile, then the
  * column tail and an odd last channel. */
-static inline __attribute__((always_inline)) void dots_body(const uint64_t *w,
-                                                            const uint64_t *p, int64_t words,
-                                                            int64_t og, int64_t cols,
-                                                            const int64_t *base,
-                                                            int32_t *dots) {
+PK_ALWAYS_INLINE void dots_body(const uint64_t *w, const uint64_t *p, int64_t words, int64_t og,
+                                int64_t cols, const int64_t *base, int32_t *dots) {
     int64_t o = 0;
     for (; o + 2 <= og; o += 2) {
         const uint64_t *wo = w + o * words;

@@ -9,12 +9,9 @@
 #define TILE PK_CONV_CSR_TILE
 
 /* All output channels for one run of `cols` columns; NV vectors, the last masked if so. */
-static inline __attribute__((always_inline)) void run(const float *xb, const int32_t *indptr,
-                                                      const int64_t *offsets,
-                                                      const float *values, int64_t out_c,
-                                                      int nv, int masked, __m256i mask,
-                                                      float *yb, int64_t plane,
-                                                      const float *bias, int activation) {
+PK_ALWAYS_INLINE void run(const float *xb, const int32_t *indptr, const int64_t *offsets,
+                          const float *values, int64_t out_c, int nv, int masked, __m256i mask,
+                          float *yb, int64_t plane, const float *bias, int activation) {
     for (int64_t o = 0; o < out_c; o++) {
         __m256 acc[8];
         for (int v = 0; v < 8; v++) acc[v] = _mm256_setzero_ps();

@@ -30,9 +30,8 @@ static inline __m256i lanes_below(int64_t n) {
 
 /* buf[r][0:8*nv] += sum_k wp[k][r] * xb[off[k] + 0:8*nv] for one 6-row block; `masked`
  * loads only the lanes in `mask` of the last vector (the others stay 0). */
-static inline __attribute__((always_inline)) void tile(const float *xb, const int64_t *off,
-                                                       int64_t kc, const float *wp, int nv,
-                                                       int masked, __m256i mask, float *buf) {
+PK_ALWAYS_INLINE void tile(const float *xb, const int64_t *off, int64_t kc, const float *wp, int nv,
+                           int masked, __m256i mask, float *buf) {
     __m256 c00 = _mm256_loadu_ps(buf), c10 = _mm256_loadu_ps(buf + NR);
     __m256 c20 = _mm256_loadu_ps(buf + 2 * NR), c30 = _mm256_loadu_ps(buf + 3 * NR);
     __m256 c40 = _mm256_loadu_ps(buf + 4 * NR), c50 = _mm256_loadu_ps(buf + 5 * NR);
@@ -92,8 +91,7 @@ int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x
             status = PK_ERR_NOMEM;
         }
         /* dynamic: on a busy machine a thread that loses its core for a while holds up
-         * a few tiles, not half the call (3x3 64->64 56x56 batch 8, alternating runs:
-         * 49/62/58 ms against 51/70/72 with a static split) */
+         * a few tiles, not half the call */
 #pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < tasks; t++) {
             if (!buf) continue;

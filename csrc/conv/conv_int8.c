@@ -24,8 +24,7 @@ int pk_conv_int8_f32(const float *x, int64_t images, int64_t channels, int64_t h
     const double hp = (double)(out_h - 1) * stride_h + (double)(kh - 1) * dil_h + 1;
     const double wp = (double)(out_w - 1) * stride_w + (double)(kw - 1) * dil_w + 1;
     if ((double)channels * (hp + stride_h) * (wp + stride_w) > 4.0e15) return PK_ERR_ARG;
-    pk_dispatch_init();
-    return pk_table.conv_int8(x, images, channels, height, width, groups, w, scale, act_scale,
-                              out_channels, kh, kw, stride_h, stride_w, dil_h, dil_w, pad_top,
-                              pad_left, out_h, out_w, bias, activation, y);
+    return pk_kernels()->conv_int8(x, images, channels, height, width, groups, w, scale,
+                                   act_scale, out_channels, kh, kw, stride_h, stride_w, dil_h,
+                                   dil_w, pad_top, pad_left, out_h, out_w, bias, activation, y);
 }

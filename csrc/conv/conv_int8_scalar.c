@@ -1,7 +1,6 @@
 /* int8 conv2d (groups < channels), portable C: the driver of conv_int8_body.h with plain
  * loops. The reference the AVX2 kernel is tested against, bit for bit. */
-#define PK_CI8_NAME pk_conv_int8_scalar
-#include "conv_int8_body.h"
+#include "conv_internal.h"
 
 static float ci8_absmax(const float *x, int64_t n, int *nonfinite) {
     float amax = 0.0f;
@@ -53,3 +52,6 @@ static void ci8_finish(const int32_t *acc, float mul, float bias, int has_bias, 
         out[j] = pk_activate(v, activation);
     }
 }
+
+#define PK_CI8_NAME pk_conv_int8_scalar
+#include "conv_int8_body.h"

@@ -1,7 +1,7 @@
-/* int8 conv2d (groups < channels) on x86, included by conv_int8_avx2.c and
- * conv_int8_avx512vnni.c (which define PK_CI8_NAME, and PK_CI8_DOT(acc, a, b): acc plus
- * the int16-pair dot products of a and b per 32-bit lane, in int32): the driver of
- * conv_int8_body.h with
+/* The x86 primitives of the int8 conv2d kernel (groups < channels) for conv_int8_body.h,
+ * included before it by conv_int8_avx2.c and conv_int8_avx512vnni.c, which first define
+ * PK_CI8_DOT(acc, a, b): acc plus the int16-pair dot products of a and b per 32-bit lane,
+ * in int32. They are
  * - quantization 8 floats at a time (same float32 division and round-half-to-even as the
  *   scalar code), two channels packed into one int16 pair per 32-bit lane;
  * - a 4-channel x 16-column micro-tile: per pair-tap k, two loads of 8 lanes, and per
@@ -11,51 +11,17 @@
  *   2 * 127 * 127 and the int32 sum is exact (no vpmaddubsw saturation).
  * - the epilogue converts, scales, adds the bias and applies relu/relu6 8 lanes at a time. */
 #ifndef PK_CI8_DOT
-#error "define PK_CI8_NAME and PK_CI8_DOT before including conv_int8_x86.h"
+#error "define PK_CI8_DOT before including conv_int8_x86.h"
 #endif
-#include <immintrin.h>
-
-#include "conv_int8_body.h"
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#include "conv_internal.h"
+#include "pk_avx2.h"
 
 #if PK_CONV_INT8_MR != 4
 #error "the x86 int8 conv micro-tile holds 4 output channels"
 #endif
 
-static float hmax8(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-    return _mm_cvtss_f32(m);
-}
-
 static float ci8_absmax(const float *x, int64_t n, int *nonfinite) {
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 big = _mm256_set1_ps(FLT_MAX);
-    __m256 vmax = _mm256_setzero_ps(), vbad = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i), absmask);
-        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ)); /* NaN or Inf */
-        vmax = _mm256_max_ps(vmax, a);
-    }
-    if (_mm256_movemask_ps(vbad)) *nonfinite = 1;
-    float amax = hmax8(vmax);
-    for (; i < n; i++) {
-        const float a = fabsf(x[i]);
-        if (!(a <= FLT_MAX)) *nonfinite = 1;
-        else if (a > amax) amax = a;
-    }
-    return amax;
-}
-
-/* 8 floats -> 8 int32: clip(rint(v / s), -127, 127). */
-ALWAYS_INLINE __m256i quant8(const float *x, __m256 s) {
-    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-    const __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x), s),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
+    return pk_absmax_avx2(x, n, nonfinite);
 }
 
 static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst) {
@@ -68,12 +34,12 @@ static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, i
     for (; i + 8 <= n; i += 8) {
         const __m256 va = _mm256_loadu_ps(a + i);
         vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(va, absmask), big, _CMP_NLE_UQ));
-        const __m256i qa = _mm256_and_si256(quant8(a + i, vs), low);
+        const __m256i qa = _mm256_and_si256(pk_quant8(a + i, vs), low);
         __m256i qb = _mm256_setzero_si256();
         if (b) {
             const __m256 vb = _mm256_loadu_ps(b + i);
             vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(vb, absmask), big, _CMP_NLE_UQ));
-            qb = _mm256_slli_epi32(quant8(b + i, vs), 16);
+            qb = _mm256_slli_epi32(pk_quant8(b + i, vs), 16);
         }
         _mm256_storeu_si256((__m256i *)(dst + i), _mm256_or_si256(qa, qb));
     }
@@ -102,8 +68,8 @@ static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, i
         __asm__ volatile("" : "+x"(c0), "+x"(c1));                                  \
     } while (0)
 
-/* 4 output channels x 16 columns: 8 accumulators (measured faster here than 6 x 16,
- * which leaves no spare ymm register). */
+/* 4 output channels x 16 columns: 8 accumulators (6 x 16 leaves no spare ymm
+ * register). */
 static void ci8_block(const int32_t *xb, const int64_t *off, int64_t kc, const int32_t *wp,
                       int32_t *buf) {
 #define LD(i) _mm256_loadu_si256((const __m256i *)(buf + (i)))
@@ -128,7 +94,7 @@ static void ci8_block(const int32_t *xb, const int64_t *off, int64_t kc, const i
 #undef ROW
 
 /* act(v) as pk_activate: comparisons are false for NaN, so NaN passes through. */
-ALWAYS_INLINE __m256 activate8(__m256 v, int activation) {
+PK_ALWAYS_INLINE __m256 activate8(__m256 v, int activation) {
     if (activation == PK_ACT_NONE) return v;
     const __m256 zero = _mm256_setzero_ps();
     v = _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LT_OQ));

@@ -2,6 +2,8 @@
 #ifndef PK_CONV_INTERNAL_H
 #define PK_CONV_INTERNAL_H
 
+#include <float.h>
+#include <math.h>
 #include <string.h>
 
 #include "pk_internal.h"
@@ -86,6 +88,22 @@ static inline void pk_conv_window(const float *src, int64_t height, int64_t widt
         memcpy(d + lo, src + ih * width, (size_t)(hi - lo) * sizeof(float));
         memset(d + hi, 0, (size_t)(wp - hi) * sizeof(float));
     }
+}
+
+/* ---- int8 conv2d (conv_int8_body.h and the primitives of each ISA) ---- */
+#define CI8_MR PK_CONV_INT8_MR /* output channels per micro-tile */
+#define CI8_NR 16              /* flat output columns per micro-tile */
+
+/* The lane of two quantized values (low half a, high half b). */
+static inline int32_t ci8_pair(int32_t a, int32_t b) {
+    return (int32_t)((uint32_t)(uint16_t)a | ((uint32_t)(uint16_t)b << 16));
+}
+
+/* clip(rint(v / s), -127, 127), round half to even (the default rounding mode). */
+static inline int32_t ci8_quant1(float v, float s) {
+    float r = nearbyintf(v / s);
+    r = r < -127.0f ? -127.0f : (r > 127.0f ? 127.0f : r);
+    return (int32_t)r;
 }
 
 #endif /* PK_CONV_INTERNAL_H */

@@ -45,10 +45,12 @@ const char *pk_isa_name(int level);    /* level 0 is "scalar"; NULL past the las
 int pk_isa_compiled(int level);        /* 1 if this build has kernels for the level */
 int pk_isa_supported(int level);       /* 1 if compiled and the CPU/OS supports it */
 int pk_isa_level(void);                /* level serving kernels now */
-int pk_set_isa_cap(int level);         /* refill the dispatch table; returns the level used */
+int pk_set_isa_cap(int level);         /* serve from the best level <= level; returns it.
+                                        * Safe while other threads run kernels. */
 int pk_kernel_count(void);             /* number of dispatched kernel slots */
 const char *pk_kernel_slot(int i);     /* slot name, e.g. "linear_csr" */
-const char *pk_kernel_impl(int i);     /* function serving the slot, e.g. "linear_csr_avx512" */
+int pk_kernel_index(const char *slot); /* index of the slot of that name, or -1 */
+const char *pk_kernel_impl(int i);     /* function serving the slot, e.g. "pk_linear_csr_avx2" */
 void pk_set_num_threads(int n);        /* n <= 0: all cores */
 int pk_get_num_threads(void);
 float pk_stream_sum_f32(const float *a, int64_t n); /* for bandwidth measurement */

@@ -34,9 +34,9 @@ int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
     if (in_features > ((int64_t)1 << 40)) return PK_ERR_OVERFLOW;
     if (batch == 0 || out_features == 0) return PK_OK;
     if (!x || !alpha || !y || (in_features > 0 && !bits)) return PK_ERR_ARG;
-    pk_dispatch_init();
+    const struct pk_functable *kernels = pk_kernels(); /* once per call */
     if (!binary_activations)
-        return pk_table.linear_binary(x, NULL, NULL, batch, in_features, bits, alpha,
+        return kernels->linear_binary(x, NULL, NULL, batch, in_features, bits, alpha,
                                       out_features, bias, activation, y);
     const int64_t words = (in_features + 63) / 64;
     void *parts[2];
@@ -48,7 +48,7 @@ int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
 #pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
     for (int64_t b = 0; b < batch; b++)
         pack_row(x + b * in_features, in_features, xbits + b * words, beta + b);
-    const int status = pk_table.linear_binary(x, xbits, beta, batch, in_features, bits, alpha,
+    const int status = kernels->linear_binary(x, xbits, beta, batch, in_features, bits, alpha,
                                               out_features, bias, activation, y);
     pk_aligned_free(parts[0]);
     return status;

@@ -1,7 +1,7 @@
 /* Binary (1-bit) linear, AVX2. Float activations: table lookup -- for each group of 8
  * activations the 256 signed sums are tabulated, then every weight byte costs one
- * lookup and one add (no multiplications); measured faster on AMD Zen 1 than expanding
- * bits to lane masks with vpsllvd + vblendvps (slow 256-bit ops there). Binary
+ * lookup and one add (no multiplications); faster on AMD Zen 1 than expanding bits to
+ * lane masks with vpsllvd + vblendvps (slow 256-bit ops there). Binary
  * activations: XOR + popcount, exact, with the scalar popcnt instruction on blocks of 8
  * interleaved activation rows. */
 #include <immintrin.h>
@@ -99,7 +99,7 @@ int pk_linear_binary_float_avx2(const float *x, int64_t batch, int64_t in_featur
                     build_tables(xr, in_features, g0, g1, T);
                     for (int64_t o = o0; o < o1; o++) {
                         /* a row's block is 16 bytes of its own cache line: the hardware
-                         * prefetcher misses them (cold weights 1.7 -> 1.3 ms, 4096^2) */
+                         * prefetcher misses them */
                         const int64_t ahead = o + 12 < o1 ? o + 12 : o;
                         _mm_prefetch((const char *)(bits + ahead * words) + g0, _MM_HINT_T0);
                         acc[o - o0] += lookup_row((const uint8_t *)(bits + o * words), T, g0, g1);
@@ -119,8 +119,8 @@ int pk_linear_binary_float_avx2(const float *x, int64_t batch, int64_t in_featur
 /* popcount(w ^ x_j) for the 8 activation rows of one interleaved block (xi[k][j] is word k
  * of row j), scalar popcnt only: every weight word loaded serves 8 pairs, and the rows
  * are addressed off one pointer with constant offsets, so the 8 counters, the weight
- * word and the pointers fit in registers. Measured ~10 % faster here than mixing in the
- * vpshufb nibble table (Mula) on half of the rows, whose 128-bit pipes are slow on Zen 1. */
+ * word and the pointers fit in registers. Faster here than mixing in the vpshufb nibble
+ * table (Mula) on half of the rows, whose 128-bit pipes are slow on Zen 1. */
 static void xnor_rows8(const uint64_t *w, const uint64_t *xi, int64_t words, uint64_t *pop) {
     uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
 #pragma GCC unroll 8

@@ -15,8 +15,7 @@
 #error "define PK_BINARY_NAME (and the two popcount loops) before linear_binary_xnor_body.h"
 #endif
 
-#include "linear_binary_xnor_avx2.h"
-#include "pk_internal.h"
+#include "pk_avx2.h"
 
 #define XB 8      /* activation rows per block */
 #define XPANEL 16 /* output rows per task: their weights (16 x words x 8 bytes) stay in L1 */

@@ -1,4 +1,4 @@
-/* Public entry of the CSR sparse linear kernel: argument checks, then the dispatched
+/* Public entries of the CSR sparse linear kernels: argument checks, then the dispatched
  * implementation. The Python side has already validated the CSR structure. */
 #include <string.h>
 
@@ -16,9 +16,8 @@ int pk_linear_csr_f32(const float *x, int64_t batch, int64_t in_features,
     if (batch == 0 || out_features == 0) return PK_OK;
     if (!x || !indptr || !y) return PK_ERR_ARG;
     if (indptr[out_features] > 0 && (!indices || !values)) return PK_ERR_ARG;
-    pk_dispatch_init();
-    return pk_table.linear_csr(x, batch, in_features, indptr, indices, index_bytes, values,
-                               out_features, bias, activation, y);
+    return pk_kernels()->linear_csr(x, batch, in_features, indptr, indices, index_bytes, values,
+                                    out_features, bias, activation, y);
 }
 
 int pk_linear_csr_slices_f32(const float *x, int64_t in_features, int64_t slices,
@@ -35,13 +34,13 @@ int pk_linear_csr_slices_f32(const float *x, int64_t in_features, int64_t slices
     if (out_features == 0) return PK_OK;
     if (!x || !slice_ptr || !slice_rows || !y) return PK_ERR_ARG;
     if (slice_ptr[slices] > 0 && (!indices || !values)) return PK_ERR_ARG;
-    pk_dispatch_init();
+    const struct pk_functable *kernels = pk_kernels(); /* once per call */
     /* x with a zero at column `in`, where padding entries point */
     float *xs = pk_aligned_alloc((size_t)(in_features + 1) * sizeof(float));
     if (!xs) return PK_ERR_NOMEM;
     if (in_features) memcpy(xs, x, (size_t)in_features * sizeof(float));
     xs[in_features] = 0.0f;
-    const int status = pk_table.linear_csr_slices(xs, slices, slice_ptr, slice_rows, indices,
+    const int status = kernels->linear_csr_slices(xs, slices, slice_ptr, slice_rows, indices,
                                                   index_bytes, values, bias, activation, y);
     pk_aligned_free(xs);
     return status;

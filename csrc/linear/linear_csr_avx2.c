@@ -15,16 +15,11 @@
 
 #include "pk_avx2.h"
 
-#define PK_INLINE static inline __attribute__((always_inline))
-
-/* Estimated cost of one row besides its nonzeros (loop set-up, reduction, stores). */
-#define ROW_COST 4
 /* Row chunks per call (fewer when there are fewer rows), handed out by a guided schedule
  * (see csr_avx2). */
 #define CHUNKS 64
 /* Batch rows per transposed tile of x at batch > 1 (at most 64: eight vectors). A wide
- * tile pays each row's set-up and reduction once for more batch rows: 64 against 16 measured
- * 4-12 % faster at batch 32-128 (cold 4096x1024 and 4096x4096), the same at batch 8-16. */
+ * tile pays each row's set-up and reduction once for more batch rows. */
 #ifndef TILE
 #define TILE 64
 #endif
@@ -35,12 +30,9 @@
 /* Output rows summed together before their results are stored eight columns at a time. */
 #define BAND 64
 /* Nonzeros ahead whose x rows are prefetched (one cache line each) at tiles of 16+ lanes,
- * where with large `in` the tile lives in L2. A nonzero takes longer at wider tiles, so
- * the distance shrinks with the width. Measured on one thread:
- * 16 lanes, 16 ahead 12 % faster than none (no gain at 8 lanes); 24-32 lanes, 8 ahead
- * 1.18x (4096x1024) and 1.33x (4096x4096) faster than none; 40-64 lanes, 4 ahead 1.13x
- * faster than 16 ahead at 4096x1024 and the same at 4096x4096. Prefetching all four lines
- * of a 64-lane row was no faster. */
+ * where with large `in` the tile lives in L2 (at 8 lanes prefetching gains nothing). A
+ * nonzero takes longer at wider tiles, so the distance shrinks with the width; one line
+ * per row is enough (prefetching all four lines of a 64-lane row gains nothing). */
 #define PF_16 16
 #define PF_32 8
 #define PF_64 4
@@ -51,30 +43,14 @@
 #define SPMV_AHEAD 512
 #endif
 
-/* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
-static int64_t first_row(const int32_t *indptr, int64_t rows, int64_t t, int64_t n) {
-    if (t <= 0) return 0;
-    if (t >= n) return rows;
-    const int64_t target = ((int64_t)indptr[rows] + ROW_COST * rows) * t / n;
-    int64_t lo = 0, hi = rows;
-    while (lo < hi) { /* first r with cost(r) >= target */
-        const int64_t mid = lo + (hi - lo) / 2;
-        if ((int64_t)indptr[mid] + ROW_COST * mid < target)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* `wide` is a compile-time constant at every call: uint16 (0) or int32 (1) indices. */
-PK_INLINE int64_t index_at(const void *indices, int64_t p, int wide) {
+PK_ALWAYS_INLINE int64_t index_at(const void *indices, int64_t p, int wide) {
     return wide ? (int64_t)((const int32_t *)indices)[p] : (int64_t)((const uint16_t *)indices)[p];
 }
 
 /* Columns of nonzeros p .. p+3. uint16 indices come in one 64-bit load and are split
  * with shifts: Zen-class cores have two load ports, and loads are the bottleneck. */
-PK_INLINE void index4(const void *indices, int64_t p, int wide, int64_t c[4]) {
+PK_ALWAYS_INLINE void index4(const void *indices, int64_t p, int wide, int64_t c[4]) {
     if (wide) {
         const int32_t *ix = (const int32_t *)indices + p;
         c[0] = ix[0], c[1] = ix[1], c[2] = ix[2], c[3] = ix[3];
@@ -87,7 +63,7 @@ PK_INLINE void index4(const void *indices, int64_t p, int wide, int64_t c[4]) {
 }
 
 /* Columns of nonzeros p .. p+k-1, k = 1, 2 or 4 (a constant at each call). */
-PK_INLINE void columns(const void *indices, int64_t p, int k, int wide, int64_t c[4]) {
+PK_ALWAYS_INLINE void columns(const void *indices, int64_t p, int k, int wide, int64_t c[4]) {
     if (k == 4) {
         index4(indices, p, wide, c);
         return;
@@ -95,7 +71,7 @@ PK_INLINE void columns(const void *indices, int64_t p, int k, int wide, int64_t 
     for (int i = 0; i < k; i++) c[i] = index_at(indices, p + i, wide);
 }
 
-PK_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, int wide) {
+PK_ALWAYS_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, int wide) {
     int64_t c[4];
     index4(indices, p, wide, c);
     __m128 v = _mm_load_ss(x + c[0]);
@@ -104,27 +80,20 @@ PK_INLINE __m128 gather4(const float *x, const void *indices, int64_t p, int wid
     return _mm_insert_ps(v, _mm_load_ss(x + c[3]), 0x30);
 }
 
-/* x[indices[p .. p+7]]. Scalar loads beat vgatherdps on Zen 1/2 by about 1.5x. */
-PK_INLINE __m256 gather8(const float *x, const void *indices, int64_t p, int wide) {
+/* x[indices[p .. p+7]]. Scalar loads beat vgatherdps on Zen 1/2. */
+PK_ALWAYS_INLINE __m256 gather8(const float *x, const void *indices, int64_t p, int wide) {
     return _mm256_insertf128_ps(_mm256_castps128_ps256(gather4(x, indices, p, wide)),
                                 gather4(x, indices, p + 4, wide), 1);
-}
-
-PK_INLINE float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 
 /* ---- batch 1 ---- */
 
 /* a0, a1 += values[p .. p+16) * x[indices[p .. p+16)], prefetching the weight stream
- * SPMV_AHEAD entries ahead: it is read once per call (cold 4096x4096: 0.64 -> 0.59 ms).
+ * SPMV_AHEAD entries ahead: it is read once per call, so it is cold.
  * The prefetch stops at `last`, the end of the caller's part, so its address stays
  * within the arrays. */
-PK_INLINE void step16(const float *x, const void *indices, const float *values, int64_t p,
-                      int64_t last, __m256 *a0, __m256 *a1, int wide) {
+PK_ALWAYS_INLINE void step16(const float *x, const void *indices, const float *values, int64_t p,
+                             int64_t last, __m256 *a0, __m256 *a1, int wide) {
     const int64_t ahead = p + SPMV_AHEAD < last ? p + SPMV_AHEAD : last;
     _mm_prefetch((const char *)(values + ahead), _MM_HINT_T0);
     _mm_prefetch((const char *)indices + ahead * (wide ? 4 : 2), _MM_HINT_T0);
@@ -133,9 +102,9 @@ PK_INLINE void step16(const float *x, const void *indices, const float *values, 
                           *a1);
 }
 
-PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indices,
-                         const float *values, const float *bias, int activation, float *y,
-                         int64_t r0, int64_t r1, int wide) {
+PK_ALWAYS_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indices,
+                                const float *values, const float *bias, int activation, float *y,
+                                int64_t r0, int64_t r1, int wide) {
     const int64_t last = indptr[r1]; /* one past the chunk's last nonzero */
     for (int64_t o = r0; o < r1; o++) {
         const int64_t hi = indptr[o + 1];
@@ -146,7 +115,7 @@ PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indi
             a0 = _mm256_fmadd_ps(_mm256_loadu_ps(values + p), gather8(x, indices, p, wide), a0);
             p += 8;
         }
-        float acc = hsum(_mm256_add_ps(a0, a1));
+        float acc = pk_hsum8(_mm256_add_ps(a0, a1));
         for (; p < hi; p++) acc += values[p] * x[index_at(indices, p, wide)];
         y[o] = pk_activate(acc + (bias ? bias[o] : 0.0f), activation);
     }
@@ -156,8 +125,8 @@ PK_INLINE void spmv_rows(const float *x, const int32_t *indptr, const void *indi
 
 /* xt[k][i] = x[i][k] for k in [k0, k0 + 8), i < 8; rows past `rows` (the batch tail)
  * are zero. */
-PK_INLINE void transpose8(const float *x, int64_t in, int64_t rows, int64_t k0, float *xt,
-                          int tile) {
+PK_ALWAYS_INLINE void transpose8(const float *x, int64_t in, int64_t rows, int64_t k0, float *xt,
+                                 int tile) {
     __m256 r[8];
     for (int i = 0; i < 8; i++)
         r[i] = i < rows ? _mm256_loadu_ps(x + i * in + k0) : _mm256_setzero_ps();
@@ -185,10 +154,9 @@ static void transpose_block(const float *x, int64_t in, int64_t rows, int64_t kb
  * row's n outputs are written together, eight at a time out of 8x8 transposes: its cache
  * lines are filled whole while they are in L1. (Batch rows lie `out` floats apart, often
  * a multiple of 4 KB, so in one L1 set; written eight outputs per row across all batch
- * rows, a band's lines were evicted half written and read back for the other half: on one
- * thread at batch 64 that cost 0.2 ms of 2.8 at 4096x1024, 0.3 ms of 0.75 at 4096x128.) */
-PK_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t rows,
-                          const float *acc, const float *bias, int activation) {
+ * rows, a band's lines would be evicted half written and read back for the other half.) */
+PK_ALWAYS_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t rows,
+                                 const float *acc, const float *bias, int activation) {
     for (int64_t j0 = 0; j0 < rows; j0 += 8) {
         int64_t i0 = 0;
         for (; i0 + 8 <= n; i0 += 8) {
@@ -212,8 +180,8 @@ PK_INLINE void store_band(float *y, int64_t out, int64_t o0, int64_t n, int64_t 
  * of tile lanes (a constant at each call). Up to K nonzeros are in flight, each with its own
  * accumulators: a single chain of fewer than 5 FMAs per nonzero would wait out the FMA
  * latency at every nonzero. */
-PK_INLINE void row_tile(const float *xt, const void *indices, const float *values, int64_t p,
-                        int64_t hi, float *acc, int nv, int wide) {
+PK_ALWAYS_INLINE void row_tile(const float *xt, const void *indices, const float *values, int64_t p,
+                               int64_t hi, float *acc, int nv, int wide) {
     enum { K = 4 };
     const int k = nv <= 2 ? 4 : nv <= 4 ? 2 : 1; /* nonzeros in flight: at most 8 accumulators */
     const int ahead = k == 4 ? PF_16 : k == 2 ? PF_32 : PF_64; /* none at 8 lanes (nv 1) */
@@ -259,10 +227,10 @@ PK_INLINE void row_tile(const float *xt, const void *indices, const float *value
 
 /* Rows [r0, r1) (at most BAND) against batch tiles [t0, t1). Sums go to acc[r][lane] (pitch
  * TILE) and leave through store_band. */
-PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32_t *indptr,
-                         const void *indices, const float *values, const float *bias,
-                         int activation, float *y, int64_t out, int64_t r0, int64_t r1,
-                         int64_t t0, int64_t t1, float *acc, int wide) {
+PK_ALWAYS_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32_t *indptr,
+                                const void *indices, const float *values, const float *bias,
+                                int activation, float *y, int64_t out, int64_t r0, int64_t r1,
+                                int64_t t0, int64_t t1, float *acc, int wide) {
     const int64_t n = r1 - r0;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
@@ -287,27 +255,25 @@ PK_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, const int32
 }
 
 /* The whole call for one index width (wide is a constant in each instantiation). */
-PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t *indptr,
-                       const void *indices, const float *values, int64_t out,
-                       const float *bias, int activation, float *y, int wide) {
+PK_ALWAYS_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t *indptr,
+                              const void *indices, const float *values, int64_t out,
+                              const float *bias, int activation, float *y, int wide) {
     /* Row chunks of about equal work, fixed by the matrix alone. The guided schedule gives
      * each thread long runs of adjacent chunks (half the rest, then smaller), with single
-     * chunks at the end to even out the finish. With chunks dealt out one at a time, the
-     * two cores worked on neighbouring chunks and calls took longer (2 threads, cold, 90 %
-     * sparse, A/B in one process): 1.13x at 4096x1024 batch 1 and 64, 1.3-1.8x at
-     * 4096x128 batch 64. Dealing them round-robin was as slow, so the cost is the
-     * interleaving, not the scheduling: neighbouring chunks share cache lines of y at their
-     * borders, and each core's prefetcher likely runs on into the other's weights. */
+     * chunks at the end to even out the finish. Chunks dealt out one at a time (or
+     * round-robin) put the cores on neighbouring chunks, which is slower: neighbouring
+     * chunks share cache lines of y at their borders, and each core's prefetcher likely
+     * runs on into the other's weights. */
     const int64_t chunks = out < CHUNKS ? out : CHUNKS;
     const int64_t nnz = indptr[out];
-    /* at batch 1 a nonzero (a gathered load, 6 streamed bytes) costs ~16 multiply-adds:
-     * 4096x1024 at 95 % (210k nonzeros, 0.2 ms) ran on one thread */
+    /* at batch 1 a nonzero (a gathered load, 6 streamed bytes) costs about as much as 16
+     * multiply-adds */
     const int threads = pk_threads_for((double)nnz * (batch == 1 ? 16 : batch));
     if (batch == 1) {
 #pragma omp parallel for schedule(guided) num_threads(threads)
         for (int64_t c = 0; c < chunks; c++) {
-            const int64_t r0 = first_row(indptr, out, c, chunks);
-            const int64_t r1 = first_row(indptr, out, c + 1, chunks);
+            const int64_t r0 = pk_csr_first_row(indptr, out, c, chunks);
+            const int64_t r1 = pk_csr_first_row(indptr, out, c + 1, chunks);
             if (wide) /* a constant in each copy: the outlined region loses it */
                 spmv_rows(x, indptr, indices, values, bias, activation, y, r0, r1, 1);
             else
@@ -346,8 +312,8 @@ PK_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t 
                     status = PK_ERR_NOMEM;
                     continue;
                 }
-                const int64_t c0 = first_row(indptr, out, c, chunks);
-                const int64_t c1 = first_row(indptr, out, c + 1, chunks);
+                const int64_t c0 = pk_csr_first_row(indptr, out, c, chunks);
+                const int64_t c1 = pk_csr_first_row(indptr, out, c + 1, chunks);
                 for (int64_t r0 = c0; r0 < c1; r0 += BAND) {
                     const int64_t r1 = r0 + BAND < c1 ? r0 + BAND : c1;
                     if (wide) /* as above */
@@ -387,9 +353,10 @@ static int64_t first_slice(const int64_t *slice_ptr, int64_t slices, int64_t t, 
 
 /* Slices [s0, s1): eight rows advance together, one entry each per step, so a slice has
  * one loop and one branch miss where CSR rows had one loop, tail and reduction each. */
-PK_INLINE void slices_run(const float *xs, const int64_t *slice_ptr, const int32_t *slice_rows,
-                          const void *indices, const float *values, const float *bias,
-                          int activation, float *y, int64_t s0, int64_t s1, int wide) {
+PK_ALWAYS_INLINE void slices_run(const float *xs, const int64_t *slice_ptr,
+                                 const int32_t *slice_rows, const void *indices,
+                                 const float *values, const float *bias, int activation, float *y,
+                                 int64_t s0, int64_t s1, int wide) {
     const int64_t last = slice_ptr[s1];
     for (int64_t s = s0; s < s1; s++) {
         const int64_t end = slice_ptr[s + 1];

@@ -12,7 +12,6 @@
 #include "pk_internal.h"
 
 #define TILE 16
-#define ROW_COST 4 /* cost of a row besides its nonzeros, for balancing threads */
 
 static int thread_id(void) {
 #ifdef _OPENMP
@@ -28,22 +27,6 @@ static int thread_count(void) {
 #else
     return 1;
 #endif
-}
-
-/* First row of part t of n: parts hold about equal nonzeros + ROW_COST per row. */
-static int64_t first_row(const int32_t *indptr, int64_t rows, int t, int n) {
-    if (t <= 0) return 0;
-    if (t >= n) return rows;
-    const int64_t target = ((int64_t)indptr[rows] + ROW_COST * rows) * t / n;
-    int64_t lo = 0, hi = rows;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if ((int64_t)indptr[mid] + ROW_COST * mid < target)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
 }
 
 static inline int64_t index_at(const void *indices, int index_bytes, int64_t p) {
@@ -117,8 +100,9 @@ int pk_linear_csr_avx512(const float *x, int64_t batch, int64_t in_features,
 #pragma omp parallel num_threads(pk_threads())
         {
             const int t = thread_id(), n = thread_count();
-            spmv_rows(x, indptr, indices, index_bytes, values, bias, activation, y,
-                      first_row(indptr, out, t, n), first_row(indptr, out, t + 1, n));
+            const int64_t r0 = pk_csr_first_row(indptr, out, t, n);
+            const int64_t r1 = pk_csr_first_row(indptr, out, t + 1, n);
+            spmv_rows(x, indptr, indices, index_bytes, values, bias, activation, y, r0, r1);
         }
         return PK_OK;
     }
@@ -136,7 +120,8 @@ int pk_linear_csr_avx512(const float *x, int64_t batch, int64_t in_features,
                     xt[(t * in + k) * TILE + j] = b < batch ? x[b * in + k] : 0.0f;
                 }
         const int id = thread_id(), n = thread_count();
-        const int64_t r0 = first_row(indptr, out, id, n), r1 = first_row(indptr, out, id + 1, n);
+        const int64_t r0 = pk_csr_first_row(indptr, out, id, n);
+        const int64_t r1 = pk_csr_first_row(indptr, out, id + 1, n);
         for (int64_t t = 0; t < tiles; t++) {
             const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
             spmm_rows(xt + t * in * TILE, indptr, indices, index_bytes, values, bias, activation,

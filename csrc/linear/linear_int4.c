@@ -12,7 +12,6 @@ int pk_linear_int4_f32(const float *x, int64_t batch, int64_t in_features,
     if (status != 1) return status;
     if (in_features > INT32_MAX - 256) return PK_ERR_OVERFLOW;
     if (out_features > INT32_MAX || batch > INT32_MAX) return PK_ERR_OVERFLOW;
-    pk_dispatch_init();
-    return pk_table.linear_int4(x, batch, in_features, packed, scale, out_features, group_size,
-                                act_scale, bias, activation, y);
+    return pk_kernels()->linear_int4(x, batch, in_features, packed, scale, out_features,
+                                     group_size, act_scale, bias, activation, y);
 }

@@ -15,29 +15,17 @@
 #ifndef PK_I4_NAME
 #error "define PK_I4_NAME, PK_I4_DOT and PK_I4_WIDEN before including linear_int4_body.h"
 #endif
-#include <immintrin.h>
-#include <string.h>
+#include "pk_avx2.h"
 
-#include "pk_internal.h"
-
-#ifndef ALWAYS_INLINE
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#endif
 
 #define AHEAD 16 /* byte columns of weights prefetched ahead (512 bytes per row block) */
-
-ALWAYS_INLINE __m256i bcast4(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
 
 /* res[j][8r + i] = sum over groups of (float)acc * scale for row i of row block r
  * (R blocks, wstride bytes and sstride floats apart) and batch row j (NC of them); GS is
  * the group size. Several row blocks share each broadcast of x (batch 1 and 2). */
-ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int64_t sstride,
-                        int R, int64_t groups, int GS, const int8_t *xq, const int32_t *xsum,
-                        int64_t ldq, int NC, float res[4][16]) {
+PK_ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int64_t sstride,
+                           int R, int64_t groups, int GS, const int8_t *xq, const int32_t *xsum,
+                           int64_t ldq, int NC, float res[4][16]) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
     __m256 t[2][4];
     for (int r = 0; r < R; r++)
@@ -66,7 +54,7 @@ ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, int6
                 }
                 for (int j = 0; j < NC; j++) {
                     const int8_t *xj = xq + j * ldq + c * 8;
-                    const __m256i xl = bcast4(xj), xh = bcast4(xj + 4);
+                    const __m256i xl = pk_bcast4(xj), xh = pk_bcast4(xj + 4);
                     for (int r = 0; r < R; r++)
                         part[r][j] = PK_I4_DOT(part[r][j], lo[r], xl, hi[r], xh);
                 }

@@ -29,9 +29,8 @@ int pk_linear_int8_f32(const float *x, int64_t batch, int64_t in_features,
     if (status != 1) return status;
     if (in_features > PK_INT8_MAX_IN) return PK_ERR_OVERFLOW;
     if (out_features > INT32_MAX || batch > INT32_MAX) return PK_ERR_OVERFLOW;
-    pk_dispatch_init();
-    return pk_table.linear_int8(x, batch, in_features, packed, scale, out_features, act_scale,
-                                bias, activation, y);
+    return pk_kernels()->linear_int8(x, batch, in_features, packed, scale, out_features,
+                                     act_scale, bias, activation, y);
 }
 
 /* One row: q[0..ldq) = clip(rint(x / s), -127, 127) zero padded past in, with

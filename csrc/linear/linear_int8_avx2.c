@@ -4,50 +4,14 @@
  * (linear_int8_body.h): vpmaddubsw multiplies |x| (u8) by w*sign(x) (s8) -- both within
  * 0..127 in magnitude, so a pair sums to at most 2*127*127 = 32258 and never saturates
  * int16 -- and vpmaddwd by ones widens the pairs to int32. */
-#include <float.h>
-#include <immintrin.h>
-#include <math.h>
-#include <string.h>
-
-#include "pk_internal.h"
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-static float hmax8(__m256 v) {
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-    return _mm_cvtss_f32(m);
-}
-
-/* 8 floats -> 8 int32: clip(rint(v / s), -127, 127). */
-ALWAYS_INLINE __m256i quant8(const float *x, __m256 s) {
-    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-    __m256 r = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x), s),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi));
-}
+#include "pk_avx2.h"
 
 /* The AVX2 twin of pk_quantize_row_scalar: same results bit for bit. When qabs is not
  * NULL it also receives |q| as bytes. */
 void pk_quantize_row_avx2(const float *x, int64_t in, int64_t ldq, float act_scale, int8_t *q,
                           uint8_t *qabs, float *scale, unsigned char *bad) {
-    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    const __m256 big = _mm256_set1_ps(FLT_MAX);
-    __m256 vmax = _mm256_setzero_ps(), vbad = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= in; k += 8) {
-        __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + k), absmask);
-        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ)); /* NaN or Inf */
-        vmax = _mm256_max_ps(vmax, a);
-    }
-    int nonfinite = _mm256_movemask_ps(vbad) != 0;
-    float amax = hmax8(vmax);
-    for (; k < in; k++) {
-        float a = fabsf(x[k]);
-        if (!(a <= FLT_MAX)) nonfinite = 1;
-        else if (a > amax) amax = a;
-    }
+    int nonfinite = 0;
+    const float amax = pk_absmax_avx2(x, in, &nonfinite);
     memset(q, 0, (size_t)ldq);
     if (qabs) memset(qabs, 0, (size_t)ldq);
     *bad = (unsigned char)nonfinite;
@@ -60,9 +24,10 @@ void pk_quantize_row_avx2(const float *x, int64_t in, int64_t ldq, float act_sca
     if (!(s > 0.0f)) return;
     const __m256 vs = _mm256_set1_ps(s);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (k = 0; k + 32 <= in; k += 32) {
-        __m256i a = quant8(x + k, vs), b = quant8(x + k + 8, vs);
-        __m256i c = quant8(x + k + 16, vs), d = quant8(x + k + 24, vs);
+    int64_t k = 0;
+    for (; k + 32 <= in; k += 32) {
+        __m256i a = pk_quant8(x + k, vs), b = pk_quant8(x + k + 8, vs);
+        __m256i c = pk_quant8(x + k + 16, vs), d = pk_quant8(x + k + 24, vs);
         __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
         bytes = _mm256_permutevar8x32_epi32(bytes, order);
         _mm256_storeu_si256((__m256i *)(q + k), bytes);

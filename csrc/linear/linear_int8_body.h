@@ -14,10 +14,7 @@
 #ifndef PK_I8_NAME
 #error "define PK_I8_NAME and PK_I8_DOT before including linear_int8_body.h"
 #endif
-#include <immintrin.h>
-#include <string.h>
-
-#include "pk_internal.h"
+#include "pk_avx2.h"
 
 /* Quantize every row (in parallel when there are several). */
 static void quantize_rows(const float *x, int64_t batch, int64_t in, int64_t ldq,
@@ -31,21 +28,12 @@ static void quantize_rows(const float *x, int64_t batch, int64_t in, int64_t ldq
 
 #define AHEAD 16 /* chunks of weights prefetched ahead (512 bytes per row block) */
 
-#ifndef ALWAYS_INLINE
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-#endif
-
-ALWAYS_INLINE __m256i bcast4(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm256_set1_epi32(v);
-}
 
 /* acc[r][j] (lanes = rows 8r..8r+7 of the tile) = sum_k w[row][k] * xq[j][k] over
  * `chunks` chunks of 4 k. R row blocks (stride wstride bytes), NC batch rows. */
-ALWAYS_INLINE void tile(const int8_t *w, int64_t wstride, int R, int64_t chunks,
-                        const int8_t *xq, const uint8_t *xa, int64_t ldq, int NC,
-                        int32_t res[4][32]) {
+PK_ALWAYS_INLINE void tile(const int8_t *w, int64_t wstride, int R, int64_t chunks,
+                           const int8_t *xq, const uint8_t *xa, int64_t ldq, int NC,
+                           int32_t res[4][32]) {
     __m256i acc[4][4];
     for (int r = 0; r < R; r++)
         for (int j = 0; j < NC; j++) acc[r][j] = _mm256_setzero_si256();
@@ -54,15 +42,15 @@ ALWAYS_INLINE void tile(const int8_t *w, int64_t wstride, int R, int64_t chunks,
         for (int r = 0; r < R; r++) {
             /* this row block's weights AHEAD chunks on (prefetch never faults): the
              * hardware prefetcher falls behind on R streams at batch 1. (Prefetching the
-             * next tile instead fetched rows another thread was reading: cold 4096x4096
-             * batch 1 then ran at 0.86 or 1.6 ms from run to run; now 0.86.) */
+             * next tile instead fetches rows another thread may be reading, and the time
+             * of a call then varies from run to run.) */
             if (!(c & 1))
                 _mm_prefetch((const char *)(w + r * wstride + (c + AHEAD) * 32), _MM_HINT_T0);
             wv[r] = _mm256_loadu_si256((const __m256i *)(w + r * wstride + c * 32));
         }
         for (int j = 0; j < NC; j++) {
-            const __m256i bx = bcast4(xq + j * ldq + c * 4);
-            const __m256i ba = bcast4(xa + j * ldq + c * 4);
+            const __m256i bx = pk_bcast4(xq + j * ldq + c * 4);
+            const __m256i ba = pk_bcast4(xa + j * ldq + c * 4);
             for (int r = 0; r < R; r++)
                 acc[r][j] = PK_I8_DOT(acc[r][j], ba, _mm256_sign_epi8(wv[r], bx));
         }

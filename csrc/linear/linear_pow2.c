@@ -9,25 +9,6 @@
 /* Largest in_features whose int8-path int32 accumulation cannot overflow: 127*64*in. */
 #define POW2_MAX_IN_INT8 264208
 
-/* q = clip(rint(x / s), -127, 127) with s = max|x| / 127; *bad = 1 on NaN/Inf. */
-static void quantize_row(const float *x, int64_t n, int8_t *q, float *scale, int *bad) {
-    float amax = 0.0f;
-    int finite = 1;
-    for (int64_t k = 0; k < n; k++) {
-        const float a = fabsf(x[k]);
-        if (!(a <= 3.402823466e38f)) finite = 0; /* NaN or Inf */
-        else if (a > amax) amax = a;
-    }
-    const float s = finite ? amax / 127.0f : 0.0f;
-    *bad = !finite;
-    *scale = s;
-    for (int64_t k = 0; k < n; k++) {
-        float r = s > 0.0f ? nearbyintf(x[k] / s) : 0.0f;
-        r = r > 127.0f ? 127.0f : (r < -127.0f ? -127.0f : r);
-        q[k] = (int8_t)r;
-    }
-}
-
 int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
                        const uint8_t *codes, const float *alpha, int64_t out_features,
                        int int8_activations, const float *bias, int activation, float *y) {
@@ -38,27 +19,25 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
     if (int8_activations && in_features > POW2_MAX_IN_INT8) return PK_ERR_OVERFLOW;
     if (batch == 0 || out_features == 0) return PK_OK;
     if (!x || !alpha || !y || (in_features > 0 && !codes)) return PK_ERR_ARG;
-    pk_dispatch_init();
+    const struct pk_functable *kernels = pk_kernels(); /* once per call */
     if (!int8_activations)
-        return pk_table.linear_pow2(x, NULL, NULL, 0, batch, in_features, codes, alpha,
+        return kernels->linear_pow2(x, NULL, NULL, 0, batch, in_features, codes, alpha,
                                     out_features, bias, activation, y);
     /* rows padded to a multiple of 64 with zeros, so SIMD variants may over-read */
     const int64_t stride = (in_features + 63) / 64 * 64;
     void *parts[3];
     const size_t bytes[3] = {(size_t)(batch * stride),
                              (size_t)batch * sizeof(float),
-                             (size_t)batch * sizeof(int)};
+                             (size_t)batch};
     if (!pk_alloc_parts(3, bytes, parts)) return PK_ERR_NOMEM;
     int8_t *q = parts[0];
     float *scale = parts[1];
-    int *bad = parts[2];
+    unsigned char *bad = parts[2];
 #pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
-    for (int64_t b = 0; b < batch; b++) {
-        int8_t *qr = q + b * stride;
-        quantize_row(x + b * in_features, in_features, qr, scale + b, bad + b);
-        for (int64_t k = in_features; k < stride; k++) qr[k] = 0;
-    }
-    const int status = pk_table.linear_pow2(x, q, scale, stride, batch, in_features, codes,
+    for (int64_t b = 0; b < batch; b++)
+        pk_quantize_row_scalar(x + b * in_features, in_features, stride, 0.0f, q + b * stride,
+                               scale + b, bad + b);
+    const int status = kernels->linear_pow2(x, q, scale, stride, batch, in_features, codes,
                                             alpha, out_features, bias, activation, y);
     /* rows holding NaN or Inf give NaN outputs (as the int8 encoding does) */
     for (int64_t b = 0; b < batch; b++)

@@ -23,12 +23,8 @@
  * activation rows (int8) or 4 x FNC (float) run over it. Batch < QBATCH streams the
  * codes; its int8 path works in 128-bit steps of 32 columns (permuted per 32, see
  * int8_rows). */
-#include <immintrin.h>
-#include <string.h>
-
-#include "pk_internal.h"
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#include "linear/linear_pow2_codes.h"
+#include "pk_avx2.h"
 
 #define ROWS 4   /* output rows sharing each activation load (batch < QBATCH) */
 #define QBATCH 4 /* from this batch on, row blocks are decoded once */
@@ -39,15 +35,8 @@
 #define INT8_R 4 /* weight rows per int8 register tile */
 #endif
 #ifndef INT8_NC
-#define INT8_NC 1 /* activation rows per int8 register tile (4 x 1 measured best here) */
+#define INT8_NC 1 /* activation rows per int8 register tile (4 x 1: the best tile here) */
 #endif
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* sum of the 8 lanes (exact: the callers' sums fit int32) */
 static inline int32_t hsum8i(__m256i v) {
@@ -55,16 +44,6 @@ static inline int32_t hsum8i(__m256i v) {
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
     return _mm_cvtsi128_si32(s);
-}
-
-static const float pow2_values[16] = {
-    0.0f, 1.0f,  0.5f,  0.25f,  0.125f,  0.0625f,  0.03125f,  0.015625f,
-    0.0f, -1.0f, -0.5f, -0.25f, -0.125f, -0.0625f, -0.03125f, -0.015625f,
-};
-
-static inline int code_at(const uint8_t *row, int64_t k) {
-    const uint8_t byte = row[k >> 1];
-    return (k & 1) ? byte >> 4 : byte & 15;
 }
 
 /* int8 weight value of each code: +-2^(6-e), 0 for the zero code */
@@ -77,7 +56,7 @@ static inline int32_t code_int(int c) {
 
 /* Codes of 64 columns (32 bytes): *lo = even columns, *hi = odd ones, byte b of each
  * holding column 2b (+1). */
-ALWAYS_INLINE void split64(const uint8_t *p, __m256i *lo, __m256i *hi) {
+PK_ALWAYS_INLINE void split64(const uint8_t *p, __m256i *lo, __m256i *hi) {
     const __m256i low = _mm256_set1_epi8(0x0f);
     const __m256i b = _mm256_loadu_si256((const __m256i *)p);
     *lo = _mm256_and_si256(b, low);
@@ -109,7 +88,7 @@ static inline int perm_int8(int p) { return 2 * (p % 32) + p / 32; }
                      (char)0x80, 0, (char)0x80, 0, (char)0x80)
 
 /* 32 codes (one per byte) -> 32 floats, f[t] lane i = code byte 16(i/4) + 4t + i%4. */
-ALWAYS_INLINE void decode_float(__m256i c, __m256 f[4]) {
+PK_ALWAYS_INLINE void decode_float(__m256i c, __m256 f[4]) {
     const __m256i zero = _mm256_setzero_si256();
     const __m256i h = _mm256_shuffle_epi8(F32_B3, c), l = _mm256_shuffle_epi8(F32_B2, c);
     const __m256i w0 = _mm256_unpacklo_epi8(l, h), w1 = _mm256_unpackhi_epi8(l, h);
@@ -160,7 +139,7 @@ static void float_rows(const float *xr, const float *xp, int64_t in_features, in
         }
     }
     for (int r = 0; r < ROWS; r++) {
-        float s = hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
+        float s = pk_hsum8(_mm256_add_ps(acc[r][0], acc[r][1]));
         for (int64_t j = full; j < in_features; j++) s += xr[j] * pow2_values[code_at(rows[r], j)];
         sums[r] = s;
     }
@@ -195,8 +174,8 @@ static void decode_rows_float(const uint8_t *codes, int64_t row_bytes, int64_t i
 }
 
 /* res[r][j] = sum_k wf[r][k] * xp[j][k] for 4 decoded rows and NC <= FNC activation rows. */
-ALWAYS_INLINE void float_tile(const float *wf, int64_t stride, const float *xp, int64_t xs,
-                              int NC, float res[4][FNC]) {
+PK_ALWAYS_INLINE void float_tile(const float *wf, int64_t stride, const float *xp, int64_t xs,
+                                 int NC, float res[4][FNC]) {
     __m256 acc[4][FNC];
     for (int r = 0; r < 4; r++)
         for (int j = 0; j < NC; j++) acc[r][j] = _mm256_setzero_ps();
@@ -209,7 +188,7 @@ ALWAYS_INLINE void float_tile(const float *wf, int64_t stride, const float *xp, 
         }
     }
     for (int r = 0; r < 4; r++)
-        for (int j = 0; j < NC; j++) res[r][j] = hsum8(acc[r][j]);
+        for (int j = 0; j < NC; j++) res[r][j] = pk_hsum8(acc[r][j]);
 }
 #define FLOAT_TILE(NC)                                                                     \
     static void float_tile_##NC(const float *wf, int64_t s, const float *xp, int64_t xs,   \
@@ -325,14 +304,14 @@ static void sign_nibbles(const int8_t *q, int64_t stride, uint8_t *flags) {
 }
 
 /* 32 products |q| * table[code ^ flag], pair sums in int16 (each |.| <= 2 * 127 * 64). */
-ALWAYS_INLINE __m256i mul32(__m256i table, __m256i idx, const uint8_t *a) {
+PK_ALWAYS_INLINE __m256i mul32(__m256i table, __m256i idx, const uint8_t *a) {
     return _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)a),
                                 _mm256_shuffle_epi8(table, idx));
 }
 
 /* sums[r] = sum_k q[k] * w[r][k] for ROWS rows (rows[r] may repeat), batch < QBATCH:
  * codes straight from the weights, xor'ed with the flags of q before the split; 128-bit
- * steps of 32 columns (measured faster here than 256-bit ones: vpsrlw has one port on
+ * steps of 32 columns (faster here than 256-bit ones: vpsrlw has one port on
  * AMD Zen 1), qa permuted per 32 columns (16 even, then 16 odd: perm32). */
 static void int8_rows(const int8_t *qr, const uint8_t *qa, const uint8_t *flags,
                       int64_t in_features, const uint8_t *const rows[ROWS], int64_t ahead,
@@ -401,8 +380,8 @@ static void decode_rows_codes(const uint8_t *codes, int64_t row_bytes, int64_t i
 }
 
 /* res[r][j] = sum_k w[r][k] * q[j][k] for 2 rows of split codes and NC activation rows. */
-ALWAYS_INLINE void int8_tile(const uint8_t *wc, int64_t stride, const uint8_t *qa,
-                             const uint8_t *qs, int NC, int32_t res[INT8_R][4]) {
+PK_ALWAYS_INLINE void int8_tile(const uint8_t *wc, int64_t stride, const uint8_t *qa,
+                                const uint8_t *qs, int NC, int32_t res[INT8_R][4]) {
     const __m256i table = INT8_VALUES, ones = _mm256_set1_epi16(1);
     __m256i acc[INT8_R][4];
     for (int r = 0; r < INT8_R; r++)

@@ -4,19 +4,8 @@
  * CPUs we target, and keeps zero, subnormal, Inf and NaN activations identical to the
  * reference without special cases. int8 activations: acc += +-(q << (6 - e)), exact
  * int32 shifts and adds, then one float scale. */
+#include "linear/linear_pow2_codes.h"
 #include "pk_internal.h"
-
-/* Value of each code for alpha = 1: 0, then 2^-(f-1) for fields f = 1..7, negated
- * when bit 3 is set; code 8 is rejected before any kernel runs. */
-static const float pow2_values[16] = {
-    0.0f, 1.0f,  0.5f,  0.25f,  0.125f,  0.0625f,  0.03125f,  0.015625f,
-    0.0f, -1.0f, -0.5f, -0.25f, -0.125f, -0.0625f, -0.03125f, -0.015625f,
-};
-
-static inline int code_at(const uint8_t *row, int64_t k) {
-    const uint8_t byte = row[k >> 1];
-    return (k & 1) ? byte >> 4 : byte & 15;
-}
 
 int pk_linear_pow2_scalar(const float *x, const int8_t *xq, const float *xscale,
                           int64_t xq_stride, int64_t batch, int64_t in_features,

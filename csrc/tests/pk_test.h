@@ -1,7 +1,7 @@
-/* Tiny test framework shared by the C test program (csrc/tests/*.c): counters, a
- * CHECK macro that reports and counts, a seeded random generator, tolerances.
- * A kernel family adds one file test_<family>.c with a `void test_<family>(int level)`
- * and one row in the FAMILIES table of test_kernels.c. */
+/* Tiny test framework shared by the C test program (the files of csrc/tests): counters,
+ * a CHECK macro that reports and counts, a seeded random generator, tolerances. Each slot
+ * of the kernel list has a `void test_<slot>(int level)` in one of those files; the
+ * program runs them all (test_kernels.c). */
 #ifndef PK_TEST_H
 #define PK_TEST_H
 
@@ -54,5 +54,11 @@ static inline int pk_close(float got, float want, double scale, double rtol) {
     if (isinf(want) || isinf(got)) return got == want;
     return fabs((double)got - (double)want) <= rtol * (scale + 1.0);
 }
+
+/* Same value, or both NaN (for results promised bit for bit). */
+static inline int pk_same(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
+
+/* The level changing under running kernels (test_isa_switch.c). */
+void test_isa_switch(void);
 
 #endif /* PK_TEST_H */

@@ -1,28 +1,29 @@
-/* The C test program: for every ISA level this build has and this CPU supports, each
- * kernel family compares its dispatched kernel with the portable scalar one and checks
- * that bad arguments are refused. Built under AddressSanitizer + UBSan by
- * `make -C csrc asan`. Prints "N passed, M failed"; exits non-zero on any failure. */
+/* The C test program. For every ISA level this build has and this CPU supports, the
+ * dispatch table is checked and each slot of the kernel list (kernels.inc) runs its
+ * test_<slot>(level): from the first SIMD level on it compares the dispatched kernel
+ * with the portable one; at the scalar level it checks the portable kernel against a
+ * plain statement of the semantics, or only that bad arguments are refused. Then
+ * test_isa_switch: the level changing under running kernels. Built under
+ * AddressSanitizer + UBSan by `make -C csrc asan`. Prints "N passed, M failed"; exits
+ * non-zero on any failure. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "pk_test.h"
 
 long pk_test_passed, pk_test_failed;
 
-void test_linear_csr(int level);
-void test_linear_quant(int level);
-void test_linear_bitwise(int level);
-void test_conv_int8(int level);
+#define PK_SLOT(slot, params) void test_##slot(int level);
+#include "kernels.inc"
 
-/* One row per kernel family: its name and its test function, run at each ISA level. */
+/* One row per slot: its name and its test, run at each ISA level. */
 static const struct {
     const char *name;
     void (*run)(int level);
 } FAMILIES[] = {
-    {"linear_csr", test_linear_csr},
-    {"linear_int8/int4", test_linear_quant},
-    {"linear_binary/pow2", test_linear_bitwise},
-    {"conv_int8", test_conv_int8},
+#define PK_SLOT(slot, params) {#slot, test_##slot},
+#include "kernels.inc"
 };
 
 /* The dispatch table itself: names, caps and every slot filled at every level. */
@@ -33,10 +34,21 @@ static void test_dispatch(int level) {
         const char *impl = pk_kernel_impl(i);
         CHECK(impl != NULL, "slot %s has no kernel at level %s", pk_kernel_slot(i),
               pk_isa_name(level));
+        CHECK(pk_kernel_index(pk_kernel_slot(i)) == i, "slot %s not found by name",
+              pk_kernel_slot(i));
     }
     CHECK(pk_kernel_slot(pk_kernel_count()) == NULL, "slot past the end is not NULL");
+    CHECK(pk_kernel_index("no_such_slot") == -1, "an unknown slot name has an index");
+    CHECK(pk_kernel_index(NULL) == -1, "a NULL slot name has an index");
     CHECK(pk_isa_name(pk_isa_count()) == NULL, "ISA name past the end is not NULL");
     CHECK(pk_isa_name(-1) == NULL, "ISA name -1 is not NULL");
+    if (level == 0) /* the scalar table holds only portable kernels */
+        for (int i = 0; i < pk_kernel_count(); i++) {
+            const char *impl = pk_kernel_impl(i);
+            const size_t n = strlen(impl);
+            CHECK(n > 7 && strcmp(impl + n - 7, "_scalar") == 0, "slot %s at scalar: %s",
+                  pk_kernel_slot(i), impl);
+        }
 }
 
 int main(void) {
@@ -57,6 +69,9 @@ int main(void) {
         }
         printf("%-12s %s\n", pk_isa_name(level), pk_test_failed == before ? "ok" : "FAILED");
     }
+    const long before = pk_test_failed;
+    test_isa_switch();
+    printf("%-12s %s\n", "isa switch", pk_test_failed == before ? "ok" : "FAILED");
     pk_set_isa_cap(best);
     printf("%ld passed, %ld failed\n", pk_test_passed, pk_test_failed);
     return pk_test_failed ? 1 : 0;

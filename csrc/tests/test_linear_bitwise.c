@@ -1,15 +1,14 @@
-/* linear_binary / linear_pow2: the dispatched kernels against the portable scalar ones
- * on random weights (in tails of every SIMD width, several column blocks, out not a
- * multiple of the row blocks, batch 1 and odd batches, bias and activations, zero and
- * NaN activation rows): binary activations and int8 activations bit for bit, float
- * activations within tolerance; bad arguments refused by the public entries. Also the
- * binary conv2d kernel, bit for bit against its scalar version. */
+/* linear_binary / linear_pow2 / conv_binary: bad arguments refused; from the first SIMD
+ * level on, the dispatched kernels against the portable scalar ones on random weights (in
+ * tails of every SIMD width, several column blocks, out not a multiple of the row blocks,
+ * batch 1 and odd batches, bias and activations, zero and NaN activation rows): binary
+ * activations and int8 activations bit for bit, float activations within tolerance; bad
+ * arguments refused by the public entries. Also the binary conv2d kernel, bit for bit
+ * against its scalar version. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "pk_test.h"
-
-static int same(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
 
 /* x [batch, in] in [-2, 2), row 1 all zero, row 3 with a NaN when the batch has them. */
 static float *bw_make_x(pk_rng *r, int64_t batch, int64_t in) {
@@ -54,7 +53,7 @@ static void bw_compare(const char *what, const bw_case *c, int64_t batch, const 
         for (int64_t o = 0; o < c->out; o++) {
             const int64_t i = b * c->out + o;
             const double s = scale * c->alpha[o] + (c->bias ? fabs(c->bias[o]) : 0.0);
-            const int ok = exact ? same(y1[i], y2[i]) : pk_close(y1[i], y2[i], s, 1e-5);
+            const int ok = exact ? pk_same(y1[i], y2[i]) : pk_close(y1[i], y2[i], s, 1e-5);
             if (!ok && bad++ == 0) first = i;
         }
     }
@@ -66,7 +65,8 @@ static void bw_compare(const char *what, const bw_case *c, int64_t batch, const 
     free(y2);
 }
 
-static void check_sizes(pk_rng *r, int64_t batch, int64_t in, int64_t out, int level) {
+/* binary (pow2 == 0) or pow2 weights of one size, both activation modes. */
+static void check_sizes(pk_rng *r, int64_t batch, int64_t in, int64_t out, int level, int pow2) {
     const int64_t words = (in + 63) / 64, row_bytes = (in + 1) / 2;
     uint64_t *bits = malloc((size_t)(out * words) * sizeof(uint64_t) + 1);
     uint8_t *codes = malloc((size_t)(out * row_bytes) + 1);
@@ -85,11 +85,9 @@ static void check_sizes(pk_rng *r, int64_t batch, int64_t in, int64_t out, int l
     }
     float *x = bw_make_x(r, batch, in);
     for (int mode = 0; mode < 2; mode++) {
-        bw_case c = {in, out, bits, NULL, alpha, batch % 2 ? bias : NULL, mode, (int)(batch % 3)};
-        bw_compare("binary", &c, batch, x, level, mode == 1);
-        c.bits = NULL;
-        c.codes = codes;
-        bw_compare("pow2", &c, batch, x, level, mode == 1);
+        bw_case c = {in, out, pow2 ? NULL : bits, pow2 ? codes : NULL, alpha,
+                     batch % 2 ? bias : NULL, mode, (int)(batch % 3)};
+        bw_compare(pow2 ? "pow2" : "binary", &c, batch, x, level, mode == 1);
     }
     free(bits);
     free(codes);
@@ -98,9 +96,8 @@ static void check_sizes(pk_rng *r, int64_t batch, int64_t in, int64_t out, int l
     free(x);
 }
 
-static void check_bad_arguments(void) {
+static void check_bad_binary(void) {
     const uint64_t bits[2] = {0, 0};
-    const uint8_t codes[2] = {0, 0};
     const float x[4] = {0}, alpha[2] = {1, 1};
     float y[4];
     CHECK(pk_linear_binary_f32(x, -1, 2, bits, alpha, 2, 0, NULL, 0, y) == PK_ERR_ARG, "batch<0");
@@ -108,6 +105,13 @@ static void check_bad_arguments(void) {
     CHECK(pk_linear_binary_f32(x, 1, 2, bits, alpha, 2, 0, NULL, 3, y) == PK_ERR_ARG, "act 3");
     CHECK(pk_linear_binary_f32(NULL, 1, 2, bits, alpha, 2, 1, NULL, 0, y) == PK_ERR_ARG, "x NULL");
     CHECK(pk_linear_binary_f32(x, 1, 2, NULL, alpha, 2, 0, NULL, 0, y) == PK_ERR_ARG, "w NULL");
+    CHECK(pk_linear_binary_f32(x, 0, 2, bits, alpha, 2, 1, NULL, 0, y) == PK_OK, "empty batch");
+}
+
+static void check_bad_pow2(void) {
+    const uint8_t codes[2] = {0, 0};
+    const float x[4] = {0}, alpha[2] = {1, 1};
+    float y[4];
     CHECK(pk_linear_pow2_f32(x, 1, 2, codes, alpha, -2, 0, NULL, 0, y) == PK_ERR_ARG, "out<0");
     CHECK(pk_linear_pow2_f32(x, 1, 2, codes, NULL, 2, 1, NULL, 0, y) == PK_ERR_ARG, "alpha NULL");
     CHECK(pk_linear_pow2_f32(x, 1, 2, codes, alpha, 2, 1, NULL, 0, NULL) == PK_ERR_ARG, "y NULL");
@@ -116,6 +120,26 @@ static void check_bad_arguments(void) {
     CHECK(pk_linear_pow2_f32(x, 0, 2, codes, alpha, 2, 1, NULL, 0, y) == PK_OK, "empty batch");
 }
 
+static void check_bad_conv_binary(void) {
+    const uint64_t w[9] = {0};
+    const float x[16] = {0}, alpha[1] = {1};
+    float y[16];
+    CHECK(pk_conv_binary_f32(x, 1, 1, 4, 4, 2, w, alpha, 1, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4, NULL,
+                             0, y) == PK_ERR_ARG,
+          "channels not divisible by groups");
+    CHECK(pk_conv_binary_f32(x, 1, 1, 4, 4, 1, w, alpha, 1, 3, 3, 0, 1, 1, 1, 1, 1, 4, 4, NULL,
+                             0, y) == PK_ERR_ARG,
+          "stride 0");
+    CHECK(pk_conv_binary_f32(x, 1, 1, 4, 4, 1, NULL, alpha, 1, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4,
+                             NULL, 0, y) == PK_ERR_ARG,
+          "wbits NULL");
+    CHECK(pk_conv_binary_f32(x, 1, 1, 4, 4, 1, w, alpha, 1, 17, 17, 1, 1, 1, 1, 8, 8, 4, 4,
+                             NULL, 0, y) == PK_ERR_ARG,
+          "patch past the stack limit");
+    CHECK(pk_conv_binary_f32(x, 0, 1, 4, 4, 1, w, alpha, 1, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4, NULL,
+                             0, y) == PK_OK,
+          "empty batch");
+}
 
 /* conv2d with binary weights and activations: the dispatched kernel against the scalar one,
  * bit for bit (padding, stride, dilation, groups, one to three words per pixel, rows
@@ -156,7 +180,7 @@ static void check_conv_binary(pk_rng *r, int level) {
                                           pad, pad, oh, ow, i % 2 ? bias : NULL, (int)(i % 3), y2);
         pk_set_isa_cap(level);
         int64_t bad = 0;
-        for (int64_t j = 0; j < n * o * oh * ow; j++) bad += !same(y1[j], y2[j]);
+        for (int64_t j = 0; j < n * o * oh * ow; j++) bad += !pk_same(y1[j], y2[j]);
         CHECK(s1 == PK_OK && s2 == PK_OK && bad == 0, "conv binary case %zu: status %d / %d, "
               "%lld outputs differ", i, s1, s2, (long long)bad);
         free(wb);
@@ -168,15 +192,31 @@ static void check_conv_binary(pk_rng *r, int level) {
     }
 }
 
-void test_linear_bitwise(int level) {
-    pk_rng r = {0x9e3779b97f4a7c15ULL + (uint64_t)level};
-    static const int64_t ins[] = {1, 7, 31, 32, 63, 64, 65, 130, 1025, 4097};
-    static const int64_t outs[] = {1, 5, 9, 70}; /* 70: several row panels and a partial one */
-    static const int64_t batches[] = {1, 3, 4, 5, 17};
-    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++)
-        for (size_t o = 0; o < sizeof outs / sizeof outs[0]; o++)
-            for (size_t b = 0; b < sizeof batches / sizeof batches[0]; b++)
-                check_sizes(&r, batches[b], ins[i], outs[o], level);
-    check_conv_binary(&r, level);
-    check_bad_arguments();
+static const int64_t INS[] = {1, 7, 31, 32, 63, 64, 65, 130, 1025, 4097};
+static const int64_t OUTS[] = {1, 5, 9, 70}; /* 70: several row panels and a partial one */
+static const int64_t BATCHES[] = {1, 3, 4, 5, 17};
+
+static void check_all_sizes(int level, int pow2) {
+    pk_rng r = {0x9e3779b97f4a7c15ULL + (uint64_t)level + (uint64_t)pow2};
+    for (size_t i = 0; i < sizeof INS / sizeof INS[0]; i++)
+        for (size_t o = 0; o < sizeof OUTS / sizeof OUTS[0]; o++)
+            for (size_t b = 0; b < sizeof BATCHES / sizeof BATCHES[0]; b++)
+                check_sizes(&r, BATCHES[b], INS[i], OUTS[o], level, pow2);
+}
+
+/* The scalar kernels are the reference of these tests: at level 0 only the refusals. */
+void test_linear_binary(int level) {
+    check_bad_binary();
+    if (level > 0) check_all_sizes(level, 0);
+}
+
+void test_linear_pow2(int level) {
+    check_bad_pow2();
+    if (level > 0) check_all_sizes(level, 1);
+}
+
+void test_conv_binary(int level) {
+    check_bad_conv_binary();
+    pk_rng r = {0xb17c0411ULL + (uint64_t)level};
+    if (level > 0) check_conv_binary(&r, level);
 }

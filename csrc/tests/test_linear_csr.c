@@ -1,6 +1,7 @@
-/* linear_csr: the dispatched kernel against pk_linear_csr_scalar on random CSR weights
- * (tails of every SIMD width, empty rows, batch 1 and odd batches, both index widths,
- * bias and activations, Inf/NaN activations), thread-count independence, bad arguments. */
+/* linear_csr / linear_csr_slices: the kernel serving each level against a double-precision
+ * oracle on random CSR weights (tails of every SIMD width, empty rows, batch 1 and odd
+ * batches, both index widths, bias and activations, Inf/NaN activations), thread-count
+ * independence, bad arguments. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,9 +127,42 @@ static int run(const csr *m, const float *x, int64_t batch, const float *bias, i
                              m->out, bias, act, y);
 }
 
-/* One shape: dispatched vs scalar for every bias/activation, 1 vs 2 threads bit-equal. */
+/* want[b, o] = act(sum_p values[p] * x[b, col(p)] + bias[o]) summed in double, and
+ * scale[b, o] = sum_p |values[p] * x[b, col(p)]| + |bias[o]|, which bounds the rounding
+ * error of a float32 sum in any order. */
+static void oracle(const csr *m, const float *x, int64_t batch, const float *bias, int act,
+                  float *want, double *scale) {
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t o = 0; o < m->out; o++) {
+            double acc = bias ? bias[o] : 0.0, s = bias ? fabs(bias[o]) : 0.0;
+            for (int64_t p = m->indptr[o]; p < m->indptr[o + 1]; p++) {
+                const double t = (double)m->values[p] * x[b * m->in + column(m, p)];
+                acc += t;
+                s += fabs(t);
+            }
+            want[b * m->out + o] = pk_activate((float)acc, act);
+            scale[b * m->out + o] = s;
+        }
+}
+
+/* got against the oracle within 1e-5 of the scale; `what` names the case. */
+static void check_close(const char *what, int level, const csr *m, int64_t batch, int act,
+                        const float *got, const float *want, const double *scale) {
+    long bad = 0, first = -1;
+    for (int64_t i = 0; i < batch * m->out; i++)
+        if (!pk_close(got[i], want[i], scale[i], 1e-5) && bad++ == 0) first = (long)i;
+    CHECK(bad == 0,
+          "%s %s batch=%lld in=%lld out=%lld idx=%d act=%d: %ld outputs differ, first at %ld "
+          "(%g vs %g)",
+          what, pk_isa_name(level), (long long)batch, (long long)m->in, (long long)m->out,
+          m->index_bytes, act, bad, first, first >= 0 ? got[first] : 0.0,
+          first >= 0 ? want[first] : 0.0);
+}
+
+/* One shape through pk_linear_csr_f32 (slices == 0) or, at batch 1, through the row-slice
+ * layout (slices == 1): the oracle for every bias/activation, 1 vs 2 threads bit-equal. */
 static void check_shape(pk_rng *r, int level, int64_t batch, int64_t in, int64_t out,
-                        double density, int index_bytes, int special) {
+                        double density, int index_bytes, int special, int slices) {
     csr m = make_csr(r, out, in, density, index_bytes);
     float *x = random_floats(r, batch * in), *bias = random_floats(r, out);
     if (special && batch * in > 0) { /* Inf and NaN activations must propagate */
@@ -136,73 +170,33 @@ static void check_shape(pk_rng *r, int level, int64_t batch, int64_t in, int64_t
         x[pk_rng_below(r, batch * in)] = -INFINITY;
         x[pk_rng_below(r, batch * in)] = NAN;
     }
-    const size_t ybytes = (size_t)(batch * out ? batch * out : 1) * sizeof(float);
-    float *got = malloc(ybytes), *want = malloc(ybytes), *two = malloc(ybytes);
+    const size_t n = (size_t)(batch * out > 0 ? batch * out : 1);
+    float *got = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
+    float *two = malloc(n * sizeof(float));
+    double *scale = malloc(n * sizeof(double));
+    sliced t = {0, NULL, NULL, NULL, NULL};
+    if (slices) t = make_slices(&m);
     for (int act = PK_ACT_NONE; act <= PK_ACT_RELU6; act++) {
         const float *b = act == PK_ACT_RELU ? NULL : bias;
+        oracle(&m, x, batch, b, act, want, scale);
         pk_set_num_threads(1);
-        int st = run(&m, x, batch, b, act, got);
+        int st = slices ? run_slices(&m, &t, x, b, act, got) : run(&m, x, batch, b, act, got);
         CHECK(st == PK_OK, "status %d", st);
-        st = pk_linear_csr_scalar(x, batch, in, m.indptr, m.indices, index_bytes, m.values, out,
-                                  b, act, want);
-        CHECK(st == PK_OK, "scalar status %d", st);
         pk_set_num_threads(2);
-        st = run(&m, x, batch, b, act, two);
+        st = slices ? run_slices(&m, &t, x, b, act, two) : run(&m, x, batch, b, act, two);
         CHECK(st == PK_OK, "status %d (2 threads)", st);
-        long bad = 0, first = -1;
-        for (int64_t bi = 0; bi < batch; bi++)
-            for (int64_t o = 0; o < out; o++) {
-                double scale = b ? fabs(b[o]) : 0.0;
-                for (int64_t p = m.indptr[o]; p < m.indptr[o + 1]; p++)
-                    scale += fabs(m.values[p] * x[bi * in + column(&m, p)]);
-                const int64_t i = bi * out + o;
-                if (!pk_close(got[i], want[i], scale, 1e-5)) {
-                    if (first < 0) first = (long)i;
-                    bad++;
-                }
-            }
-        CHECK(bad == 0,
-              "%s batch=%lld in=%lld out=%lld idx=%d act=%d: %ld outputs differ, first at %ld "
-              "(%g vs scalar %g)",
-              pk_isa_name(level), (long long)batch, (long long)in, (long long)out, index_bytes,
-              act, bad, first, first >= 0 ? got[first] : 0.0, first >= 0 ? want[first] : 0.0);
+        check_close(slices ? "slices" : "csr", level, &m, batch, act, got, want, scale);
         CHECK(memcmp(got, two, (size_t)(batch * out) * sizeof(float)) == 0,
               "%s batch=%lld in=%lld out=%lld: 1 and 2 threads differ", pk_isa_name(level),
               (long long)batch, (long long)in, (long long)out);
-        if (batch == 1 && (index_bytes == 4 || in < 65536)) { /* the row-slice layout */
-            sliced t = make_slices(&m);
-            pk_set_num_threads(1);
-            st = run_slices(&m, &t, x, b, act, got);
-            CHECK(st == PK_OK, "slices status %d", st);
-            pk_set_num_threads(2);
-            st = run_slices(&m, &t, x, b, act, two);
-            CHECK(st == PK_OK, "slices status %d (2 threads)", st);
-            bad = 0, first = -1;
-            for (int64_t o = 0; o < out; o++) {
-                double scale = b ? fabs(b[o]) : 0.0;
-                for (int64_t p = m.indptr[o]; p < m.indptr[o + 1]; p++)
-                    scale += fabs(m.values[p] * x[column(&m, p)]);
-                if (!pk_close(got[o], want[o], scale, 1e-5)) {
-                    if (first < 0) first = (long)o;
-                    bad++;
-                }
-            }
-            CHECK(bad == 0, "%s slices in=%lld out=%lld idx=%d act=%d: %ld outputs differ, first "
-                  "at %ld (%g vs scalar %g)", pk_isa_name(level), (long long)in,
-                  (long long)out, index_bytes, act, bad, first, first >= 0 ? got[first] : 0.0,
-                  first >= 0 ? want[first] : 0.0);
-            CHECK(memcmp(got, two, (size_t)out * sizeof(float)) == 0,
-                  "%s slices in=%lld out=%lld: 1 and 2 threads differ", pk_isa_name(level),
-                  (long long)in, (long long)out);
-            free_slices(&t);
-        }
     }
     pk_set_num_threads(0);
-    free(got), free(want), free(two), free(x), free(bias);
+    if (slices) free_slices(&t);
+    free(got), free(want), free(two), free(scale), free(x), free(bias);
     free_csr(&m);
 }
 
-/* Arguments the entry point must refuse before any kernel runs. */
+/* Arguments pk_linear_csr_f32 must refuse before any kernel runs. */
 static void check_bad_arguments(pk_rng *r) {
     csr m = make_csr(r, 5, 9, 0.5, 2);
     float *x = random_floats(r, 2 * 9), y[2 * 5];
@@ -229,6 +223,17 @@ static void check_bad_arguments(pk_rng *r) {
     CHECK(pk_linear_csr_f32(x, 2, (int64_t)INT32_MAX + 1, ip, ix, 4, v, 5, NULL, 0, y) ==
               PK_ERR_OVERFLOW,
           "in > INT32_MAX");
+    /* nothing to compute is fine, even with NULL data */
+    CHECK(pk_linear_csr_f32(NULL, 0, 9, NULL, NULL, 2, NULL, 5, NULL, 0, NULL) == PK_OK,
+          "batch 0");
+    free(x);
+    free_csr(&m);
+}
+
+/* Arguments pk_linear_csr_slices_f32 must refuse. */
+static void check_bad_slices(pk_rng *r) {
+    csr m = make_csr(r, 5, 9, 0.5, 2);
+    float *x = random_floats(r, 9), y[5];
     sliced t = make_slices(&m);
     CHECK(run_slices(&m, &t, x, NULL, 0, y) == PK_OK, "slices");
     CHECK(pk_linear_csr_slices_f32(x, 9, 0, t.ptr, t.rows, t.indices, 2, t.values, 5, NULL, 0,
@@ -247,37 +252,52 @@ static void check_bad_arguments(pk_rng *r) {
                                    NULL, 0, y) == PK_ERR_ARG,
           "slice_ptr NULL");
     free_slices(&t);
-    /* nothing to compute is fine, even with NULL data */
-    CHECK(pk_linear_csr_f32(NULL, 0, 9, NULL, NULL, 2, NULL, 5, NULL, 0, NULL) == PK_OK,
-          "batch 0");
     free(x);
     free_csr(&m);
 }
 
+/* (batch, in, out, density): in around every SIMD width and unroll, batch tails of the
+ * 8- to 64-wide tiles, batch 1 (SpMV), an all-empty matrix; then tiles of 8 to 64 lanes,
+ * 64-wide tiles with tails, bands of 64 rows plus a remainder */
+static const struct {
+    int64_t batch, in, out;
+    double density;
+} SHAPES[] = {
+    {1, 1, 1, 1.0},     {1, 7, 5, 0.9},     {1, 33, 17, 0.6},   {1, 100, 9, 0.5},
+    {1, 300, 13, 0.3},  {2, 1, 3, 1.0},     {3, 9, 7, 0.7},     {8, 65, 12, 0.4},
+    {9, 31, 11, 0.5},   {16, 40, 10, 0.3},  {17, 129, 21, 0.2}, {33, 70, 6, 0.5},
+    {5, 64, 8, 0.0},    {64, 96, 19, 0.25}, {1, 0, 4, 0.5},     {4, 0, 4, 0.5},
+    {40, 50, 150, 0.3}, {57, 33, 70, 0.5},  {100, 20, 9, 0.6},  {24, 12, 130, 0.5},
+    {48, 70, 30, 0.4},  {55, 21, 66, 0.5},  {130, 40, 20, 0.5},
+};
+
+/* Every shape at both index widths, then the given batch with in past the uint16 range,
+ * many slices and row chunks (enough work for two threads), Inf/NaN activations. */
+static void check_shapes(pk_rng *r, int level, int slices) {
+    for (size_t i = 0; i < sizeof SHAPES / sizeof SHAPES[0]; i++)
+        for (int index_bytes = 2; index_bytes <= 4; index_bytes += 2)
+            if (!slices || SHAPES[i].batch == 1)
+                check_shape(r, level, SHAPES[i].batch, SHAPES[i].in, SHAPES[i].out,
+                            SHAPES[i].density, index_bytes, 0, slices);
+    const int64_t batch = slices ? 1 : 17;
+    check_shape(r, level, 1, 70000, 3, 0.001, 4, 0, slices);
+    check_shape(r, level, batch, 70000, 3, 0.001, 4, 0, slices);
+    check_shape(r, level, 1, 1000, 203, 0.1, 2, 0, slices);
+    check_shape(r, level, 1, 1000, 203, 0.1, 4, 1, slices);
+    check_shape(r, level, 1, 50, 30, 0.5, 2, 1, slices);
+    check_shape(r, level, batch, 50, 30, 0.5, 2, 1, slices);
+}
+
+/* linear_csr: every level against the double-precision oracle. */
 void test_linear_csr(int level) {
     pk_rng r = {0x9e3779b97f4a7c15ULL ^ (uint64_t)level};
-    /* (batch, in, out, density): in around every SIMD width and unroll, batch tails of the
-     * 8- to 64-wide tiles, batch 1 (SpMV), an all-empty matrix */
-    static const struct { int64_t batch, in, out; double density; } shapes[] = {
-        {1, 1, 1, 1.0},     {1, 7, 5, 0.9},     {1, 33, 17, 0.6},   {1, 100, 9, 0.5},
-        {1, 300, 13, 0.3},  {2, 1, 3, 1.0},     {3, 9, 7, 0.7},     {8, 65, 12, 0.4},
-        {9, 31, 11, 0.5},   {16, 40, 10, 0.3},  {17, 129, 21, 0.2}, {33, 70, 6, 0.5},
-        {5, 64, 8, 0.0},    {64, 96, 19, 0.25}, {1, 0, 4, 0.5},     {4, 0, 4, 0.5},
-        /* tiles of 8 to 64 lanes, 64-wide tiles with tails, bands of 64 rows plus a
-         * remainder */
-        {40, 50, 150, 0.3}, {57, 33, 70, 0.5},  {100, 20, 9, 0.6},  {24, 12, 130, 0.5},
-        {48, 70, 30, 0.4},  {55, 21, 66, 0.5},  {130, 40, 20, 0.5},
-    };
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        for (int index_bytes = 2; index_bytes <= 4; index_bytes += 2)
-            check_shape(&r, level, shapes[i].batch, shapes[i].in, shapes[i].out,
-                        shapes[i].density, index_bytes, 0);
-    check_shape(&r, level, 1, 70000, 3, 0.001, 4, 0); /* in past the uint16 range */
-    check_shape(&r, level, 17, 70000, 3, 0.001, 4, 0);
-    /* batch 1 over many slices and row chunks, enough work for two threads */
-    check_shape(&r, level, 1, 1000, 203, 0.1, 2, 0);
-    check_shape(&r, level, 1, 1000, 203, 0.1, 4, 1);
-    check_shape(&r, level, 1, 50, 30, 0.5, 2, 1); /* Inf/NaN activations */
-    check_shape(&r, level, 19, 50, 30, 0.5, 2, 1);
+    check_shapes(&r, level, 0);
     check_bad_arguments(&r);
+}
+
+/* linear_csr_slices: the same at batch 1 through the row-slice layout. */
+void test_linear_csr_slices(int level) {
+    pk_rng r = {0x51ce5ULL ^ (uint64_t)level};
+    check_shapes(&r, level, 1);
+    check_bad_slices(&r);
 }

@@ -1,16 +1,13 @@
-/* linear_int8 / linear_int4: the dispatched kernels against the portable scalar ones,
- * bit for bit, on random packed weights (in tails of every tile width, group tails, out
- * not a multiple of 8, batch 1 and odd batches, dynamic and static activation scales,
- * bias and activations, zero / NaN / Inf / +-FLT_MAX activation rows), thread-count
- * independence, and bad arguments refused by the public entries. */
+/* linear_int8 / linear_int4: from the first SIMD level on, the dispatched kernels against
+ * the portable scalar ones, bit for bit, on random packed weights (in tails of every tile
+ * width, group tails, out not a multiple of 8, batch 1 and odd batches, dynamic and static
+ * activation scales, bias and activations, zero / NaN / Inf / +-FLT_MAX activation rows),
+ * thread-count independence, and bad arguments refused by the public entries. */
 #include <float.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pk_test.h"
-
-/* Same value, or both NaN (the kernels promise identical bits for finite results). */
-static int same(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
 
 /* x [batch, in]: uniform values, with row 1 all zero, row 2 at +-FLT_MAX, row 3 holding a
  * NaN and row 4 an Inf when the batch has them. */
@@ -42,7 +39,7 @@ static void compare(const char *what, int64_t batch, int64_t in, int64_t out, ru
     CHECK(s1 == PK_OK && s2 == PK_OK, "%s: status %d / %d", what, s1, s2);
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < batch * out; i++)
-        if (!same(y1[i], y2[i]) && bad++ == 0) first = i;
+        if (!pk_same(y1[i], y2[i]) && bad++ == 0) first = i;
     CHECK(bad == 0, "%s batch=%lld in=%lld out=%lld: %lld outputs differ, first at %lld "
           "(%g vs %g)", what, (long long)batch, (long long)in, (long long)out, (long long)bad,
           (long long)first, first >= 0 ? y1[first] : 0.0, first >= 0 ? y2[first] : 0.0);
@@ -61,7 +58,7 @@ typedef struct {
 
 static int int8_fast(const void *c, const float *x, int64_t batch, float *y) {
     const quant_case *q = c;
-    return pk_table.linear_int8(x, batch, q->in, q->packed, q->scale, q->out, q->act_scale,
+    return pk_kernels()->linear_int8(x, batch, q->in, q->packed, q->scale, q->out, q->act_scale,
                                 q->bias, q->activation, y);
 }
 static int int8_slow(const void *c, const float *x, int64_t batch, float *y) {
@@ -71,7 +68,7 @@ static int int8_slow(const void *c, const float *x, int64_t batch, float *y) {
 }
 static int int4_fast(const void *c, const float *x, int64_t batch, float *y) {
     const quant_case *q = c;
-    return pk_table.linear_int4(x, batch, q->in, q->packed, q->scale, q->out, q->group_size,
+    return pk_kernels()->linear_int4(x, batch, q->in, q->packed, q->scale, q->out, q->group_size,
                                 q->act_scale, q->bias, q->activation, y);
 }
 static int int4_slow(const void *c, const float *x, int64_t batch, float *y) {
@@ -128,7 +125,7 @@ static void check_threads(pk_rng *r) {
     pk_linear_int8_f32(x, batch, in, packed, scale, out, 0.0f, NULL, 0, y2);
     pk_set_num_threads(0);
     int equal = 1;
-    for (int64_t i = 0; i < batch * out; i++) equal &= same(y1[i], y2[i]);
+    for (int64_t i = 0; i < batch * out; i++) equal &= pk_same(y1[i], y2[i]);
     CHECK(equal, "linear_int8 differs between 1 and 2 threads");
     free(packed);
     free(scale);
@@ -137,10 +134,9 @@ static void check_threads(pk_rng *r) {
     free(y2);
 }
 
-static void check_bad_arguments(void) {
+static void check_bad_int8(void) {
     float f[8] = {0};
     int8_t q8[32] = {0};
-    uint8_t q4[32] = {0};
     CHECK(pk_linear_int8_f32(f, -1, 4, q8, f, 1, 0.0f, NULL, 0, f) == PK_ERR_ARG, "batch < 0");
     CHECK(pk_linear_int8_f32(f, 1, 4, q8, f, 1, -1.0f, NULL, 0, f) == PK_ERR_ARG, "scale < 0");
     CHECK(pk_linear_int8_f32(f, 1, 4, q8, f, 1, NAN, NULL, 0, f) == PK_ERR_ARG, "NaN scale");
@@ -149,28 +145,54 @@ static void check_bad_arguments(void) {
     CHECK(pk_linear_int8_f32(f, 1, 133145, q8, f, 1, 0.0f, NULL, 0, f) == PK_ERR_OVERFLOW,
           "in past the exact-accumulation limit");
     CHECK(pk_linear_int8_f32(f, 0, 4, NULL, NULL, 1, 0.0f, NULL, 0, NULL) == PK_OK, "batch 0");
+}
+
+static void check_bad_int4(void) {
+    float f[8] = {0};
+    uint8_t q4[32] = {0};
     CHECK(pk_linear_int4_f32(f, 1, 4, q4, f, 1, 16, 0.0f, NULL, 0, f) == PK_ERR_ARG,
           "group size 16");
     CHECK(pk_linear_int4_f32(f, 1, 4, NULL, f, 1, 32, 0.0f, NULL, 0, f) == PK_ERR_ARG,
           "null packed");
+    CHECK(pk_linear_int4_f32(f, -1, 4, q4, f, 1, 32, 0.0f, NULL, 0, f) == PK_ERR_ARG,
+          "batch < 0");
+    CHECK(pk_linear_int4_f32(f, 0, 4, NULL, NULL, 1, 32, 0.0f, NULL, 0, NULL) == PK_OK,
+          "batch 0");
 }
 
-void test_linear_quant(int level) {
+static const int64_t INS[] = {1, 3, 4, 31, 33, 100, 257, 1000};
+static const int64_t OUTS[] = {1, 7, 9, 37};
+static const int64_t BATCHES[] = {1, 2, 5, 6, 9};
+
+/* linear_int8: bad arguments, 1 vs 2 threads; from the first SIMD level on, parity with
+ * the scalar kernel. */
+void test_linear_int8(int level) {
     pk_rng r = {0x9e3779b97f4a7c15ULL + (uint64_t)level};
-    static const int64_t ins[] = {1, 3, 4, 31, 33, 100, 257, 1000};
-    static const int64_t outs[] = {1, 7, 9, 37};
-    static const int64_t batches[] = {1, 2, 5, 6, 9};
-    static const int groups[] = {32, 64, 128};
+    check_bad_int8();
+    check_threads(&r);
+    if (level == 0) return; /* the scalar kernel is the reference here */
     for (int i = 0; i < 8; i++)
         for (int o = 0; o < 4; o++)
             for (int b = 0; b < 5; b++) {
                 const int act = (i + o + b) % 3;
                 const float s = (i + b) % 2 ? 0.0f : 0.03f;
-                check_int8(&r, batches[b], ins[i], outs[o], s, act);
-                check_int4(&r, batches[b], ins[i], outs[o], groups[(i + o) % 3], s, act);
+                check_int8(&r, BATCHES[b], INS[i], OUTS[o], s, act);
             }
     check_int8(&r, 3, 4095, 16, 0.0f, 0);
+}
+
+/* linear_int4: the same for int4, over group sizes 32, 64 and 128. */
+void test_linear_int4(int level) {
+    check_bad_int4();
+    if (level == 0) return;
+    static const int groups[] = {32, 64, 128};
+    pk_rng r = {0x4b1d4ULL + (uint64_t)level};
+    for (int i = 0; i < 8; i++)
+        for (int o = 0; o < 4; o++)
+            for (int b = 0; b < 5; b++) {
+                const int act = (i + o + b) % 3;
+                const float s = (i + b) % 2 ? 0.0f : 0.03f;
+                check_int4(&r, BATCHES[b], INS[i], OUTS[o], groups[(i + o) % 3], s, act);
+            }
     check_int4(&r, 3, 4095, 16, 32, 0.0f, 0);
-    check_threads(&r);
-    check_bad_arguments();
 }
