@@ -8,8 +8,7 @@ Adding an encoding, on the Python side:
    ``register(Encoding(...))`` naming its kernels (``"linear/c"``, ``"linear/numba"``,
    optionally ``"conv2d/<backend>"`` lowerings), ``reference_conv2d`` if its conv
    semantics are not those of its linear on patch rows, and ``c_slots``.
-2. Its name in ``ROWS`` below.
-3. Its fast kernels where it has them: ``kernels/backend_c/<name>.py`` (the cffi call),
+2. Its fast kernels where it has them: ``kernels/backend_c/<name>.py`` (the cffi call),
    ``kernels/backend_numba/<name>.py``; a conv lowering of its own in
    :mod:`kernels.conv.lowerings` only if patch rows through its linear kernel are not
    good enough.
@@ -20,8 +19,10 @@ A row needs no kernels at all: the NumPy reference serves every backend.
 """
 
 import importlib
+import pkgutil
 
-ROWS = ("dense", "csr", "int8", "int4", "binary", "pow2")
-
-for _row in ROWS:
-    importlib.import_module(f"{__name__}.{_row}")
+# Every module of this package is imported, in name order; those that call ``register``
+# are the rows (``base`` and ``quant`` hold shared code and register nothing), so a new
+# encoding is one new file here and no list to edit.
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
