@@ -1,6 +1,6 @@
 /* Public entry of the int8 conv2d kernel (groups < channels): argument checks, then the
  * implementation the dispatch table holds (conv_int8_scalar.c, conv_int8_avx2.c).
- * kernels/conv.py validates every size first; these checks only keep a bad call from
+ * kernels/conv/shapes.py validates every size first; these checks only keep a bad call from
  * crashing or overflowing. */
 #include "conv_internal.h"
 

@@ -12,7 +12,7 @@
  *   ci8_finish(acc, mul, bias, has_bias, activation, out)
  *                                     out[j] = act(float(acc[j]) * mul (+ bias)), j < NR
  *
- * Semantics (kernels/conv.py, the int8 lowering): each image n is quantized once,
+ * Semantics (kernels/conv/reference.py: int8_reference): each image n is quantized once,
  *   s_n = act_scale > 0 ? act_scale : max over the image of |x| / 127     (float32)
  *   xq  = clip(rint(x / s_n), -127, 127), 0 when s_n == 0; padding is the integer 0,
  *   acc[n, o, oh, ow] = sum over (c, ky, kx) of xq * q[o]    (exact int32)

@@ -1,5 +1,5 @@
 /* Depthwise conv2d (in/groups == 1) with int8 weights, portable C. Same semantics as the
- * int8 conv kernel (conv_int8_body.h, kernels/conv.py): each image n is quantized once,
+ * int8 conv kernel (conv_int8_body.h, kernels/conv/reference.py): each image n is quantized once,
  *   s_n = act_scale > 0 ? act_scale : max over the image of |x| / 127      (float32)
  *   q   = clip(rint(x / s_n), -127, 127), 0 when s_n == 0 (round half to even); padding 0
  *   y   = act(float(sum over taps of q * w_q[o, tap]) * (s_n * scale[o]) + bias[o]),

@@ -120,7 +120,7 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
                        const uint8_t *codes, const float *alpha, int64_t out_features,
                        int int8_activations, const float *bias, int activation, float *y);
 
-/* ---- conv2d building blocks (NCHW float32; kernels/conv.py validates every size) ---- */
+/* ---- conv2d building blocks (NCHW float32; kernels/conv/shapes.py validates every size) ---- */
 
 /* xpad[n, c] = x[n, c] with pad_* zero rows/columns around it. */
 int pk_conv_pad_f32(const float *x, int64_t images, int64_t channels, int64_t height,
