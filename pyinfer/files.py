@@ -1,6 +1,6 @@
 """Reading and writing ``.pinf`` files: weights and graph in and out of the container.
 
-``load(path)`` reads a file (memory-mapped, validated; the container itself is
+``load(path)`` reads a file (memory-mapped or read, validated; the container itself is
 ``pyinfer.format``) into a :class:`pyinfer.Model`; ``save(model, path)`` writes one
 atomically.
 """
@@ -24,6 +24,14 @@ from pyinfer.format import (
 )
 from pyinfer.model import Model
 from pyinfer.plan import MAX_DIM
+
+
+def private_copy(a: np.ndarray) -> np.ndarray:
+    """A read-only copy of ``a`` in private memory (validated after the copy, so what was
+    checked is what kernels read, whatever later happens to the file)."""
+    copy = np.array(a, copy=True, order="C")
+    copy.flags.writeable = False  # owns its memory and read-only: not copied again
+    return copy
 
 
 def _weights_from_file(container: Container, table: Any) -> tuple[dict, set]:
@@ -64,6 +72,8 @@ def _weights_from_file(container: Container, table: Any) -> tuple[dict, set]:
                 raise FormatError(f"{where}: tensor {tensor!r} is used by two weights")
             used.add(tensor)
             arrays[field_name] = container.tensors[tensor]
+            if field_name in row.weight_type.address_fields:
+                arrays[field_name] = private_copy(arrays[field_name])
         try:
             weights[name] = row.weight_type.from_arrays(shape, arrays, params)
         except Exception as exc:  # any complaint of the encoding's own validation
@@ -71,14 +81,27 @@ def _weights_from_file(container: Container, table: Any) -> tuple[dict, set]:
     return weights, used
 
 
-def load(path: str | os.PathLike, verify: bool = False) -> Model:
+def load(path: str | os.PathLike, verify: bool = False, mmap: bool = True) -> Model:
     """Load a ``.pinf`` file: memory-mapped, zero-copy, everything validated.
+
+    Everything a kernel uses for addressing (row pointers, indices) is copied into
+    private memory and validated there; the values stay in the file's memory map, so
+    rewriting the file in place after load can change results but never send a kernel
+    out of bounds. Truncating or removing the file's bytes while the model is in use
+    kills the process with SIGBUS on the next call (that is how a memory map reports
+    pages that no longer exist): when the file may change, load it with
+    ``mmap=False``. Replacing the file (rename, ``pyinfer.save``) is safe either way.
 
     Parameters
     ----------
     path : str or PathLike
+        A regular file; a directory, FIFO or device is refused before it is opened.
     verify : bool
         Also recompute the SHA-256 of the data section (reads the whole file).
+    mmap : bool
+        True: map the file (fast, shared between processes, zero-copy). False: read the
+        data section into private memory (same validation), immune to later changes of
+        the file.
 
     Returns
     -------
@@ -89,7 +112,7 @@ def load(path: str | os.PathLike, verify: bool = False) -> Model:
     FormatError
         If the file is malformed or hostile, naming what is wrong.
     """
-    container = read_container(path)
+    container = read_container(path, mmap=mmap)
     if verify:
         container.verify()
     meta = container.metadata
@@ -100,7 +123,12 @@ def load(path: str | os.PathLike, verify: bool = False) -> Model:
     weights, used = _weights_from_file(
         container, parse_json(meta["weights"], "__metadata__.weights")
     )
-    constants = {n: a for n, a in container.tensors.items() if n not in used}
+    # integer constants (indices, shapes) are small: private, like weights' positions
+    constants = {
+        n: private_copy(a) if a.dtype.kind in "iub" else a
+        for n, a in container.tensors.items()
+        if n not in used
+    }
     return Model(graph, weights, constants, source=container)
 
 

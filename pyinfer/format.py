@@ -18,10 +18,12 @@ offset checked against the file's length before any array is made.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-import mmap
+import mmap as _mmap
 import os
+import stat
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -29,6 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: no stale-temporary cleanup there
+    fcntl = None
 
 #: The format this code writes and the newest it reads.
 FORMAT_VERSION = 1
@@ -42,6 +49,8 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 PADDING_PREFIX = "__padding__."
 #: Most dimensions a stored tensor may have.
 MAX_NDIM = 8
+#: Bound on itemsize x the product of a tensor's nonzero dimensions (what NumPy indexes).
+MAX_TENSOR_BYTES = 2**62
 
 #: safetensors dtype name -> NumPy dtype (little-endian). BF16 has no NumPy dtype.
 DTYPES: dict[str, np.dtype] = {
@@ -72,7 +81,8 @@ class Container:
     Attributes
     ----------
     tensors : dict of str -> ndarray
-        Every stored tensor except padding, as read-only views of the file's memory map.
+        Every stored tensor except padding, as read-only views of the file's memory map
+        (or, when read with ``mmap=False``, of a private copy of the data section).
     metadata : dict of str -> str
         ``__metadata__`` as stored.
     data_offset : int
@@ -85,6 +95,12 @@ class Container:
     data_offset: int = 0
     path: str = ""
     _mmap: Any = field(default=None, repr=False)
+    _data: bytes | None = field(default=None, repr=False)  # the data section, if not mapped
+
+    @property
+    def mapped(self) -> bool:
+        """True when the tensors are views of the file's memory map."""
+        return self._data is None
 
     def verify(self) -> str:
         """Recompute the SHA-256 of the data section; FormatError unless it matches.
@@ -97,7 +113,10 @@ class Container:
         stored = self.metadata.get("sha256")
         if stored is None:
             raise FormatError(f"{self.path}: no sha256 in __metadata__ to verify against")
-        actual = sha256_of_file(self.path, self.data_offset)
+        if self._data is not None:  # what was read, not what the file holds now
+            actual = hashlib.sha256(self._data).hexdigest()
+        else:
+            actual = sha256_of_file(self.path, self.data_offset)
         if actual != stored:
             raise FormatError(
                 f"{self.path}: checksum mismatch: the data section hashes to {actual}, "
@@ -165,7 +184,12 @@ def write_container(
 
     The bytes go to a temporary file in the destination's directory, which is flushed,
     fsync'ed and then renamed over ``path``: a reader sees the old file or the complete
-    new one, never a partial write. On any error the temporary file is removed.
+    new one, never a partial write. On Linux the temporary file is unnamed
+    (``O_TMPFILE``) until it is complete, so a save killed midway leaves nothing behind;
+    elsewhere a save first removes the temporaries that earlier, killed saves of the
+    same target left. The file's mode follows the umask. A symlink at ``path`` is
+    written through (its target is replaced); a ``path`` that exists and is not a
+    regular file is refused.
 
     Parameters
     ----------
@@ -179,7 +203,15 @@ def write_container(
     -------
     str
         The SHA-256 (hex) of the data section.
+
+    Raises
+    ------
+    OSError
+        Naming ``path`` (not a temporary file) when it cannot be written.
     """
+    path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"a model is saved to a file path; got {path!r}")
     blobs, entries = _layout(tensors)
     digest = hashlib.sha256()
     for _, a in blobs:
@@ -189,9 +221,31 @@ def write_container(
     header = json.dumps({"__metadata__": meta, **entries}, separators=(",", ":")).encode()
     header += b" " * (_aligned(8 + len(header)) - 8 - len(header))
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        target = _save_target(path)
+        try:
+            _write_file(target, header, blobs, unnamed=True)
+        except _NoUnnamedFiles:
+            _write_file(target, header, blobs, unnamed=False)
+        _fsync_directory(os.path.dirname(target))
+    except OSError as exc:
+        if exc.errno is None or exc.filename == path:
+            raise
+        # name what the user asked for, not a temporary file or a resolved link
+        raise type(exc)(exc.errno, exc.strerror, path) from None
+    return meta["sha256"]
+
+
+class _NoUnnamedFiles(Exception):
+    """This filesystem cannot give an ``O_TMPFILE`` file a name (e.g. overlayfs)."""
+
+
+#: st_dev of filesystems where linking an O_TMPFILE file failed: not tried again
+_NO_UNNAMED: set[int] = set()
+
+
+def _write_file(target: str, header: bytes, blobs: list, unnamed: bool) -> None:
+    fd, tmp = _open_temporary(target, unnamed)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(header)))
@@ -200,15 +254,128 @@ def write_container(
                 _write_tensor(f, a)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            if tmp is None:  # unnamed: give it a name only now that it is complete
+                tmp = _link_unnamed(f.fileno(), target)
+            os.replace(tmp, target)  # while f is open: its lock keeps tmp from cleaners
     except BaseException:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        raise
+
+
+def _save_target(path: str) -> str:
+    """The file a save replaces: symlinks resolved; refused if it is not a regular file."""
+    target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(st.st_mode):
+        raise FileExistsError(
+            errno.EEXIST, "exists and is not a regular file; refusing to replace it", path
+        )
+    return target
+
+
+def _temporary_prefix(target: str) -> str:
+    return f".{os.path.basename(target)}."
+
+
+def _file_mode() -> int:
+    """0o666 less the process's umask: the mode ``open()`` would give a new file."""
+    try:
+        with open("/proc/self/status") as f:  # reading it does not change it (Linux)
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _open_temporary(target: str, unnamed: bool) -> tuple[int, str | None]:
+    """A file descriptor to write the new file to, and its name (None: still unnamed).
+
+    Locked with ``flock`` while open, so that a later save can tell a killed save's
+    leftover (unlocked) from one in progress (locked).
+    """
+    directory = os.path.dirname(target)
+    o_tmpfile = getattr(os, "O_TMPFILE", 0)
+    if (
+        unnamed
+        and o_tmpfile
+        and os.path.isdir("/proc/self/fd")
+        and os.stat(directory).st_dev not in _NO_UNNAMED
+    ):
         try:
-            os.unlink(tmp)
+            fd = os.open(directory, o_tmpfile | os.O_WRONLY | os.O_CLOEXEC, _file_mode())
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+        else:
+            _lock(fd)
+            return fd, None
+    _remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=".tmp", dir=directory)
+    _lock(fd)
+    os.fchmod(fd, _file_mode())
+    return fd, tmp
+
+
+def _link_unnamed(fd: int, target: str) -> str:
+    """Give an ``O_TMPFILE`` file a (temporary) name beside ``target``; returns it."""
+    for _ in range(100):
+        tmp = os.path.join(
+            os.path.dirname(target), f"{_temporary_prefix(target)}{os.urandom(6).hex()}.tmp"
+        )
+        try:
+            os.link(f"/proc/self/fd/{fd}", tmp, follow_symlinks=True)
+            return tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP):
+                raise
+            _NO_UNNAMED.add(os.fstat(fd).st_dev)
+            raise _NoUnnamedFiles() from None
+    raise FileExistsError(errno.EEXIST, "no free temporary name", target)
+
+
+def _lock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _remove_stale_temporaries(target: str) -> None:
+    """Remove temporaries of ``target`` that killed saves left (nobody holds their lock)."""
+    if fcntl is None:
+        return
+    directory, prefix = os.path.dirname(target), _temporary_prefix(target)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        stale = os.path.join(directory, name)
+        try:
+            fd = os.open(stale, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: a save in progress
+                os.unlink(stale)
         except OSError:
             pass
-        raise
-    _fsync_directory(directory)
-    return meta["sha256"]
+        finally:
+            os.close(fd)
 
 
 def _fsync_directory(directory: str) -> None:
@@ -290,24 +457,67 @@ def _check_entry(name: str, entry: Any, data_size: int) -> tuple[np.dtype, tuple
             f"{where}: data_offsets [{begin}, {end}] lie outside the data section of "
             f"{data_size} bytes (is the file truncated?)"
         )
-    nbytes = dtype.itemsize
+    nbytes = elements = dtype.itemsize
     for s in shape:  # Python ints: no overflow, and nothing is allocated
         nbytes *= s
+        elements *= max(s, 1)
     if nbytes != end - begin:
         raise FormatError(
             f"{where}: dtype {entry['dtype']} x shape {shape} is {nbytes} bytes "
             f"but data_offsets [{begin}, {end}] hold {end - begin}"
         )
+    if elements > MAX_TENSOR_BYTES:  # e.g. shape [0, 2**63]: no bytes, yet no array either
+        raise FormatError(
+            f"{where}: shape {shape} has a dimension or size beyond what an array can "
+            f"index ({MAX_TENSOR_BYTES} bytes)"
+        )
     return dtype, tuple(shape), begin, end
 
 
-def read_container(path: str | os.PathLike) -> Container:
-    """Memory-map a ``.pinf`` file and check its container layer.
+def open_regular_file(path: str | os.PathLike) -> BinaryIO:
+    """Open ``path`` for reading, refusing anything but a regular file (a FIFO would block,
+    a device could be endless) with a FormatError naming the path, before reading a byte."""
+    path = os.fspath(path)
 
-    Checks the header length bound, the JSON, every tensor's dtype, shape and offsets
-    (inside the file, not overlapping, dtype x shape = byte length, file fully covered),
-    the format name and version. Tensors are zero-copy read-only views of the map; no
-    tensor bytes are read.
+    def refuse(mode: int) -> FormatError:
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
+        return FormatError(f"{path}: is {kind}, not a .pinf file")
+
+    st = os.stat(path)  # FileNotFoundError / PermissionError name the path themselves
+    if not stat.S_ISREG(st.st_mode):
+        raise refuse(st.st_mode)
+    # O_NONBLOCK: should the path become a FIFO after the stat, opening it does not block
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(mode)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_container(path: str | os.PathLike, mmap: bool = True) -> Container:
+    """Memory-map (or read) a ``.pinf`` file and check its container layer.
+
+    Checks that it is a regular file, the header length bound, the JSON, every tensor's
+    dtype, shape, offsets and alignment (inside the file, not overlapping, dtype x
+    shape = byte length, file fully covered), the format name and version. With
+    ``mmap=True`` tensors are zero-copy read-only views of the map and no tensor bytes
+    are read; with ``mmap=False`` the data section is read into private memory.
 
     Raises
     ------
@@ -315,7 +525,7 @@ def read_container(path: str | os.PathLike) -> Container:
         Naming the tensor or field that is wrong and what was expected.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size < 8:
             raise FormatError(
@@ -350,6 +560,11 @@ def read_container(path: str | os.PathLike) -> Container:
         layout = {}
         for name, entry in header.items():
             dtype, shape, begin, end = _check_entry(name, entry, data_size)
+            if not name.startswith(PADDING_PREFIX) and (data_offset + begin) % ALIGNMENT:
+                raise FormatError(
+                    f"tensor {name!r}: starts at byte {data_offset + begin} of the file, "
+                    f"which is not {ALIGNMENT}-byte aligned as the format requires"
+                )
             layout[name] = (dtype, shape, begin, end)
             spans.append((begin, end, name))
         spans.sort()
@@ -366,16 +581,24 @@ def read_container(path: str | os.PathLike) -> Container:
                 f"{path}: the tensors cover {covered} bytes of the {data_size}-byte data "
                 f"section; expected the data section to end with the last tensor"
             )
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if mmap:
+            buffer = _mmap.mmap(f.fileno(), 0, access=_mmap.ACCESS_READ)
+            base, data = data_offset, None
+        else:
+            # bytes: immutable, so the arrays below are read-only and never copied again
+            data = f.read(data_size)
+            if len(data) != data_size:
+                raise FormatError(f"{path}: file shrank while reading the data section")
+            buffer, base = data, 0
 
     tensors = {}
     for name, (dtype, shape, begin, end) in layout.items():
         if name.startswith(PADDING_PREFIX):
             continue
         count = (end - begin) // dtype.itemsize
-        a = np.frombuffer(mm, dtype=dtype, count=count, offset=data_offset + begin)
-        tensors[name] = a.reshape(shape)  # read-only: the map is ACCESS_READ
-    return Container(tensors, metadata, data_offset, path, mm)
+        a = np.frombuffer(buffer, dtype=dtype, count=count, offset=base + begin)
+        tensors[name] = a.reshape(shape)  # read-only: an ACCESS_READ map, or bytes
+    return Container(tensors, metadata, data_offset, path, buffer if mmap else None, data)
 
 
 def check_metadata(path: str, metadata: Any) -> None:
@@ -391,7 +614,8 @@ def check_metadata(path: str, metadata: Any) -> None:
             "(a plain safetensors file holds tensors but no graph)"
         )
     version = metadata.get("format_version", "")
-    if not version.isdigit() or len(version) > 6:
+    # isascii: str.isdigit also takes "²", "١" and "𝟏"
+    if not (version.isascii() and version.isdigit()) or len(version) > 6:
         raise FormatError(
             f"{path}: __metadata__.format_version must be a positive integer, got {version!r:.50}"
         )

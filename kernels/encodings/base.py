@@ -41,6 +41,10 @@ class EncodedWeight:
     """
 
     encoding: ClassVar[str] = ""
+    #: Fields a kernel uses as positions (row pointers, indices, offsets, lengths). A
+    #: loader copies them into private memory before they are validated, so a file
+    #: changed after load can change numbers but never send a kernel out of bounds.
+    address_fields: ClassVar[tuple[str, ...]] = ()
     shape: tuple[int, ...]
 
     # NOTE: cached: kernels.linear reads these on every call.

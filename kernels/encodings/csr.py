@@ -34,6 +34,7 @@ class CSRWeight(EncodedWeight):
     """
 
     encoding = "csr"
+    address_fields = ("indptr", "indices")
     indptr: np.ndarray
     indices: np.ndarray
     values: np.ndarray
