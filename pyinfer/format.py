@@ -102,6 +102,12 @@ class Container:
         """True when the tensors are views of the file's memory map."""
         return self._data is None
 
+    def release_pages(self) -> None:
+        """Drop the mapped pages this process has read from its resident memory (they stay
+        in the page cache; a later read maps them again). Nothing to do when not mapped."""
+        if self._mmap is not None and hasattr(_mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(_mmap.MADV_DONTNEED)
+
     def verify(self) -> str:
         """Recompute the SHA-256 of the data section; FormatError unless it matches.
 

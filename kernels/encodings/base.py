@@ -101,6 +101,30 @@ class EncodedWeight:
         """The dense float32 matrix [out_features, in_features]."""
         raise NotImplementedError
 
+    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+        """Entries of the decoded matrix that are not zero, in bounded memory.
+
+        An encoding that stores only its nonzeros (it has a ``density``) knows the count;
+        otherwise the matrix is decoded a block of rows at a time (about ``chunk_bytes``
+        of float32 each) through :meth:`slice_rows`, or whole when it cannot be sliced.
+        """
+        rows, cols = self.out_features, self.in_features
+        density = getattr(self, "density", None)
+        if density is not None:
+            return round(float(density) * rows * cols)
+        if not rows * cols:
+            return 0
+        step = max(8, chunk_bytes // (4 * cols) // 8 * 8)  # whole 8-row tiles
+        if step >= rows:
+            return int(np.count_nonzero(self.decode_matrix()))
+        total = 0
+        for lo in range(0, rows, step):
+            part = self.slice_rows(lo, min(rows, lo + step))
+            if part is None:
+                return int(np.count_nonzero(self.decode_matrix()))
+            total += int(np.count_nonzero(part.decode_matrix()))
+        return total
+
     def reshaped(self, shape: tuple[int, ...]):
         """The same weight seen as another dense shape with the same matrix (e.g. 4-D)."""
         shape = tuple(int(s) for s in shape)

@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--repeat", "-n", type=int, default=1, help="timed runs (after one warm-up if > 1)"
     )
     parser.add_argument("--verify", action="store_true", help="check the file's SHA-256 first")
+    parser.add_argument(
+        "--no-mmap",
+        action="store_true",
+        help="read the weights into private memory instead of mapping the file (for a file "
+        "that may be truncated or rewritten while the model runs)",
+    )
 
 
 def _read_array(path: str):
@@ -79,9 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repeat < 1:
         raise UserError(f"--repeat must be at least 1, got {args.repeat}")
     try:
-        model = pyinfer.load(args.model, verify=args.verify)
-    except IsADirectoryError:
-        raise UserError(f"{args.model} is a directory, not a .pinf file") from None
+        model = pyinfer.load(args.model, verify=args.verify, mmap=not args.no_mmap)
     except PermissionError as exc:
         raise UserError(str(exc)) from None
     inputs = read_inputs(args.input, [s.name for s in model.inputs])

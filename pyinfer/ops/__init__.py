@@ -38,7 +38,7 @@ class Attr:
 
     kind: str  # int, float, bool, ints, pair, str, activation
     default: Any = None
-    choices: tuple | None = None
+    choices: tuple | None = None  # str: the values; int, pair: (minimum,)
 
 
 REQUIRED = object()
@@ -176,6 +176,8 @@ def _check_attr(label: str, a: Attr, v: Any) -> Any:
     if a.kind == "int":
         if not _is_int(v):
             raise ValueError(f"{label} must be an integer, got {v!r:.60}")
+        if a.choices is not None and v < a.choices[0]:
+            raise ValueError(f"{label} must be at least {a.choices[0]}, got {v!r:.60}")
         return int(v)
     if a.kind == "float":
         if not (_is_int(v) or isinstance(v, float)) or not math.isfinite(v):

@@ -23,6 +23,7 @@ def _infer_conv(node: Node):
     g = a["groups"]
     if o % g:
         raise ValueError(f"weight has {o} output channels, not divisible by groups={g}")
+    _check_kernel_fits_some_input(w.shape, a)
     bias_param(node, 2, o)
     s = input_shape(node, 0, 4)
     if s is None:
@@ -38,6 +39,21 @@ def _infer_conv(node: Node):
     return conv_output_shape(
         (n, cg * g, h, wd), w.shape, a["stride"], a["padding"], a["dilation"], g
     )
+
+
+def _check_kernel_fits_some_input(w_shape, a) -> None:
+    """Refuse at load a dilated kernel larger than any padded input could be (sizes are
+    at most ``MAX_DIM``): no input makes sense of it, whatever its size at run time."""
+    from pyinfer.plan import MAX_DIM
+
+    for axis, k in (("height", w_shape[2]), ("width", w_shape[3])):
+        i = 0 if axis == "height" else 1
+        extent = (k - 1) * a["dilation"][i] + 1
+        if extent > MAX_DIM + 2 * a["padding"][i]:
+            raise ValueError(
+                f"kernel {axis} {k} with dilation {a['dilation'][i]} spans {extent} pixels, "
+                f"more than any input ({MAX_DIM} + padding) can have"
+            )
 
 
 def _conv_step(node: Node, slots: Slots) -> Step:
@@ -81,7 +97,7 @@ register(
             "stride": Attr("pair", (1, 1), (1,)),
             "padding": Attr("pair", (0, 0), (0,)),
             "dilation": Attr("pair", (1, 1), (1,)),
-            "groups": Attr("int", 1),
+            "groups": Attr("int", 1, (1,)),
             "activation": Attr("activation", None),
         },
         infer=_infer_conv,
