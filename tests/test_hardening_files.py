@@ -478,3 +478,14 @@ def test_nonzero_count_matches_the_decoded_matrix_for_every_encoding():
         want = int(np.count_nonzero(enc.decode_matrix()))
         assert enc.nonzero_count() == want, name
         assert enc.nonzero_count(chunk_bytes=96 * 4 * 8) == want, name  # 8 rows a block
+
+
+def test_fuzz_harness_runs_without_atheris():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, os.path.join(root, "tests", "fuzz", "fuzz_load.py"), "--plain",
+         "--seconds", "3"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "no finding" in proc.stdout
