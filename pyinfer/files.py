@@ -78,6 +78,8 @@ def _weights_from_file(container: Container, table: Any) -> tuple[dict, set]:
             weights[name] = row.weight_type.from_arrays(shape, arrays, params)
         except Exception as exc:  # any complaint of the encoding's own validation
             raise FormatError(f"{where} ({row.name}): {exc}") from None
+        # validation read every page of it: let the map hold at most one weight resident
+        container.release_pages()
     return weights, used
 
 

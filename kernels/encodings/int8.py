@@ -97,6 +97,20 @@ class Int8Weight(EncodedWeight):
     def decode_matrix(self) -> np.ndarray:
         return self.quantized().astype(np.float32) * self.scale[:, None]
 
+    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+        """Nonzeros of the decoded matrix, counted on the packed tiles a block of rows at
+        a time (an entry is zero where q is 0 or its row's scale is 0)."""
+        ob, chunks = self.packed.shape[:2]
+        step = max(1, chunk_bytes // max(1, chunks * K_CHUNK * ROW_BLOCK))
+        total = 0
+        for b in range(0, ob, step):
+            tiles = self.packed[b : b + step]  # [blocks, chunks, 8, 4]
+            q = tiles.transpose(0, 2, 1, 3).reshape(-1, chunks * K_CHUNK)
+            rows = slice(b * ROW_BLOCK, min((b + step) * ROW_BLOCK, self.out_features))
+            q = q[: rows.stop - rows.start, : self.in_features]
+            total += int(np.count_nonzero(q, axis=1) @ (self.scale[rows] != 0))
+        return total
+
     def slice_rows(self, lo: int, hi: int) -> Int8Weight:
         """Output rows ``lo:hi``, re-tiled (tiles hold 8 rows)."""
         return Int8Weight(
