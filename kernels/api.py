@@ -23,7 +23,8 @@ def encode(w: Any, encoding: str, **options: Any) -> EncodedWeight:
     encoding : str
         A registered encoding name (see ``kernels.registry.names()``).
     **options
-        Encoding-specific options (``registry.get(encoding).options`` lists them).
+        Encoding-specific options (``registry.get(encoding).options`` lists them), under
+        :func:`kernels.registry.check_options`'s rule, the one files are read with.
 
     Returns
     -------
@@ -38,18 +39,25 @@ def encode(w: Any, encoding: str, **options: Any) -> EncodedWeight:
         raise ValueError(
             f"w must be [out, in] or [out, in/groups, kh, kw], got shape {dense.shape}"
         )
-    for name, value in options.items():
-        if name not in row.options:
-            allowed = ", ".join(row.options) or "none"
-            raise TypeError(f"encoding {encoding!r} has no option {name!r}; options: {allowed}")
-        choices = row.options[name]
-        if choices is not None and value not in choices:
-            raise ValueError(
-                f"encoding {encoding!r} option {name}={value!r}; expected one of {list(choices)}"
-            )
+    options = registry.check_options(row, options)
     matrix = np.ascontiguousarray(dense.reshape(dense.shape[0], math.prod(dense.shape[1:])))
     weight = row.encode(matrix, **options)
     return weight if dense.ndim == 2 else weight.reshaped(dense.shape)
+
+
+def prepare(w: EncodedWeight) -> None:
+    """Build now what the kernel serving ``linear`` on ``w`` would build on a first call.
+
+    Some kernels keep a derived layout per weight (the C ``csr`` kernel's batch-1
+    slices); preparing moves that cost and memory from the first call to model
+    construction. Idempotent; nothing to do for most encodings and backends.
+    """
+    import sys
+
+    _, kernel = backends.resolve("linear", w.encoding)
+    prepare_kernel = getattr(sys.modules[kernel.__module__], "prepare", None)
+    if prepare_kernel is not None:
+        prepare_kernel(w)
 
 
 def as_weight(w: Any) -> EncodedWeight:
@@ -102,6 +110,8 @@ def linear(
     check_activation(activation)
     shape = (weight.out_features,) if squeeze else (xa.shape[0], weight.out_features)
     result = check_out(out, shape, inputs=(xa,))
+    if b is not None and out is not None and np.may_share_memory(b, result):
+        b = b.copy()  # the kernel writes out while it reads the bias
     backend, kernel = backends.resolve("linear", weight.encoding)
     if backend == "numba":
         backends.apply_numba_threads()

@@ -136,6 +136,33 @@ def get(name: str) -> Encoding:
         raise ValueError(f"unknown encoding {name!r}; expected one of: {known}") from None
 
 
+def check_options(row: Encoding, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The one rule for encode-time options, in ``kernels.encode`` and in files alike.
+
+    An option must be one ``row.options`` names; one with a list of allowed values must
+    be one of them, of the same type (``32.0`` is not the int ``32``, ``True`` not ``1``).
+    Options listed with ``None`` (free values, e.g. a scale) are left to the encoding's
+    own validation. Returns the options as a new dict.
+
+    Raises
+    ------
+    TypeError
+        An option the encoding does not have (naming the ones it has).
+    ValueError
+        A value that is not one of the allowed ones (naming the option).
+    """
+    for name, value in options.items():
+        if name not in row.options:
+            allowed = ", ".join(row.options) or "none"
+            raise TypeError(f"encoding {row.name!r} has no option {name!r}; options: {allowed}")
+        choices = row.options[name]
+        if choices is not None and not any(type(value) is type(c) and value == c for c in choices):
+            raise ValueError(
+                f"encoding {row.name!r} option {name}={value!r}; expected one of {list(choices)}"
+            )
+    return dict(options)
+
+
 def names() -> list[str]:
     """Every registered encoding, in registration order."""
     _load_rows()

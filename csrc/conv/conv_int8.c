@@ -21,9 +21,10 @@ int pk_conv_int8_f32(const float *x, int64_t images, int64_t channels, int64_t h
     if (images == 0 || out_channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
     if (!x || !w || !scale || !y) return PK_ERR_ARG;
     /* the quantized image buffer must stay addressable */
-    const double hp = (double)(out_h - 1) * stride_h + (double)(kh - 1) * dil_h + 1;
-    const double wp = (double)(out_w - 1) * stride_w + (double)(kw - 1) * dil_w + 1;
-    if ((double)channels * (hp + stride_h) * (wp + stride_w) > 4.0e15) return PK_ERR_ARG;
+    const double sh = out_h == 1 ? 1 : stride_h, sw = out_w == 1 ? 1 : stride_w; /* as used */
+    const double hp = (double)(out_h - 1) * sh + (double)(kh - 1) * dil_h + 1;
+    const double wp = (double)(out_w - 1) * sw + (double)(kw - 1) * dil_w + 1;
+    if ((double)channels * (hp + sh) * (wp + sw) > 4.0e15) return PK_ERR_ARG;
     return pk_kernels()->conv_int8(x, images, channels, height, width, groups, w, scale,
                                    act_scale, out_channels, kh, kw, stride_h, stride_w, dil_h,
                                    dil_w, pad_top, pad_left, out_h, out_w, bias, activation, y);

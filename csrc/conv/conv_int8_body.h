@@ -133,7 +133,10 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
                 const float *bias, int activation, float *y) {
     const int64_t cg = channels / groups, og = out_channels / groups, cg2 = (cg + 1) / 2;
     const int64_t taps = kh * kw, kg2 = cg2 * taps, blocks = (og + CI8_MR - 1) / CI8_MR;
-    const int64_t sh = stride_h, sw = stride_w, phases = sh * sw;
+    /* a single output row (column) reads one window: its stride is never applied, and
+     * as 1 it keeps the phase buffer from growing with a huge stride */
+    const int64_t sh = out_h == 1 ? 1 : stride_h, sw = out_w == 1 ? 1 : stride_w;
+    const int64_t phases = sh * sw;
     /* the padded extent the outputs read (rows/columns past it are never used) */
     const int64_t hp = (out_h - 1) * sh + (kh - 1) * dil_h + 1;
     const int64_t wp = (out_w - 1) * sw + (kw - 1) * dil_w + 1;

@@ -1,7 +1,8 @@
 """C kernels for ``csr`` weights.
 
 Batch 1 runs on the rows regrouped into slices of ``SLICE`` (SELL-8, see
-``pk_linear_csr_slices_f32``), built once per weight on its first batch-1 call: a
+``pk_linear_csr_slices_f32``), built once per weight by ``kernels.api.prepare`` (the
+runtime calls it when it builds a model) or else on its first batch-1 call: a
 ~100-nonzero CSR row spends about as long on its loop set-up, tail and reduction as on
 its nonzeros, and a slice pays them once for eight rows.
 """
@@ -22,6 +23,8 @@ SLICE = 8
 #: window is the 8 slices the C kernel never splits between threads, so each thread
 #: writes whole cache lines of y.
 SORT_WINDOW = 64
+#: Nonzeros placed per step of :func:`row_slices` (its working memory: ~32 bytes each).
+SCATTER_BLOCK = 1 << 18
 
 
 def row_slices(
@@ -54,14 +57,26 @@ def row_slices(
     index_dtype = np.uint16 if in_features < 65536 else np.int32
     slice_indices = np.full(slice_ptr[-1], in_features, index_dtype)
     slice_values = np.zeros(slice_ptr[-1], np.float32)
-    # nonzero p of row r (lane `lane` of the layout) is step p - indptr[r] of its lane
     lane = np.empty(rows, np.int64)
     lane[order] = np.arange(rows)
-    row_of = np.repeat(np.arange(rows), lengths)
-    step = np.arange(len(values)) - indptr[row_of]
-    where = slice_ptr[lane[row_of] // SLICE] + step * SLICE + lane[row_of] % SLICE
-    slice_indices[where] = indices
-    slice_values[where] = values
+    # Scattered a block of whole sort windows at a time (rows stay in their window), so
+    # the int64 temporaries per nonzero are bounded by the block, not the matrix.
+    start = 0
+    while start < rows:
+        stop = int(np.searchsorted(indptr, indptr[start] + SCATTER_BLOCK, side="right"))
+        stop = min(max(-(-stop // SORT_WINDOW), start // SORT_WINDOW + 1) * SORT_WINDOW, rows)
+        p0, p1 = int(indptr[start]), int(indptr[stop])
+        # nonzero p of row r (lane `lane` of the layout) is step p - indptr[r] of its lane
+        row_of = np.repeat(np.arange(start, stop), lengths[start:stop])
+        where = np.arange(p0, p1, dtype=np.int64)
+        where -= indptr[row_of]
+        where *= SLICE
+        lanes = lane[row_of]
+        where += slice_ptr[lanes // SLICE]
+        where += lanes % SLICE
+        slice_indices[where] = indices[p0:p1]
+        slice_values[where] = values[p0:p1]
+        start = stop
     return slice_ptr, slice_rows, slice_indices, slice_values
 
 
@@ -75,6 +90,11 @@ def _slice_pointers(w) -> tuple:
         pointers = tuple(ptr(ffi, c, a) for c, a in zip(ctypes, arrays, strict=True))
         cache["slices"] = (len(arrays[0]) - 1, arrays[2].itemsize, pointers)
     return cache["slices"]
+
+
+def prepare(w) -> None:
+    """Build the batch-1 slices of ``w`` now (``kernels.api.prepare``), not on a first call."""
+    _slice_pointers(w)
 
 
 def linear(x, w, bias, activation, out) -> None:

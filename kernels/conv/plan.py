@@ -9,6 +9,7 @@ import numpy as np
 
 from kernels import backends, registry
 from kernels.api import _as_float32, check_activation, check_bias, check_out
+from kernels.conv.compact import compact
 from kernels.conv.shapes import Geometry, as_conv_weight, geometry
 from kernels.encodings.base import EncodedWeight, derived
 
@@ -46,25 +47,33 @@ class Conv2dPlan:
         generation = backends.generation[0]
         w, geo = self.weight, self.geometry
         backend = backends.conv_backend()
+        # Larq's padding rule (binary activations) tells padding from a zero input, so
+        # those run as they are (their C and Numba kernels' memory follows input and
+        # output anyway); anything else with spread-out taps runs compacted (compact.py)
+        compacted = None if getattr(w, "activations", None) == "binary" else compact(geo)
+        run_geo = geo if compacted is None else compacted[0]
         if backend == "numpy":
             reference = registry.conv_reference(w.encoding)
             bias, activation = self.bias, self.activation
 
             def run(x, y):
-                y[...] = reference(x, w, bias, geo, activation)
+                y[...] = reference(x, w, bias, run_geo, activation)
 
-            self._run, self.lowering = run, reference.__name__
+            lowering = reference.__name__
         else:
             if backend == "c":
                 from kernels.backend_c import conv as ops
             else:
                 from kernels.backend_numba import conv as ops
             lower = registry.conv_lowering(w.encoding, backend)
-            run = lower(w, geo, self.bias, self.activation, ops)
+            run = lower(w, run_geo, self.bias, self.activation, ops)
             if run is None:
                 lower = registry.resolve_spec(registry.DEFAULT_CONV_LOWERING)
-                run = lower(w, geo, self.bias, self.activation, ops)
-            self._run, self.lowering = run, getattr(run, "lowering", lower.__name__)
+                run = lower(w, run_geo, self.bias, self.activation, ops)
+            lowering = getattr(run, "lowering", lower.__name__)
+        if compacted is not None:
+            run, lowering = _on_compacted(run, compacted[1]), f"compacted {lowering}"
+        self._run, self.lowering = run, lowering
         self.backend = backend
         self._generation = generation
 
@@ -102,6 +111,13 @@ class Conv2dPlan:
             f"<Conv2dPlan {self.weight.encoding} {self.weight.shape} out_shape={self.out_shape} "
             f"backend={self.backend} lowering={self.lowering}>"
         )
+
+
+def _on_compacted(run, gather):
+    def run_compacted(x, y):
+        run(gather(x), y)
+
+    return run_compacted
 
 
 def plan_conv2d(

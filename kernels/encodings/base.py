@@ -86,6 +86,11 @@ class EncodedWeight:
             raise ValueError(
                 f"{cls.encoding} weight needs fields {sorted(names)}, got {sorted(given)}"
             )
+        from kernels import registry  # here: the registry imports the encoding modules
+
+        row = registry.ENCODINGS.get(cls.encoding)
+        if row is not None:  # options follow the rule kernels.encode applies
+            registry.check_options(row, {k: v for k, v in params.items() if k in row.options})
         return cls(shape=tuple(int(s) for s in shape), **arrays, **params)
 
     @property

@@ -16,6 +16,13 @@ Activations, chosen at encode time (``activations=``):
 * ``"binary"``: each row of x becomes β·sign(x) with β = mean |x| of the row, then
   y = α·β·(in − 2·popcount(xbits XOR wbits)). The integer part is exact; the float
   epilogue is ``(α·β)·float(n)`` in float32, the same in every backend.
+
+With ``activations="float"``: overflow: sums are float32 in the C and Numba kernels and
+float64 in the reference; products of one sign that overflow give that infinity on every
+backend. With cancellation, an output the reference finds non-finite is non-finite on
+every backend, but ±inf or NaN by summation order (inf − inf), and a fast kernel may
+overflow (±inf or NaN) where the float64 reference stays finite. With ``"binary"``: the
+popcount is exact and the float epilogue gives the reference's ±inf on every backend.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ Stored: ``indptr`` int32 [out+1] (row o's nonzeros are positions indptr[o]:indpt
 ``indices`` column of each nonzero (uint16 when in <= 65536, else int32), ``values``
 float32. Only stored nonzeros multiply: like scipy.sparse, an Inf or NaN in x that meets
 only zero weights does not reach the output (it does where it meets a stored value).
+
+Overflow: sums are float32 in the C and Numba kernels and float64 in the reference;
+products of one sign that overflow give that infinity on every backend. With
+cancellation, an output the reference finds non-finite is non-finite on every backend,
+but ±inf or NaN by summation order (inf − inf), and a fast kernel may overflow (±inf or
+NaN) where the float64 reference stays finite.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""``dense``: float32 weights multiplied through NumPy's BLAS -- the baseline."""
+"""``dense``: float32 weights multiplied through NumPy's BLAS -- the baseline.
+
+Overflow: sums are float32 on every backend (the reference is NumPy's BLAS), in
+different orders: products of one sign that overflow give that infinity everywhere; with
+cancellation, an output the reference finds non-finite is non-finite on every backend,
+±inf or NaN by summation order (inf − inf).
+"""
 
 from __future__ import annotations
 

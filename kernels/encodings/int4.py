@@ -34,6 +34,10 @@ so the 8 scales of a row block and group are one contiguous vector.
 
 The kernels compute Σ u·x (unsigned nibble x signed int8: at most 2·15·127 per pair,
 so eight of them sum exactly in int16) and subtract 8·Σ_{k in g} xq[b, k].
+
+Overflow: the integer sums are exact, so near float32's max only the float epilogue can
+overflow: every backend gives the reference's ±inf (a static activation scale saturates
+the inputs instead).
 """
 
 from __future__ import annotations

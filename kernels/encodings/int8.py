@@ -24,6 +24,10 @@ patch: the dynamic scale is ``max |x[n]| / 127`` over the whole image n (the sta
 is ``activation_scale``, per tensor as in ONNX Runtime's ``QLinearConv``), the zero
 padding is the quantized zero, and each output is the int8 ``linear`` formula above
 applied to the patch of quantized values (see :mod:`kernels.conv`).
+
+Overflow: the integer sums are exact, so near float32's max only the float epilogue can
+overflow: every backend gives the reference's ±inf (a static activation scale saturates
+the inputs instead).
 """
 
 from __future__ import annotations

@@ -30,6 +30,15 @@ Activations, chosen at encode time (``activations=``):
   NaN outputs); acc = Σ_k s_k·(x_q << (6 − e_k)) in int32, exact;
   y = ((α·sx)·float(acc))·2^−6 in float32. ``in`` above 264 208 could overflow int32
   and raises OverflowError.
+
+With ``activations="float"``: overflow: sums are float32 in the C and Numba kernels and
+float64 in the reference; products of one sign that overflow give that infinity on every
+backend. With cancellation, an output the reference finds non-finite is non-finite on
+every backend, but ±inf or NaN by summation order (inf − inf), and a fast kernel may
+overflow (±inf or NaN) where the float64 reference stays finite. With ``"int8"``:
+overflow: the integer sums are exact, so near float32's max only the float epilogue can
+overflow: every backend gives the reference's ±inf (a static activation scale saturates
+the inputs instead).
 """
 
 from __future__ import annotations

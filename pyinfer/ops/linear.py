@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from kernels import backends
-from kernels.api import check_activation
+from kernels.api import check_activation, prepare
 from kernels.encodings.base import EncodedWeight
 from pyinfer.ops import (
     F32,
@@ -49,16 +49,18 @@ def _infer_linear(node: Node):
 def _linear_step(node: Node, slots: Slots) -> Step:
     """The step ``env[out] = act(env[x] @ W.T + b)``.
 
-    The common case, a C-contiguous [batch, k] input, costs one kernel call and few
-    Python operations: the output is this thread's reused buffer when the planner gave
-    the node one (``node.buffer``), else a fresh array. Any other input shape goes
-    through ``general``, which flattens the leading axes.
+    Built with the model: the kernel's derived layout of the weight is made here
+    (``kernels.api.prepare``). The common case, a C-contiguous [batch, k] input, costs
+    one kernel call and few Python operations: the output is this thread's reused
+    buffer when the planner gave the node one (``node.buffer``), else a fresh array.
+    Any other input shape goes through ``general``, which flattens the leading axes.
     """
     w = node.static[1]
     bias = bias_param(node, 2, w.out_features)
     activation = node.attrs["activation"]
     check_activation(activation)
     kernel, numba_threads = linear_kernel(w)
+    prepare(w)  # derived layouts (CSR batch-1 slices) now, at build, not on the first call
     k, n = w.in_features, w.out_features
     name = node.name
     (a,) = slots.inputs
