@@ -101,7 +101,9 @@ def load(path: str | os.PathLike, verify: bool = False) -> Model:
         container, parse_json(meta["weights"], "__metadata__.weights")
     )
     constants = {n: a for n, a in container.tensors.items() if n not in used}
-    return Model(graph, weights, constants, source=container)
+    model = Model(graph, weights, constants, source=container)
+    model.path = os.path.abspath(container.path)  # a pickled model refers to its file by this
+    return model
 
 
 def save(model: Any, path: str | os.PathLike) -> str:
