@@ -157,14 +157,19 @@ def test_ray_workers_score_like_one_process(int8_path):
     want = pyinfer.BatchScorer(int8_path)(x)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     try:
-        scored = ray.data.from_numpy(x).map_batches(
+        rows_with_ids = ray.data.range(len(x), override_num_blocks=2).map_batches(
+            lambda batch: {"id": batch["id"], "x": x[batch["id"]]}
+        )
+        scored = rows_with_ids.map_batches(
             pyinfer.BatchScorer,
             fn_constructor_args=(int8_path,),
             concurrency=2,
-            batch_size=100,
             batch_format="numpy",
         )
-        got = np.stack([row["logits"] for row in scored.take_all()])
+        rows = scored.take_all()  # in any order: each row carries its id
     finally:
         ray.shutdown()
+    got = np.empty_like(want)
+    for row in rows:
+        got[row["id"]] = row["logits"]
     np.testing.assert_array_equal(got, want)
