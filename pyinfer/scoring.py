@@ -34,7 +34,8 @@ class BatchScorer:
         Rows per model run: a larger batch is scored in slices of this many rows, which
         bounds the memory of one run. Default: the whole batch in one run.
     threads : int, optional
-        Kernel threads in the process the scorer runs in (``kernels.set_num_threads``).
+        Kernel threads in each process the scorer is built or unpickled in (it calls
+        ``kernels.set_num_threads``).
         Default: each call follows ``OMP_NUM_THREADS`` as it is then (Dask and Ray set it
         per worker), or uses all cores when it is not set.
 
@@ -113,8 +114,8 @@ class BatchScorer:
             if not len(batch):
                 outputs = [self.output] if self.output else self.model.output_names
                 return batch.assign(**{name: [] for name in outputs})
-            columns = [str(c) for c in batch.columns]
-            picked = self._inputs_from({c: batch[c] for c in columns}, columns)
+            columns = {str(c): batch[c] for c in batch.columns}
+            picked = self._inputs_from(columns, list(columns))
             arrays = {name: _stack_cells(name, column) for name, column in picked.items()}
             scored = self._score(arrays)
             return batch.assign(**{name: list(y) for name, y in scored.items()})
