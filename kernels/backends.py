@@ -17,6 +17,11 @@ from kernels import registry
 _UNSEEN = object()
 _state = {"backend": "auto", "threads": 0, "omp": None, "omp_threads": 0}
 
+# Each model run reads OMP_NUM_THREADS from os.environ's own mapping: os.environ.get costs
+# about 1 us (a KeyError when unset), this lookup about 50 ns.
+_environ = getattr(os.environ, "_data", None)
+_OMP_KEY = os.environ.encodekey("OMP_NUM_THREADS") if _environ is not None else None
+
 #: Bumped by every settings change (backend, ISA, threads): a conv plan compares it with
 #: the value it was resolved under (one int check per call) and re-resolves when it moved.
 generation = [0]
@@ -164,10 +169,10 @@ def follow_thread_budget() -> None:
     """
     if _state["threads"]:
         return
-    value = os.environ.get("OMP_NUM_THREADS")
-    if value != _state["omp"]:
-        _state["omp"] = value
-        _state["omp_threads"] = omp_num_threads(value)
+    raw = _environ.get(_OMP_KEY) if _environ is not None else os.environ.get("OMP_NUM_THREADS")
+    if raw != _state["omp"]:
+        _state["omp"] = raw
+        _state["omp_threads"] = omp_num_threads(os.environ.get("OMP_NUM_THREADS"))
         _push_threads(_state["omp_threads"])
 
 
