@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
-import pickle
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -198,7 +197,7 @@ class Model:
         size = sum(w.nbytes for w in self.weights.values())
         size += sum(a.nbytes for a in self.constants.values())
         if size > MAX_PICKLED_BYTES:
-            raise pickle.PicklingError(
+            raise TypeError(  # what pickle raises for an object it cannot pickle
                 f"this model was built in memory and holds {size / 2**20:.1f} MiB of weights, "
                 f"more than the {MAX_PICKLED_BYTES >> 20} MiB pickled by value: save it with "
                 "pyinfer.save(model, path) and use pyinfer.load(path), which pickles as a "

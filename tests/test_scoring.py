@@ -80,7 +80,7 @@ def test_a_model_built_in_memory_pickles_with_its_weights(monkeypatch):
     x = randn(5, 16)
     np.testing.assert_array_equal(again(x), model(x))
     monkeypatch.setattr(model_module, "MAX_PICKLED_BYTES", 100)
-    with pytest.raises(pickle.PicklingError, match=r"pyinfer\.save\(model, path\)"):
+    with pytest.raises(TypeError, match=r"pyinfer\.save\(model, path\)"):
         pickle.dumps(model)
 
 
