@@ -11,7 +11,16 @@ from collections.abc import Iterator
 
 from kernels import registry
 
-_state = {"backend": "auto", "threads": 0}
+#: ``threads``: the count set by ``set_num_threads`` (0: none set). ``omp``: the value of
+#: OMP_NUM_THREADS last pushed to the kernels (``_UNSEEN``: none pushed since the setting
+#: changed), and ``omp_threads``, the count it gave (0: all cores).
+_UNSEEN = object()
+_state = {"backend": "auto", "threads": 0, "omp": None, "omp_threads": 0}
+
+# Each model run reads OMP_NUM_THREADS from os.environ's own mapping: os.environ.get costs
+# about 1 us (a KeyError when unset), this lookup about 50 ns.
+_environ = getattr(os.environ, "_data", None)
+_OMP_KEY = os.environ.encodekey("OMP_NUM_THREADS") if _environ is not None else None
 
 #: Bumped by every settings change (backend, ISA, threads): a conv plan compares it with
 #: the value it was resolved under (one int check per call) and re-resolves when it moved.
@@ -121,12 +130,25 @@ def conv_backend() -> str:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads used by the C and Numba kernels (``n <= 0``: all cores).
+    """Threads used by the C and Numba kernels.
+
+    Parameters
+    ----------
+    n : int
+        A positive count holds until changed. ``n <= 0`` sets no count: each model run
+        then uses ``OMP_NUM_THREADS`` as it is when the run starts (what Dask and Ray
+        give a worker), or all cores when it is not set.
 
     Results do not depend on the thread count.
     """
     n = int(n)
     _state["threads"] = max(n, 0)
+    _state["omp"] = _UNSEEN  # with no count set, the next run pushes OMP_NUM_THREADS again
+    _push_threads(_state["threads"])
+
+
+def _push_threads(n: int) -> None:
+    """Give the C and Numba kernels ``n`` threads (0: all cores)."""
     _changed()
     lib = _c()
     if lib is not None:
@@ -134,20 +156,51 @@ def set_num_threads(n: int) -> None:
     if _numba_installed() and "numba" in _loaded_modules():
         import numba
 
-        numba.set_num_threads(n if n > 0 else numba.config.NUMBA_NUM_THREADS)
+        most = numba.config.NUMBA_NUM_THREADS
+        numba.set_num_threads(min(n, most) if n > 0 else most)
+
+
+def follow_thread_budget() -> None:
+    """Called at the start of each model run: with no count set by ``set_num_threads``,
+    the kernels take the thread count from ``OMP_NUM_THREADS`` as it is now (a worker
+    process of Dask or Ray is given one there, and a reused Ray worker may change it).
+
+    Costs one environment lookup when the value has not changed.
+    """
+    if _state["threads"]:
+        return
+    raw = _environ.get(_OMP_KEY) if _environ is not None else os.environ.get("OMP_NUM_THREADS")
+    if raw != _state["omp"]:
+        _state["omp"] = raw
+        _state["omp_threads"] = omp_num_threads(os.environ.get("OMP_NUM_THREADS"))
+        _push_threads(_state["omp_threads"])
+
+
+def omp_num_threads(value: str | None) -> int:
+    """The thread count an ``OMP_NUM_THREADS`` value asks for (0: unset or unreadable).
+
+    A list (``"4,2"``, one count per nesting level) gives its first entry.
+    """
+    first = (value or "").split(",")[0].strip()
+    return int(first) if first.isdigit() else 0
 
 
 def get_num_threads() -> int:
-    """Threads the kernels use now."""
-    return _state["threads"] or (os.cpu_count() or 1)
+    """Threads the kernels use now (for a model run: the count it would start with)."""
+    return (
+        _state["threads"]
+        or omp_num_threads(os.environ.get("OMP_NUM_THREADS"))
+        or (os.cpu_count() or 1)
+    )
 
 
 def apply_numba_threads() -> None:
     """Numba's thread count is per thread of the caller: set it before a Numba kernel."""
-    if _state["threads"]:
+    n = _state["threads"] or _state["omp_threads"]
+    if n:
         import numba
 
-        n = min(_state["threads"], numba.config.NUMBA_NUM_THREADS)
+        n = min(n, numba.config.NUMBA_NUM_THREADS)
         if numba.get_num_threads() != n:
             numba.set_num_threads(n)
 

@@ -9,5 +9,6 @@ from pyinfer.files import load, save
 from pyinfer.format import FormatError
 from pyinfer.graph import Graph
 from pyinfer.model import Model
+from pyinfer.scoring import BatchScorer
 
-__all__ = ["FormatError", "Graph", "Model", "__version__", "load", "save"]
+__all__ = ["BatchScorer", "FormatError", "Graph", "Model", "__version__", "load", "save"]

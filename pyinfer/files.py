@@ -131,7 +131,10 @@ def load(path: str | os.PathLike, verify: bool = False, mmap: bool = True) -> Mo
         for n, a in container.tensors.items()
         if n not in used
     }
-    return Model(graph, weights, constants, source=container)
+    model = Model(graph, weights, constants, source=container)
+    if container.mapped:  # a pickled model refers to its file; one read privately holds a copy
+        model.path = os.path.abspath(container.path)
+    return model
 
 
 def save(model: Any, path: str | os.PathLike) -> str:

@@ -5,10 +5,20 @@ fusion, buffers, one step per node). A call copies a small list of slots, writes
 inputs into it and runs the steps: one function call per layer. Graph outputs are always
 fresh arrays, and nothing mutable is shared between threads (reused buffers are per
 thread), so one Model may run in several threads at once. Files: ``pyinfer.files``.
+
+Pickling (to ship a model to Dask or Ray workers): a Model loaded from a file pickles as a
+reference to it (its path and the SHA-256 of its bytes) and is re-opened memory-mapped on
+unpickling, so workers on one host share its pages; a file that changed is refused. A
+Model built in memory, or loaded with ``mmap=False`` (a private copy, for files that may
+change), pickles with its weights, up to ``MAX_PICKLED_BYTES``.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,8 +27,12 @@ import numpy as np
 from kernels import backends
 from kernels.encodings.base import EncodedWeight
 from pyinfer import ops, plan
-from pyinfer.format import Container
+from pyinfer.format import Container, FormatError
 from pyinfer.plan import InputSpec
+
+#: A Model built in memory pickles with its weights and constants up to this many bytes;
+#: a larger one must be saved first (then it pickles as a reference to its file).
+MAX_PICKLED_BYTES = 64 << 20
 
 
 class Model:
@@ -56,6 +70,8 @@ class Model:
         self.weights = dict(weights or {})
         self.constants = dict(constants or {})
         self.source = source
+        self.path: str | None = None  # the file it maps (set by pyinfer.load unless mmap=False)
+        self._file_sha256: str | None = None
         self._checked = plan.check_graph(graph, self.weights, self.constants)
         self.inputs: list[InputSpec] = self._checked.inputs
         self.nodes = self._checked.nodes
@@ -71,6 +87,7 @@ class Model:
     # ------------------------------------------------------------------ running
 
     def _execute(self, values: list[np.ndarray]) -> list[np.ndarray]:
+        backends.follow_thread_budget()
         compiled = self._compiled
         if compiled.backend != backends.get_backend():
             self._build_steps()  # kernels were resolved for another backend setting
@@ -156,11 +173,95 @@ class Model:
             )
         return rows
 
+    # ------------------------------------------------------------------ pickling
+
+    def file_sha256(self) -> str:
+        """SHA-256 (hex) of the whole file this model was loaded from, as mapped.
+
+        Computed on first use (it reads the file once) and kept.
+
+        Raises
+        ------
+        ValueError
+            If the model was not loaded from a file.
+        """
+        if self._file_sha256 is None:
+            mapped = getattr(self.source, "_mmap", None)
+            if self.path is None or mapped is None:
+                raise ValueError("this model was not loaded from a file")
+            self._file_sha256 = hashlib.sha256(mapped).hexdigest()
+        return self._file_sha256
+
+    def __reduce__(self):
+        if self.path is not None:
+            return _open_reference, (self.path, self.file_sha256())
+        size = sum(w.nbytes for w in self.weights.values())
+        size += sum(a.nbytes for a in self.constants.values())
+        if size > MAX_PICKLED_BYTES:
+            raise TypeError(  # what pickle raises for an object it cannot pickle
+                f"this model was built in memory and holds {size / 2**20:.1f} MiB of weights, "
+                f"more than the {MAX_PICKLED_BYTES >> 20} MiB pickled by value: save it with "
+                "pyinfer.save(model, path) and use pyinfer.load(path), which pickles as a "
+                "reference to the file"
+            )
+        return _rebuild, (self.graph, self.weights, self.constants, self.reuse_buffers)
+
     def __repr__(self) -> str:
         return (
             f"<Model inputs={[s.name for s in self.inputs]} outputs={self.output_names} "
             f"nodes={len(self.nodes)} weights={len(self.weights)}>"
         )
+
+
+def _rebuild(graph, weights, constants, reuse_buffers: bool) -> Model:
+    return Model(graph, weights, constants, reuse_buffers=reuse_buffers)
+
+
+#: Models opened from pickled references in this process: (path, sha256) -> (the file's
+#: identity when it was checked, Model). Tasks that each carry the same pickled model then
+#: share one Model without re-hashing the file, while the file stays the same.
+_opened: collections.OrderedDict = collections.OrderedDict()
+_opened_lock = threading.Lock()
+_OPENED_KEPT = 4
+
+
+def _file_identity(path: str) -> tuple:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _open_reference(path: str, sha256: str) -> Model:
+    """Unpickle a Model pickled as a reference: load ``path`` memory-mapped, and refuse it
+    unless its bytes hash to ``sha256``."""
+    from pyinfer.files import load
+
+    key = (path, sha256)
+    try:
+        identity = _file_identity(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: a pickled pyinfer model refers to this file, which is not there: "
+            "every process that unpickles the model must see its file at the same path"
+        ) from None
+    with _opened_lock:
+        seen = _opened.get(key)
+        if seen is not None and seen[0] == identity:
+            _opened.move_to_end(key)
+            return seen[1]
+    model = load(path)
+    actual = model.file_sha256()
+    if actual != sha256:
+        raise FormatError(
+            f"{path}: the file changed since the model was pickled (its SHA-256 is now "
+            f"{actual}, the pickled model was {sha256}): load the new file with "
+            "pyinfer.load and pickle it again, or restore the old file"
+        )
+    with _opened_lock:
+        _opened[key] = (identity, model)
+        _opened.move_to_end(key)
+        while len(_opened) > _OPENED_KEPT:
+            _opened.popitem(last=False)
+    return model
 
 
 def sparsity(w: EncodedWeight) -> float:
