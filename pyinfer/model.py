@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Mapping
@@ -146,9 +147,15 @@ class Model:
 
     # ------------------------------------------------------------------ description
 
-    def layers(self) -> list[dict[str, Any]]:
+    def layers(self, release_pages: bool = False) -> list[dict[str, Any]]:
         """One row per node (as stored, before fusion): name, op, encoding, weight shape,
-        output shape, sparsity (fraction of zero weights), bytes (weights and params)."""
+        output shape, sparsity (fraction of zero weights), bytes (weights and params).
+
+        Sparsity is counted on the encoded weights in bounded memory. ``release_pages``
+        drops the file's pages from this process's resident memory after each weight, so
+        that a tool reading a file larger than memory once (``pyinfer inspect``) does not
+        hold it resident.
+        """
         rows = []
         for node in self.nodes:
             w = next((s for s in node.static if isinstance(s, EncodedWeight)), None)
@@ -158,6 +165,7 @@ class Model:
                 for pos, v in enumerate(node.inputs)
                 if ops.OPS[node.op].role(pos) == "tensor" and v in self.constants
             ]
+            param_bytes = sum(p.nbytes for p in params)
             rows.append(
                 {
                     "name": node.name,
@@ -166,11 +174,12 @@ class Model:
                     "weight_shape": tuple(w.shape) if w is not None else None,
                     "output_shape": node.out_shape,
                     "sparsity": sparsity(w) if w is not None else None,
-                    "bytes": (w.nbytes if w is not None else 0) + sum(p.nbytes for p in params),
-                    "dense_bytes": (4 * int(np.prod(w.shape)) if w is not None else 0)
-                    + sum(p.nbytes for p in params),
+                    "bytes": (w.nbytes if w is not None else 0) + param_bytes,
+                    "dense_bytes": (4 * math.prod(w.shape) if w is not None else 0) + param_bytes,
                 }
             )
+            if release_pages and w is not None and self.source is not None:
+                self.source.release_pages()
         return rows
 
     # ------------------------------------------------------------------ pickling
@@ -266,11 +275,9 @@ def _open_reference(path: str, sha256: str) -> Model:
 
 def sparsity(w: EncodedWeight) -> float:
     """Fraction of the weight's entries that are zero (from the encoding when it knows,
-    else counted on the decoded matrix)."""
+    else counted on the encoded arrays in bounded memory: ``nonzero_count``)."""
     density = getattr(w, "density", None)
     if density is not None:
         return 1.0 - float(density)
-    size = int(np.prod(w.shape))
-    if not size:
-        return 0.0
-    return 1.0 - np.count_nonzero(w.decode_matrix()) / size
+    size = math.prod(w.shape)
+    return 1.0 - w.nonzero_count() / size if size else 0.0

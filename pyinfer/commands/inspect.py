@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 HELP = "show a .pinf model's layers (op, encoding, shape, sparsity, bytes), totals, checksum"
 
@@ -30,45 +29,6 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def layer_rows(model) -> list[dict]:
-    """``model.layers()``'s rows, with sparsity counted on the encoded weights in bounded
-    memory (``nonzero_count``), releasing the file's pages after each weight so that
-    inspecting a file larger than memory does not hold it resident."""
-    import numpy as np
-
-    from kernels.encodings.base import EncodedWeight
-    from pyinfer import ops
-
-    rows = []
-    for node in model.nodes:
-        w = next((s for s in node.static if isinstance(s, EncodedWeight)), None)
-        params = [s for s in node.static if isinstance(s, np.ndarray)]
-        params += [
-            model.constants[v]
-            for pos, v in enumerate(node.inputs)
-            if ops.OPS[node.op].role(pos) == "tensor" and v in model.constants
-        ]
-        param_bytes = sum(p.nbytes for p in params)
-        size = math.prod(w.shape) if w is not None else 0
-        sparsity = None
-        if w is not None:
-            sparsity = 1.0 - w.nonzero_count() / size if size else 0.0
-            model.source.release_pages()
-        rows.append(
-            {
-                "name": node.name,
-                "op": node.op,
-                "encoding": w.encoding if w is not None else None,
-                "weight_shape": tuple(w.shape) if w is not None else None,
-                "output_shape": node.out_shape,
-                "sparsity": sparsity,
-                "bytes": (w.nbytes if w is not None else 0) + param_bytes,
-                "dense_bytes": 4 * size + param_bytes,
-            }
-        )
-    return rows
-
-
 def run(args: argparse.Namespace) -> int:
     """Print the table; with --verify, fail (exit 2) unless the checksum matches."""
     import os
@@ -88,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     ins = ", ".join(f"{s.name} {_shape(s.shape)} {s.dtype}" for s in model.inputs)
     print(f"inputs: {ins}")
     print(f"outputs: {', '.join(model.output_names)}")
-    rows = layer_rows(model)
+    rows = model.layers(release_pages=True)
     header = ("layer", "op", "encoding", "weight", "output", "sparsity", "bytes")
     table = [header]
     for r in rows:
