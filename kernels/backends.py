@@ -97,13 +97,8 @@ def resolve(op: str, encoding: str):
 
 @functools.cache
 def _resolve(wanted: str, op: str, encoding: str):
-    order = (
-        registry.BACKENDS
-        if wanted == "auto"
-        else registry.BACKENDS[registry.BACKENDS.index(wanted) :]
-    )
     usable = _available()
-    for backend in order:
+    for backend in _order(wanted):
         if backend in usable:
             fn = registry.kernel(op, encoding, backend)
             if fn is not None:
@@ -119,14 +114,17 @@ def forget_dispatch() -> None:
 
 def conv_backend() -> str:
     """The backend conv2d's lowerings run on: the setting, or the fastest available."""
-    wanted = _state["backend"]
-    order = (
+    usable = _available()
+    return next(b for b in _order(_state["backend"]) if b in usable)
+
+
+def _order(wanted: str) -> tuple[str, ...]:
+    """Backends to try for a setting: all, fastest first, or the named one and slower."""
+    return (
         registry.BACKENDS
         if wanted == "auto"
         else registry.BACKENDS[registry.BACKENDS.index(wanted) :]
     )
-    usable = _available()
-    return next(b for b in order if b in usable)
 
 
 def set_num_threads(n: int) -> None:
@@ -172,7 +170,7 @@ def follow_thread_budget() -> None:
     raw = _environ.get(_OMP_KEY) if _environ is not None else os.environ.get("OMP_NUM_THREADS")
     if raw != _state["omp"]:
         _state["omp"] = raw
-        _state["omp_threads"] = omp_num_threads(os.environ.get("OMP_NUM_THREADS"))
+        _state["omp_threads"] = omp_num_threads(None if raw is None else os.fsdecode(raw))
         _push_threads(_state["omp_threads"])
 
 
