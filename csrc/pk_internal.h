@@ -64,6 +64,15 @@ int pk_cpu_has(unsigned mask);
 /* Threads for the next parallel region (set by pk_set_num_threads). */
 int pk_threads(void);
 
+/* ---- the thread pool (pool.c) ---- */
+/* One task of a parallel loop. `worker` is the index, in [0, threads), of the thread
+ * running it: distinct among tasks that run at the same time (per-thread scratch). */
+typedef void pk_task_fn(void *ctx, int64_t task, int worker);
+/* Runs fn(ctx, task, worker) for every task in [0, tasks) on up to `threads` threads, the
+ * calling thread included, and returns when all have run. Tasks are claimed one at a
+ * time, in order: make each worth a few microseconds at least. */
+void pk_parallel(int threads, int64_t tasks, pk_task_fn *fn, void *ctx);
+
 /* Below this many multiply-adds (or equivalent) a call runs on the calling thread: a
  * parallel region costs more than it saves there, and far more on a busy machine. */
 #define PK_SERIAL_WORK 262144.0
