@@ -468,6 +468,41 @@ def test_inspect_counts_sparsity_in_bounded_memory(tmp_path, capsys):
     assert peak < 16 << 20  # half of one decoded float32 copy (the old way made two)
 
 
+INSPECT_PEAK = """
+import contextlib, io, sys, tracemalloc
+from pyinfer.cli import main
+tracemalloc.start()  # NumPy reports its allocations to tracemalloc
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(["inspect", sys.argv[1], "--verify"])
+print(code, tracemalloc.get_traced_memory()[1])
+print(out.getvalue())
+"""
+
+
+@pytest.mark.slow  # about 5 s: a 64 MiB file
+def test_inspect_of_one_large_int4_weight_stays_in_bounded_memory(tmp_path):
+    from kernels.encodings.int4 import Int4Weight
+
+    out, k = 4096, 32768  # 64 MiB packed, 512 MiB decoded to float32
+    rng = np.random.default_rng(5)
+    packed = rng.integers(0, 256, (out // 8, k // 8, 8, 4), dtype=np.uint8)
+    w = Int4Weight(shape=(out, k), packed=packed, scale=np.ones((out // 8, k // 32, 8), np.float32))
+    zeros = int(np.count_nonzero(packed & 0x0F == 8) + np.count_nonzero(packed >> 4 == 8))
+    g = pyinfer.Graph()
+    g.output(g.linear(g.input("x", (None, k)), w, name="fc"))
+    path = tmp_path / "m.pinf"
+    pyinfer.save(g, path)
+    del w, g, packed
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", INSPECT_PEAK, str(path)], cwd=root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    code, peak = map(int, proc.stdout.split("\n", 1)[0].split())
+    assert code == 0
+    assert f"{zeros / (out * k):.1%}" in proc.stdout
+    assert peak < 32 << 20, peak  # 1/16 of the decoded weight (decoding it took several)
+
+
 def test_nonzero_count_matches_the_decoded_matrix_for_every_encoding():
     from kernels import registry
 
@@ -478,6 +513,67 @@ def test_nonzero_count_matches_the_decoded_matrix_for_every_encoding():
         want = int(np.count_nonzero(enc.decode_matrix()))
         assert enc.nonzero_count() == want, name
         assert enc.nonzero_count(chunk_bytes=96 * 4 * 8) == want, name  # 8 rows a block
+
+
+def test_nonzero_count_is_exact_where_the_arrays_decode_to_zero_in_unusual_ways():
+    from kernels.encodings.binary import BinaryWeight
+    from kernels.encodings.int4 import Int4Weight
+    from kernels.encodings.pow2 import Pow2Weight
+
+    rng = np.random.default_rng(4)
+    w = sparse_gaussian(rng, (21, 200), 0.5)
+    i4 = kernels.encode(w, "int4", group_size=64)
+    scale = i4.scale.copy()
+    scale[0, 1, 3] = 0  # a zeroed group
+    packed = rng.integers(0, 256, i4.packed.shape, dtype=np.uint8)  # padding nibbles too
+    p2 = kernels.encode(w, "pow2")
+    alpha = p2.alpha.copy()
+    alpha[1] = 0
+    alpha[2] = np.float32(1e-45)  # α·2^-e underflows to zero for e >= 1
+    b1 = kernels.encode(w, "binary")
+    weights = [
+        Int4Weight(shape=i4.shape, packed=packed, scale=scale, group_size=64),
+        Pow2Weight(shape=p2.shape, codes=p2.codes, alpha=alpha),
+        BinaryWeight(shape=b1.shape, bits=b1.bits, alpha=alpha),
+    ]
+    for enc in weights:
+        want = int(np.count_nonzero(enc.decode_matrix()))
+        for chunk_bytes in (1, 100, 1 << 22):
+            assert enc.nonzero_count(chunk_bytes=chunk_bytes) == want, enc.encoding
+
+
+def _peak_bytes(build) -> int:
+    tracemalloc.start()
+    try:
+        build()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_validating_and_counting_a_large_weight_needs_no_temporary_of_its_size():
+    from kernels.encodings.csr import CSRWeight
+    from kernels.encodings.dense import DenseWeight
+    from kernels.encodings.pow2 import Pow2Weight
+
+    def frozen(a):
+        a = a.copy()  # no base: read-only all the way down, as mapped from a file, so
+        a.flags.writeable = False  # it is validated without a private copy
+        return a
+
+    rows, per_row = 1024, 4096  # csr: 4 Mi nonzeros, indices 8 MiB
+    indices = frozen(np.tile(np.arange(0, 2 * per_row, 2, dtype=np.uint16), rows))
+    indptr = frozen(np.arange(0, rows * per_row + 1, per_row, dtype=np.int32))
+    values = frozen(np.ones(rows * per_row, np.float32))
+    peak = _peak_bytes(lambda: CSRWeight((rows, 2 * per_row), indptr, indices, values))
+    assert peak < 8 << 20, peak  # the whole-array check took 8 bytes per nonzero, twice
+    codes = frozen(np.full((4096, 8192), 0x11, np.uint8))  # 32 MiB of pow2 codes
+    peak = _peak_bytes(lambda: Pow2Weight((4096, 16384), codes, frozen(np.ones(4096, np.float32))))
+    assert peak < 16 << 20, peak
+    data = np.zeros((4096, 16384), np.float32)  # 256 MiB, never written: no pages
+    data.flags.writeable = False
+    peak = _peak_bytes(lambda: DenseWeight((4096, 16384), data).nonzero_count())
+    assert peak < 12 << 20, peak  # blocks of about 4 MiB, not 1/16 of the weight
 
 
 def test_fuzz_harness_runs_without_atheris():

@@ -111,8 +111,10 @@ class EncodedWeight:
 
         An encoding that stores only its nonzeros (it has a ``density``) knows the count;
         otherwise the matrix is decoded a block of rows at a time (about ``chunk_bytes``
-        of float32 each, at most 16 blocks) through :meth:`slice_rows`, or whole when it
-        cannot be sliced. Encodings that can count on their stored arrays override it.
+        of float32 each) through :meth:`slice_rows`, or whole when it cannot be sliced.
+        An encoding whose own ``slice_rows`` may cost a full unpack is decoded in at
+        most 16 blocks: such encodings should override this and count on their stored
+        arrays (the built-in ones do).
         """
         rows, cols = self.out_features, self.in_features
         density = getattr(self, "density", None)
@@ -120,8 +122,9 @@ class EncodedWeight:
             return round(float(density) * rows * cols)
         if not rows * cols:
             return 0
-        # whole 8-row tiles; at most 16 slices, as slicing may cost a full unpack
-        step = max(8, chunk_bytes // (4 * cols) // 8 * 8, -(-rows // 16 // 8) * 8)
+        step = max(8, chunk_bytes // (4 * cols) // 8 * 8)  # whole 8-row tiles
+        if type(self).slice_rows is not EncodedWeight.slice_rows:
+            step = max(step, -(-rows // 16 // 8) * 8)
         if step >= rows:
             return int(np.count_nonzero(self.decode_matrix()))
         total = 0

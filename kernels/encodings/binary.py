@@ -112,6 +112,11 @@ class BinaryWeight(EncodedWeight):
     def decode_matrix(self) -> np.ndarray:
         return (self.signs().astype(np.float32) * self.alpha[:, None]).astype(np.float32)
 
+    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+        """Nonzeros of the decoded matrix: every entry of a row is ±α, so a row is all
+        nonzero or (α = 0) all zero; the bits are not read."""
+        return int(np.count_nonzero(self.alpha)) * self.in_features
+
 
 def encode(matrix: np.ndarray, activations: str = "float") -> BinaryWeight:
     """sign(w) packed along ``in`` and α = mean |w| per output row.

@@ -69,18 +69,13 @@ class CSRWeight(EncodedWeight):
                 f"csr column indices must lie in [0, {cols}), got "
                 f"[{int(indices.min())}, {int(indices.max())}]"
             )
-        if nnz > 1:
+        if not _rows_strictly_increasing(indptr, indices):
             # sorted and distinct within each row: what encode() makes, and what makes
             # decode() (an assignment) agree with the kernels (which would sum duplicates)
-            step = np.diff(indices.astype(np.int64))
-            row_start = np.zeros(nnz, bool)
-            inner = indptr[1:-1]
-            row_start[inner[inner < nnz]] = True
-            if np.any(step[~row_start[1:]] <= 0):
-                raise ValueError(
-                    "csr column indices must be strictly increasing within each row "
-                    "(sorted, no duplicates)"
-                )
+            raise ValueError(
+                "csr column indices must be strictly increasing within each row "
+                "(sorted, no duplicates)"
+            )
         freeze(self, "indptr", indptr)
         freeze(self, "indices", indices)
         freeze(self, "values", values)
@@ -101,6 +96,23 @@ class CSRWeight(EncodedWeight):
         rows = np.repeat(np.arange(self.out_features), np.diff(self.indptr))
         dense[rows, self.indices.astype(np.int64)] = self.values
         return dense
+
+
+def _rows_strictly_increasing(
+    indptr: np.ndarray, indices: np.ndarray, chunk: int = 1 << 18
+) -> bool:
+    """Are the column indices strictly increasing within each row? Checked ``chunk``
+    positions at a time, so a large weight needs no temporary of its size."""
+    nnz = indices.shape[0]
+    starts = indptr[1:-1]  # positions that begin a row: no step to check there
+    for lo in range(1, nnz, chunk):
+        hi = min(nnz, lo + chunk)
+        step = indices[lo:hi].astype(np.int64) - indices[lo - 1 : hi - 1]
+        first, last = np.searchsorted(starts, (lo, hi))
+        step[starts[first:last] - lo] = 1
+        if np.any(step <= 0):
+            return False
+    return True
 
 
 def encode(matrix: np.ndarray) -> CSRWeight:

@@ -65,6 +65,8 @@ K_CHUNK = 8
 DIVISORS = (-8.0, -7.5, -7.0, -6.5, -6.0, -9.0)
 #: Largest ``in`` (so that sizes stay within int32 in every kernel).
 MAX_IN = 2**31 - 2**8
+#: Nibbles of each byte value that are not 8 (q = 0 is stored as 8).
+_NONZERO_NIBBLES = np.array([((b & 0x0F) != 8) + ((b >> 4) != 8) for b in range(256)], np.uint8)
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -132,6 +134,36 @@ class Int4Weight(EncodedWeight):
         q = self.quantized().astype(np.float32)
         per_column = np.repeat(self.group_scales(), self.group_size, axis=1)
         return q * per_column[:, : self.in_features]
+
+    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+        """Nonzeros of the decoded matrix, counted on the packed nibbles about
+        ``chunk_bytes`` of tiles at a time: an entry ``q · d`` is zero exactly where its
+        nibble is 8 (q = 0) or its group's scale is 0 (|q| >= 1 cannot underflow)."""
+        ob, chunks = self.packed.shape[:2]
+        per_group = self.group_size // K_CHUNK  # byte columns of a tile per group
+        groups = self.n_groups
+        # a scale counts only for real rows (the padding rows of the last block do not)
+        rows = np.arange(ob * ROW_BLOCK).reshape(ob, 1, ROW_BLOCK) < self.out_features
+        live = (self.scale != 0) & rows  # [ob, groups, 8]
+        # the last group's columns past ``in`` are padding: count them per nibble
+        tail = self.in_features - (groups - 1) * self.group_size
+        real = np.arange(per_group * K_CHUNK).reshape(per_group, 2, 4) < tail
+        group_step = max(1, min(groups, chunk_bytes // (per_group * ROW_BLOCK * 4)))
+        block_step = max(1, chunk_bytes // (group_step * per_group * ROW_BLOCK * 4))
+        total = 0
+        for b in range(0, ob, block_step):
+            for g in range(0, groups, group_step):
+                g_end = min(groups, g + group_step)
+                tiles = self.packed[b : b + block_step, g * per_group : g_end * per_group]
+                tiles = tiles.reshape(tiles.shape[0], g_end - g, per_group, ROW_BLOCK, 4)
+                counts = _NONZERO_NIBBLES[tiles].sum(axis=(2, 4), dtype=np.int64)
+                if g_end == groups and tail < self.group_size:
+                    last = tiles[:, -1]  # [blocks, per_group, 8, 4]
+                    low = ((last & 0x0F) != 8) & real[None, :, None, 0, :]
+                    high = ((last >> 4) != 8) & real[None, :, None, 1, :]
+                    counts[:, -1] = low.sum(axis=(1, 3)) + high.sum(axis=(1, 3))
+                total += int((counts * live[b : b + block_step, g:g_end]).sum())
+        return total
 
     def slice_rows(self, lo: int, hi: int) -> Int4Weight:
         """Output rows ``lo:hi``, re-tiled (tiles hold 8 rows)."""

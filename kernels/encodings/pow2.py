@@ -118,7 +118,7 @@ class Pow2Weight(EncodedWeight):
             )
         if not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
             raise ValueError("pow2 alpha must be finite and non-negative")
-        if np.any(codes & 0x0F == INVALID_CODE) or np.any(codes >> 4 == INVALID_CODE):
+        if _has_invalid_code(codes):
             raise ValueError(f"pow2 codes: code {INVALID_CODE} (negative zero) is invalid")
         if cols & 1 and rows and np.any(codes[:, -1] >> 4):
             raise ValueError("pow2 codes: the padding (high) nibble of the last byte must be 0")
@@ -137,6 +137,41 @@ class Pow2Weight(EncodedWeight):
     def decode_matrix(self) -> np.ndarray:
         values = code_values().astype(np.float32)[self.unpacked_codes()]
         return (values * self.alpha[:, None]).astype(np.float32)
+
+    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+        """Nonzeros of the decoded matrix, counted on the packed codes about
+        ``chunk_bytes`` at a time: each row's codes are tallied, and a code counts where
+        its float32 value times the row's α is not zero (code 0, α = 0, or a product
+        that underflows give zero)."""
+        rows, width = self.codes.shape
+        values = np.nan_to_num(code_values()).astype(np.float32)
+        step = max(1, chunk_bytes // (8 * max(1, width)))  # the tallies index as intp
+        total = 0
+        for lo in range(0, rows, step):
+            codes = self.codes[lo : lo + step]
+            n = codes.shape[0]
+            offset = (np.arange(n, dtype=np.intp) * 16)[:, None]
+            tally = np.bincount((offset + (codes & 0x0F)).ravel(), minlength=16 * n)
+            tally += np.bincount((offset + (codes >> 4)).ravel(), minlength=16 * n)
+            tally = tally.reshape(n, 16)
+            if self.in_features & 1:  # the last high nibble is padding (validated 0)
+                tally[:, 0] -= 1
+            live = values[None, :] * self.alpha[lo : lo + step, None] != 0
+            total += int((tally * live).sum())
+        return total
+
+
+#: Bytes holding the invalid code in either nibble.
+_INVALID_BYTES = np.array(
+    [(b & 0x0F) == INVALID_CODE or (b >> 4) == INVALID_CODE for b in range(256)], np.bool_
+)
+
+
+def _has_invalid_code(codes: np.ndarray, chunk: int = 1 << 22) -> bool:
+    """Does any nibble hold the invalid code? Checked ``chunk`` bytes at a time, so a
+    large weight needs no temporary of its size."""
+    flat = codes.reshape(-1)
+    return any(_INVALID_BYTES[flat[lo : lo + chunk]].any() for lo in range(0, flat.size, chunk))
 
 
 def _nearest_codes(magnitude_ratio: np.ndarray, negative: np.ndarray) -> np.ndarray:
