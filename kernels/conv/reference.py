@@ -8,8 +8,6 @@ C-contiguous NCHW and read the batch from x.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from kernels import registry
@@ -42,6 +40,34 @@ def patch_rows(x: np.ndarray, geo: Geometry, group: int, xpad: np.ndarray | None
         [tap(xpad[:, cs], geo, ky, kx) for ky in range(geo.kh) for kx in range(geo.kw)], axis=2
     )  # [n, cg, kh·kw, ho, wo]
     return np.ascontiguousarray(taps.transpose(0, 3, 4, 1, 2).reshape(-1, geo.kg))
+
+
+def _tap_index(size: int, size_out: int, k: int, s: int, d: int, pad: int) -> np.ndarray:
+    """Along one axis, the input index each (output, tap) pair reads: [size_out, k];
+    -1 where it reads padding."""
+    idx = np.arange(size_out, dtype=np.int64)[:, None] * s + np.arange(k, dtype=np.int64) * d
+    idx -= pad
+    idx[(idx < 0) | (idx >= size)] = -1
+    return idx
+
+
+def patch_rows_in_bounds(x: np.ndarray, geo: Geometry, group: int):
+    """:func:`patch_rows` gathered from x itself, never padding it: (rows, in_bounds).
+
+    rows [n·ho·wo, cg·kh·kw] as :func:`patch_rows` (zero where a tap reads padding) and
+    in_bounds bool [ho·wo, cg·kh·kw], whether each entry reads the input. Memory follows
+    x and the patches, not the padding (padding 3000 on an 8x8 input pads nothing).
+    """
+    rows_at = _tap_index(geo.h, geo.ho, geo.kh, geo.sh, geo.dh, geo.pt)  # [ho, kh]
+    cols_at = _tap_index(geo.w, geo.wo, geo.kw, geo.sw, geo.dw, geo.pl)  # [wo, kw]
+    xg = x[:, group * geo.cg : (group + 1) * geo.cg]
+    # one zero row and column at the end: what index -1 reads
+    xg = np.pad(xg, ((0, 0), (0, 0), (0, 1), (0, 1)))
+    taps = np.take(np.take(xg, rows_at, axis=2), cols_at, axis=4)  # [n, cg, ho, kh, wo, kw]
+    rows = np.ascontiguousarray(taps.transpose(0, 2, 4, 1, 3, 5)).reshape(-1, geo.kg)
+    inside = (rows_at >= 0)[:, None, :, None] & (cols_at >= 0)[None, :, None, :]  # ho wo kh kw
+    inside = np.broadcast_to(inside[:, :, None], (geo.ho, geo.wo, geo.cg, geo.kh, geo.kw))
+    return rows, inside.reshape(geo.ho * geo.wo, geo.kg)
 
 
 def rows_to_nchw(y: np.ndarray, n: int, geo: Geometry) -> np.ndarray:
@@ -130,18 +156,17 @@ def binary_reference(x, w, bias, geo: Geometry, activation) -> np.ndarray:
     Binary activations, per patch row r (per group): β_r = mean |x| over the row
     (padding counted as 0), n[r, o] = Σ over in-bounds k of sign(x[r, k])·sign(W[o, k])
     (exact integer), and y = act((α_o·β_r)·f32(n) + bias), the float epilogue of the
-    binary linear kernel.
+    binary linear kernel. The patches are gathered without padding the input
+    (:func:`patch_rows_in_bounds`), so huge padding costs no memory.
     """
     if w.activations != "binary":
         return patch_rows_reference(x, w, bias, geo, activation)
     n = x.shape[0]
-    ones = np.ones((1, geo.cg, geo.h, geo.w), np.float32)
-    one_geo = dataclasses.replace(geo, n=1, c=geo.cg, groups=1)
-    valid = patch_rows(ones, one_geo, 0) != 0  # [ho·wo, kg], same for every image
     signs = w.signs().astype(np.int64)  # [out, kg]
     y = np.empty((n * geo.ho * geo.wo, geo.out), np.float32)
     for g in range(geo.groups):
-        rows = patch_rows(x, geo, g).reshape(n, geo.ho * geo.wo, geo.kg)
+        rows, valid = patch_rows_in_bounds(x, geo, g)  # valid: the same for every image
+        rows = rows.reshape(n, geo.ho * geo.wo, geo.kg)
         beta = np.abs(rows.astype(np.float64)).mean(axis=2).astype(np.float32).reshape(-1)
         xs = np.where(valid[None], np.where(rows >= 0, 1, -1), 0).reshape(-1, geo.kg)
         os_ = slice(g * geo.og, (g + 1) * geo.og)
