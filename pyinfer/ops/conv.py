@@ -3,6 +3,18 @@
 The step runs a ``kernels.conv.plan_conv2d`` plan made at build time: attributes, shapes,
 backend, lowering and weight packing are settled once, so a call only runs the kernel.
 Output sizes come from ``kernels.conv.conv_output_shape``, the one place that knows them.
+
+What a file may set, checked at load (anything else is a ``FormatError`` naming the node):
+stride and dilation are integers (or pairs) in [1, 2^20], padding in [0, 2^20], groups
+>= 1 dividing the output channels (and the input's, where known), and a dilated kernel
+may not span more pixels than any padded input can have (``MAX_DIM`` + 2·padding); with
+static input sizes, the kernel must fit the padded input. Within those bounds every conv
+makes sense for some input, so nothing more is refused: a stride larger than the padded
+input gives a one-pixel-wide output, and padding wider than the kernel gives outputs
+that read only padding (the bias). The bound of 2^20 keeps every index within int64
+arithmetic; memory is bounded elsewhere: every lowering's work and memory follow the
+input and output sizes it computes (``kernels.conv.compact``), so only a large *output*
+(huge padding at stride 1) costs memory, as the file asks.
 """
 
 from __future__ import annotations
