@@ -554,6 +554,7 @@ def _peak_bytes(build) -> int:
 def test_validating_and_counting_a_large_weight_needs_no_temporary_of_its_size():
     from kernels.encodings.csr import CSRWeight
     from kernels.encodings.dense import DenseWeight
+    from kernels.encodings.int4 import Int4Weight
     from kernels.encodings.pow2 import Pow2Weight
 
     def frozen(a):
@@ -570,6 +571,11 @@ def test_validating_and_counting_a_large_weight_needs_no_temporary_of_its_size()
     codes = frozen(np.full((4096, 8192), 0x11, np.uint8))  # 32 MiB of pow2 codes
     peak = _peak_bytes(lambda: Pow2Weight((4096, 16384), codes, frozen(np.ones(4096, np.float32))))
     assert peak < 16 << 20, peak
+    packed = np.zeros((2048, 4096, 8, 4), np.uint8)  # int4 [16384, 32768]: 256 MiB
+    scale = np.zeros((2048, 1024, 8), np.float32)  # 64 MiB of (finite) scales
+    packed.flags.writeable = scale.flags.writeable = False  # never written: no pages
+    peak = _peak_bytes(lambda: Int4Weight((16384, 32768), packed, scale))
+    assert peak < 8 << 20, peak  # the whole-array check made 16 MiB of booleans
     data = np.zeros((4096, 16384), np.float32)  # 256 MiB, never written: no pages
     data.flags.writeable = False
     peak = _peak_bytes(lambda: DenseWeight((4096, 16384), data).nonzero_count())

@@ -104,7 +104,7 @@ class Int4Weight(EncodedWeight):
         layout = (rows, groups * self.group_size // K_CHUNK, ROW_BLOCK, 4)
         packed = check_array("packed", self.packed, np.uint8, layout, "int4")
         scale = check_array("scale", self.scale, np.float32, (rows, groups, ROW_BLOCK), "int4")
-        if not np.all(np.isfinite(scale)):
+        if not _all_finite(scale):
             raise ValueError("int4 scale must be finite")
         freeze(self, "packed", packed)
         freeze(self, "scale", scale)
@@ -177,6 +177,13 @@ class Int4Weight(EncodedWeight):
             group_size=self.group_size,
             activation_scale=self.activation_scale,
         )
+
+
+def _all_finite(a: np.ndarray, chunk: int = 1 << 20) -> bool:
+    """Is every value finite? Checked ``chunk`` values at a time (a large weight's
+    scales are an eighth of its size: no temporary of their size)."""
+    flat = a.reshape(-1)
+    return all(np.isfinite(flat[lo : lo + chunk]).all() for lo in range(0, flat.size, chunk))
 
 
 def pack(q: np.ndarray, scales: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
