@@ -3,6 +3,7 @@ attributes, saves that behave like a careful tool, and inspect in bounded memory
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -513,6 +514,17 @@ def test_nonzero_count_matches_the_decoded_matrix_for_every_encoding():
         want = int(np.count_nonzero(enc.decode_matrix()))
         assert enc.nonzero_count() == want, name
         assert enc.nonzero_count(chunk_bytes=96 * 4 * 8) == want, name  # 8 rows a block
+
+
+def test_nonzero_count_calls_after_chunk_between_chunks():
+    """What lets a reader of a mapped file drop the pages read so far, chunk by chunk."""
+    w = sparse_gaussian(np.random.default_rng(5), (64, 256), 0.4)
+    for name in ("dense", "int8", "int4", "pow2"):
+        enc = kernels.encode(w, name)
+        calls = []
+        got = enc.nonzero_count(chunk_bytes=1024, after_chunk=functools.partial(calls.append, 1))
+        assert got == np.count_nonzero(enc.decode_matrix()), name
+        assert len(calls) > 1, name
 
 
 def test_nonzero_count_is_exact_where_the_arrays_decode_to_zero_in_unusual_ways():

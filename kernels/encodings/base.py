@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -106,7 +107,9 @@ class EncodedWeight:
         """The dense float32 matrix [out_features, in_features]."""
         raise NotImplementedError
 
-    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+    def nonzero_count(
+        self, chunk_bytes: int = 1 << 22, after_chunk: Callable[[], None] | None = None
+    ) -> int:
         """Entries of the decoded matrix that are not zero, in bounded memory.
 
         An encoding that stores only its nonzeros (it has a ``density``) knows the count;
@@ -114,7 +117,9 @@ class EncodedWeight:
         of float32 each) through :meth:`slice_rows`, or whole when it cannot be sliced.
         An encoding whose own ``slice_rows`` may cost a full unpack is decoded in at
         most 16 blocks: such encodings should override this and count on their stored
-        arrays (the built-in ones do).
+        arrays (the built-in ones do). ``after_chunk`` is called after each chunk of
+        stored data is read: a caller reading a memory-mapped file once drops the pages
+        read so far there, so that not even one large weight is resident whole.
         """
         rows, cols = self.out_features, self.in_features
         density = getattr(self, "density", None)
@@ -133,6 +138,8 @@ class EncodedWeight:
             if part is None:
                 return int(np.count_nonzero(self.decode_matrix()))
             total += int(np.count_nonzero(part.decode_matrix()))
+            if after_chunk is not None:
+                after_chunk()
         return total
 
     def reshaped(self, shape: tuple[int, ...]):

@@ -28,6 +28,7 @@ popcount is exact and the float epilogue gives the reference's ±inf on every ba
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -112,9 +113,12 @@ class BinaryWeight(EncodedWeight):
     def decode_matrix(self) -> np.ndarray:
         return (self.signs().astype(np.float32) * self.alpha[:, None]).astype(np.float32)
 
-    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+    def nonzero_count(
+        self, chunk_bytes: int = 1 << 22, after_chunk: Callable[[], None] | None = None
+    ) -> int:
         """Nonzeros of the decoded matrix: every entry of a row is ±α, so a row is all
-        nonzero or (α = 0) all zero; the bits are not read."""
+        nonzero or (α = 0) all zero; the bits are not read (so ``after_chunk`` is never
+        called)."""
         return int(np.count_nonzero(self.alpha)) * self.in_features
 
 

@@ -43,6 +43,7 @@ the inputs instead).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -135,16 +136,17 @@ class Int4Weight(EncodedWeight):
         per_column = np.repeat(self.group_scales(), self.group_size, axis=1)
         return q * per_column[:, : self.in_features]
 
-    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
-        """Nonzeros of the decoded matrix, counted on the packed nibbles about
-        ``chunk_bytes`` of tiles at a time: an entry ``q · d`` is zero exactly where its
-        nibble is 8 (q = 0) or its group's scale is 0 (|q| >= 1 cannot underflow)."""
-        ob, chunks = self.packed.shape[:2]
+    def nonzero_count(
+        self, chunk_bytes: int = 1 << 22, after_chunk: Callable[[], None] | None = None
+    ) -> int:
+        """Nonzeros of the decoded matrix, counted on the packed nibbles and the scales
+        about ``chunk_bytes`` of tiles at a time: an entry ``q · d`` is zero exactly where
+        its nibble is 8 (q = 0) or its group's scale is 0 (|q| >= 1 cannot underflow).
+        ``after_chunk`` as in :meth:`EncodedWeight.nonzero_count`."""
+        ob = self.packed.shape[0]
         per_group = self.group_size // K_CHUNK  # byte columns of a tile per group
         groups = self.n_groups
-        # a scale counts only for real rows (the padding rows of the last block do not)
-        rows = np.arange(ob * ROW_BLOCK).reshape(ob, 1, ROW_BLOCK) < self.out_features
-        live = (self.scale != 0) & rows  # [ob, groups, 8]
+        padding_rows = -self.out_features % ROW_BLOCK  # in the last row block
         # the last group's columns past ``in`` are padding: count them per nibble
         tail = self.in_features - (groups - 1) * self.group_size
         real = np.arange(per_group * K_CHUNK).reshape(per_group, 2, 4) < tail
@@ -162,7 +164,12 @@ class Int4Weight(EncodedWeight):
                     low = ((last & 0x0F) != 8) & real[None, :, None, 0, :]
                     high = ((last >> 4) != 8) & real[None, :, None, 1, :]
                     counts[:, -1] = low.sum(axis=(1, 3)) + high.sum(axis=(1, 3))
-                total += int((counts * live[b : b + block_step, g:g_end]).sum())
+                live = self.scale[b : b + block_step, g:g_end] != 0  # [blocks, groups, 8]
+                if padding_rows and b + block_step >= ob:
+                    live[-1, :, ROW_BLOCK - padding_rows :] = False
+                total += int((counts * live).sum())
+                if after_chunk is not None:
+                    after_chunk()
         return total
 
     def slice_rows(self, lo: int, hi: int) -> Int4Weight:

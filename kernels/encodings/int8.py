@@ -33,6 +33,7 @@ the inputs instead).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -101,9 +102,12 @@ class Int8Weight(EncodedWeight):
     def decode_matrix(self) -> np.ndarray:
         return self.quantized().astype(np.float32) * self.scale[:, None]
 
-    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+    def nonzero_count(
+        self, chunk_bytes: int = 1 << 22, after_chunk: Callable[[], None] | None = None
+    ) -> int:
         """Nonzeros of the decoded matrix, counted on the packed tiles a block of rows at
-        a time (an entry is zero where q is 0 or its row's scale is 0)."""
+        a time (an entry is zero where q is 0 or its row's scale is 0); ``after_chunk`` as
+        in :meth:`EncodedWeight.nonzero_count`."""
         ob, chunks = self.packed.shape[:2]
         step = max(1, chunk_bytes // max(1, chunks * K_CHUNK * ROW_BLOCK))
         total = 0
@@ -113,6 +117,8 @@ class Int8Weight(EncodedWeight):
             rows = slice(b * ROW_BLOCK, min((b + step) * ROW_BLOCK, self.out_features))
             q = q[: rows.stop - rows.start, : self.in_features]
             total += int(np.count_nonzero(q, axis=1) @ (self.scale[rows] != 0))
+            if after_chunk is not None:
+                after_chunk()
         return total
 
     def slice_rows(self, lo: int, hi: int) -> Int8Weight:

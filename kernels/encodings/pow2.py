@@ -44,6 +44,7 @@ the inputs instead).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -138,11 +139,14 @@ class Pow2Weight(EncodedWeight):
         values = code_values().astype(np.float32)[self.unpacked_codes()]
         return (values * self.alpha[:, None]).astype(np.float32)
 
-    def nonzero_count(self, chunk_bytes: int = 1 << 22) -> int:
+    def nonzero_count(
+        self, chunk_bytes: int = 1 << 22, after_chunk: Callable[[], None] | None = None
+    ) -> int:
         """Nonzeros of the decoded matrix, counted on the packed codes about
         ``chunk_bytes`` at a time: each row's codes are tallied, and a code counts where
         its float32 value times the row's α is not zero (code 0, α = 0, or a product
-        that underflows give zero)."""
+        that underflows give zero). ``after_chunk`` as in
+        :meth:`EncodedWeight.nonzero_count`."""
         rows, width = self.codes.shape
         values = np.nan_to_num(code_values()).astype(np.float32)
         step = max(1, chunk_bytes // (8 * max(1, width)))  # the tallies index as intp
@@ -158,6 +162,8 @@ class Pow2Weight(EncodedWeight):
                 tally[:, 0] -= 1
             live = values[None, :] * self.alpha[lo : lo + step, None] != 0
             total += int((tally * live).sum())
+            if after_chunk is not None:
+                after_chunk()
         return total
 
 
