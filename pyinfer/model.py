@@ -157,6 +157,8 @@ class Model:
         hold it resident.
         """
         rows = []
+        mapped = release_pages and self.source is not None
+        release = self.source.release_pages if mapped else None
         for node in self.nodes:
             w = next((s for s in node.static if isinstance(s, EncodedWeight)), None)
             params = [s for s in node.static if isinstance(s, np.ndarray)]
@@ -173,7 +175,7 @@ class Model:
                     "encoding": w.encoding if w is not None else None,
                     "weight_shape": tuple(w.shape) if w is not None else None,
                     "output_shape": node.out_shape,
-                    "sparsity": sparsity(w) if w is not None else None,
+                    "sparsity": sparsity(w, release) if w is not None else None,
                     "bytes": (w.nbytes if w is not None else 0) + param_bytes,
                     "dense_bytes": (4 * math.prod(w.shape) if w is not None else 0) + param_bytes,
                 }
@@ -273,11 +275,11 @@ def _open_reference(path: str, sha256: str) -> Model:
     return model
 
 
-def sparsity(w: EncodedWeight) -> float:
+def sparsity(w: EncodedWeight, after_chunk=None) -> float:
     """Fraction of the weight's entries that are zero (from the encoding when it knows,
     else counted on the encoded arrays in bounded memory: ``nonzero_count``)."""
     density = getattr(w, "density", None)
     if density is not None:
         return 1.0 - float(density)
     size = math.prod(w.shape)
-    return 1.0 - w.nonzero_count() / size if size else 0.0
+    return 1.0 - w.nonzero_count(after_chunk=after_chunk) / size if size else 0.0
