@@ -301,8 +301,12 @@ class _Importer:
             a = a.astype(np.float32)
         elif a.dtype.kind == "b":
             a = a.astype(np.int64)
+        if a.ndim == 0:
+            # NOTE: stored as [1]: a .pinf file keeps no 0-d tensors; broadcasting against
+            # the tensors it meets (rank >= 1) gives the same result
+            a = a.reshape(1)
         name = self.fresh(hint, onnx_name=True)
-        self.constants[name] = np.array(a, order="C")  # keeps 0-d arrays 0-d
+        self.constants[name] = np.ascontiguousarray(a)
         return name
 
     def as_tensor(self, v, what: str) -> Tensor:
@@ -963,10 +967,10 @@ def _h_batchnorm(imp, node, ins, attrs):
     gamma, beta, mean, var = (p.astype(np.float64) for p in params)
     scale = gamma / np.sqrt(var + attrs.get("epsilon", 1e-5))
     shift = beta - mean * scale
-    folded = _per_channel_fold(imp, x, scale, shift, node.output[0])
+    view = (-1,) + (1,) * (x.rank - 2)  # channels on axis 1, as broadcasting sees them
+    folded = _per_channel_fold(imp, x, scale.reshape(view), shift.reshape(view), node.output[0])
     if folded is not None:
         return [folded]
-    view = (-1,) + (1,) * (x.rank - 2)
     y = imp.emit("Mul", [x, scale.reshape(view)], x.shape, f"{node.output[0]}_scale")
     return [imp.emit("Add", [y, shift.reshape(view)], x.shape, node.output[0])]
 
@@ -1256,6 +1260,14 @@ def _h_gather(imp, node, ins, attrs):
     axis = _axis(attrs.get("axis", 0), d.rank)
     if isinstance(idx, Tensor):
         ishape, iname = idx.shape, idx
+    elif np.ndim(idx) == 0:  # one index: a slice and a squeeze, views both
+        i = int(idx)
+        end = i + 1 if i != -1 else _BIG
+        shape = (*d.shape[:axis], 1, *d.shape[axis + 1 :])
+        sl = {"starts": [i], "ends": [end], "axes": [axis], "steps": [1]}
+        part = imp.emit("Slice", [d], shape, f"{node.output[0]}_slice", sl)
+        shape = (*d.shape[:axis], *d.shape[axis + 1 :])
+        return [imp.emit("Squeeze", [part], shape, node.output[0], {"axes": [axis]})]
     else:
         ic = np.asarray(idx).astype(np.int64)
         ishape, iname = ic.shape, imp.constant(ic, "indices")

@@ -28,7 +28,7 @@ def _infer_binary(node: Node):
 
 def _pow(a, b):
     # x ** 2 is the common case (a variance); np.square is exact and faster
-    if b.ndim == 0 and b == 2:
+    if b.size == 1 and b.reshape(-1)[0] == 2:
         return np.square(a)
     return np.power(a, b)
 
