@@ -275,8 +275,9 @@ def _infer_dynamic_reshape(node: Node):
 
 
 def _build_dynamic_reshape(node: Node):
-    shape, dims = tuple(node.attrs["shape"]), parse_dims(
-        node.attrs["dims"], len(node.inputs), len(node.attrs["shape"])
+    shape, dims = (
+        tuple(node.attrs["shape"]),
+        parse_dims(node.attrs["dims"], len(node.inputs), len(node.attrs["shape"])),
     )
 
     def dynamic_reshape(x, *refs):
@@ -295,8 +296,9 @@ def _infer_expand(node: Node):
 
 
 def _build_expand(node: Node):
-    shape, dims = tuple(node.attrs["shape"]), parse_dims(
-        node.attrs["dims"], len(node.inputs), len(node.attrs["shape"])
+    shape, dims = (
+        tuple(node.attrs["shape"]),
+        parse_dims(node.attrs["dims"], len(node.inputs), len(node.attrs["shape"])),
     )
 
     def expand(x, *refs):
