@@ -167,9 +167,10 @@ def test_imported_model_round_trips_through_a_file(tmp_path):
     assert [n.name for n in loaded.nodes] == [n.name for n in model.nodes]
 
 
-def test_decomposed_layernorm_and_gelu_run():
+@pytest.mark.parametrize("gelu_order", ["x*(1+erf)*0.5", "(x*0.5)*(1+erf)"])
+def test_decomposed_layernorm_and_gelu_fold_into_one_op(gelu_order):
     """The spelled-out forms some exporters write: ReduceMean/Sub/Pow/Sqrt/Div and
-    x * 0.5 * (1 + erf(x / sqrt 2))."""
+    x * 0.5 * (1 + erf(x / sqrt 2)) become LayerNorm and Gelu."""
     d = 16
     inits = [
         numpy_helper.from_array(np.float32(v), n)
@@ -194,9 +195,17 @@ def test_decomposed_layernorm_and_gelu_run():
         helper.make_node("Div", ["ln", "sqrt2"], ["z"], "gelu_div"),
         helper.make_node("Erf", ["z"], ["e"], "gelu_erf"),
         helper.make_node("Add", ["e", "one"], ["e1"], "gelu_add"),
-        helper.make_node("Mul", ["ln", "e1"], ["g"], "gelu_mul"),
-        helper.make_node("Mul", ["g", "half"], ["y"], "gelu_half"),
     ]
+    if gelu_order == "x*(1+erf)*0.5":
+        nodes += [
+            helper.make_node("Mul", ["ln", "e1"], ["g"], "gelu_mul"),
+            helper.make_node("Mul", ["g", "half"], ["y"], "gelu_half"),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Mul", ["half", "ln"], ["g"], "gelu_half"),
+            helper.make_node("Mul", ["g", "e1"], ["y"], "gelu_mul"),
+        ]
     graph = helper.make_graph(
         nodes,
         "ln_gelu",
@@ -206,6 +215,7 @@ def test_decomposed_layernorm_and_gelu_run():
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model = pyinfer.from_onnx(proto)
+    assert [n.op for n in model.nodes] == ["LayerNorm", "Gelu"]
     for shape in [(2, 3, d), (1, 7, d)]:
         assert_matches(model, proto, {"x": randn(*shape, scale=3.0)})
 

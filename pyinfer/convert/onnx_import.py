@@ -35,6 +35,7 @@ MIN_OPSET = 11
 _INPUT_TYPES = {1: "float32", 7: "int64", 6: "int32"}
 #: Float element types a Cast may target and stay a float32 tensor here.
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
+_TYPE_CODES = {v: k for k, v in _INPUT_TYPES.items()}
 _BIG = 2**62  # a slice end meaning "to the end"
 
 
@@ -111,14 +112,6 @@ def from_onnx(model: Any) -> Any:
 
 # ---------------------------------------------------------------------- op tables
 
-#: ONNX ops evaluated at import time when their inputs are sizes (object arrays);
-#: any default-domain op with constant inputs is evaluated by ``onnx.reference``.
-_SIZE_OPS = {
-    "Shape", "Size", "Gather", "Concat", "Slice", "Squeeze", "Unsqueeze", "Reshape",
-    "Add", "Sub", "Mul", "Div", "Neg", "Equal", "Where", "Cast", "Identity", "Expand",
-    "Max", "Min", "Constant", "ConstantOfShape", "Range",
-}  # fmt: skip
-
 #: ONNX ops that can run on run-time tensors (handlers below).
 _RUNTIME_OPS = {
     "MatMul", "Gemm", "Conv", "BatchNormalization", "Add", "Sub", "Mul", "Div", "Pow",
@@ -127,6 +120,7 @@ _RUNTIME_OPS = {
     "LayerNormalization", "ReduceMean", "ReduceSum", "ReduceMax", "GlobalAveragePool",
     "GlobalMaxPool", "MaxPool", "AveragePool", "Flatten", "Reshape", "Squeeze",
     "Unsqueeze", "Transpose", "Concat", "Gather", "Slice", "Expand", "Pad", "Shape", "Size",
+    "CastLike",
 }  # fmt: skip
 
 
@@ -156,8 +150,8 @@ class _Importer:
         self.values: dict[str, Any] = {}  # ONNX value name -> array or Tensor
         self.symbols: dict[str, tuple[str, int]] = {}  # symbol -> (runtime value, axis)
         self.producer: dict[str, dict] = {}  # runtime value -> runtime node
-        self.uses = Counter(i for n in self.graph.node for i in n.input if i)
-        self.uses.update(o.name for o in self.graph.output)
+        self.node_list = list(self.graph.node)  # after _fuse_patterns: what is imported
+        self.uses: Counter = Counter()
         self.graph_outputs = {o.name for o in self.graph.output}
         # ONNX names are reserved for the values they name; helpers take other names
         self.reserved = {i.name for i in self.graph.initializer}
@@ -188,31 +182,29 @@ class _Importer:
         return opset
 
     def _check_ops(self) -> None:
-        """One error naming every op type (and its nodes) that cannot be imported."""
+        """One error naming every op type (and its nodes) that cannot be imported.
+
+        A node whose inputs are all constants or sizes is evaluated at import (any
+        default-domain op); every other node must map to a runtime op.
+        """
         static = {i.name for i in self.graph.initializer}
-        sized: set[str] = set()  # values derived from Shape: object arrays
         bad: dict[str, list[str]] = {}
         for k, node in enumerate(self.graph.node):
             op = (
                 node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
             )
             ins = [i for i in node.input if i]
-            is_static = all(i in static for i in ins)
-            from_sizes = any(i in sized for i in ins) or node.op_type in ("Shape", "Size")
+            if node.op_type == "CastLike":
+                ins = ins[:1]  # the second input gives only a dtype
+            is_static = all(i in static for i in ins) or node.op_type in ("Shape", "Size")
             if node.domain not in ("", "ai.onnx"):
                 ok = False
-            elif node.op_type in ("Shape", "Size", "Constant"):
-                ok, is_static = True, True
-            elif is_static:
-                ok = node.op_type in _SIZE_OPS if from_sizes else True
             else:
-                ok = node.op_type in _RUNTIME_OPS
+                ok = is_static or node.op_type in _RUNTIME_OPS
             if not ok:
                 bad.setdefault(op, []).append(node.name or f"#{k} ({node.output[0]})")
             if is_static:
                 static.update(node.output)
-                if from_sizes:
-                    sized.update(node.output)
         if bad:
             parts = []
             for op, names in sorted(bad.items()):
@@ -347,12 +339,15 @@ class _Importer:
         self._check_ops()
         for init in self.graph.initializer:
             self.values[init.name] = self.onnx.numpy_helper.to_array(init)
+        self._fuse_patterns()
+        self.uses = Counter(i for n in self.node_list for i in n.input if i)
+        self.uses.update(o.name for o in self.graph.output)
         inputs = []
         for vi in self.graph.input:
             if vi.name in self.values:
                 continue  # an initializer listed as an input (older exporters)
             inputs.append(self._graph_input(vi))
-        for node in self.graph.node:
+        for node in self.node_list:
             try:
                 self._import_node(node)
             except (NotStatic, OnnxImportError) as exc:
@@ -372,6 +367,19 @@ class _Importer:
         self._drop_unused_constants(graph)
         weights = {k: kernels.encode(w, "dense") for k, w in self.weights.items()}
         return Model(graph, weights, self.constants)
+
+    def _fuse_patterns(self) -> None:
+        from pyinfer.convert.onnx_patterns import fuse_patterns
+
+        constants = {k: v for k, v in self.values.items() if isinstance(v, np.ndarray)}
+        for node in self.node_list:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                try:
+                    (value,) = self._fold(node, [], _attrs(node))
+                except Exception:  # noqa: BLE001 - left for the walk to report
+                    continue
+                constants[node.output[0]] = value
+        self.node_list = fuse_patterns(self.node_list, constants, self.graph_outputs)
 
     def _drop_unused_constants(self, graph) -> None:
         used = {v for n in graph["nodes"] for v in n["inputs"]} | set(graph["outputs"])
@@ -1048,6 +1056,18 @@ def _h_cast(imp, node, ins, attrs):
     )
 
 
+def _h_castlike(imp, node, ins, attrs):
+    src, like = ins
+    if isinstance(src, Tensor):
+        return _h_cast(imp, node, [src], {"to": _TYPE_CODES[like.dtype]})
+    a = np.asarray(src)
+    if is_symbolic(a):
+        if like.dtype == "float32":
+            raise NotStatic("sizes known only at run time cast to float")
+        return [a]
+    return [a.astype(like.dtype)]
+
+
 def _h_clip(imp, node, ins, attrs):
     x = imp.as_tensor(ins[0], "Clip")
     if imp.opset < 11:
@@ -1088,6 +1108,9 @@ def _h_softmax(imp, node, ins, attrs):
 def _h_layernorm(imp, node, ins, attrs):
     x = imp.as_tensor(ins[0], "LayerNormalization")
     axis = _axis(attrs.get("axis", -1), x.rank)
+    norm = x.shape[axis:]
+    if not all(isinstance(d, int) for d in norm):
+        raise OnnxImportError(f"LayerNormalization over axes of unknown size {norm}")
     params = []
     for v in ins[1:3]:
         if v is None:
@@ -1096,9 +1119,9 @@ def _h_layernorm(imp, node, ins, attrs):
         c = _const(v)
         if c is None:
             raise OnnxImportError("LayerNormalization scale and bias must be constants")
-        norm = x.shape[axis:]
-        full = np.broadcast_to(c, norm) if c.ndim < len(norm) else c
-        params.append(imp.constant(full, f"{node.output[0]}.param"))
+        if c.size == prod(norm):
+            c = c.reshape(norm)
+        params.append(imp.constant(np.broadcast_to(c, norm), f"{node.output[0]}.param"))
     if len(node.output) > 1 and any(node.output[1:]):
         raise OnnxImportError("LayerNormalization's Mean and InvStdDev outputs are not supported")
     inputs = [x] + [p for p in params if p is not None]
@@ -1388,6 +1411,7 @@ _HANDLERS: dict[str, Callable] = {
     "Identity": _h_identity,
     "Dropout": _h_identity,
     "Cast": _h_cast,
+    "CastLike": _h_castlike,
     "Clip": _h_clip,
     "Gelu": _h_gelu,
     "Softmax": _h_softmax,
