@@ -220,6 +220,75 @@ def test_decomposed_layernorm_and_gelu_fold_into_one_op(gelu_order):
         assert_matches(model, proto, {"x": randn(*shape, scale=3.0)})
 
 
+def test_elementwise_reduction_and_shape_ops_match():
+    """Each op the importer maps one to one, on a [batch, 4, 6] input with a free batch."""
+    c = {
+        "pos": np.float32(0.5),
+        "vec": randn(6),
+        "lo": np.float32(-1.0),
+        "hi": np.float32(2.0),
+        "ax1": np.array([1], np.int64),
+        "ax_last": np.array([-1], np.int64),
+        "starts": np.array([1, 0], np.int64),
+        "ends": np.array([3, 100], np.int64),
+        "axes": np.array([1, 2], np.int64),
+        "steps": np.array([1, 2], np.int64),
+        "pads": np.array([0, 1, 0, 0, 2, 1], np.int64),
+        "shape": np.array([2, 1, 1, 1], np.int64),
+        "flat": np.array([0, -1], np.int64),
+    }
+    nodes = [
+        ("Abs", ["x"], {}),
+        ("Neg", ["x"], {}),
+        ("Exp", ["x"], {}),
+        ("Erf", ["x"], {}),
+        ("Sigmoid", ["x"], {}),
+        ("Tanh", ["x"], {}),
+        ("Sqrt", ["p"], {}),
+        ("Log", ["p"], {}),
+        ("Reciprocal", ["p"], {}),
+        ("Sub", ["x", "vec"], {}),
+        ("Div", ["x", "p"], {}),
+        ("Pow", ["p", "pos"], {}),
+        ("Max", ["x", "vec"], {}),
+        ("Min", ["x", "vec"], {}),
+        ("Clip", ["x", "lo", "hi"], {}),
+        ("Relu", ["x"], {}),
+        ("ReduceMean", ["x", "ax1"], {"keepdims": 0}),
+        ("ReduceSum", ["x", "ax_last"], {}),
+        ("ReduceMax", ["x", "ax1"], {}),
+        ("Softmax", ["x"], {"axis": 1}),
+        ("Transpose", ["x"], {"perm": [0, 2, 1]}),
+        ("Slice", ["x", "starts", "ends", "axes", "steps"], {}),
+        ("Pad", ["x", "pads"], {}),
+        ("Unsqueeze", ["x", "ax1"], {}),
+        ("Reshape", ["x", "flat"], {}),
+        ("Flatten", ["x"], {"axis": 2}),
+        ("Concat", ["x", "x"], {"axis": -1}),
+        ("Expand", ["x", "shape"], {}),
+    ]
+    onnx_nodes = [
+        helper.make_node("Abs", ["x"], ["ax"], "abs_for_p"),
+        helper.make_node("Add", ["ax", "pos"], ["p"], "positive"),
+    ]
+    outputs = []
+    for k, (op, ins, attrs) in enumerate(nodes):
+        onnx_nodes.append(helper.make_node(op, ins, [f"y{k}"], f"{op.lower()}_{k}", **attrs))
+        outputs.append(helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        onnx_nodes,
+        "ops",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6])],
+        outputs,
+        [numpy_helper.from_array(v, k) for k, v in c.items()],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = pyinfer.from_onnx(proto)
+    assert len(model.nodes) == len(onnx_nodes)  # one runtime op each
+    for batch in (1, 2):
+        assert_matches(model, proto, {"x": randn(batch, 4, 6, scale=2.0)})
+
+
 # ------------------------------------------------------------------ errors
 
 
