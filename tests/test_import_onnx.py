@@ -289,6 +289,44 @@ def test_elementwise_reduction_and_shape_ops_match():
         assert_matches(model, proto, {"x": randn(batch, 4, 6, scale=2.0)})
 
 
+def test_embeddings_with_positions_up_to_the_sequence_length():
+    """BERT-style input: token and position embeddings, the positions a Range up to the
+    sequence length read from the ids' shape (Shape -> Gather -> Range -> Unsqueeze)."""
+    vocab, max_len, d = 50, 16, 8
+    inits = [
+        numpy_helper.from_array(randn(vocab, d), "tok.weight"),
+        numpy_helper.from_array(randn(max_len, d), "pos.weight"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "first"),
+        numpy_helper.from_array(randn(d, d), "w"),
+        numpy_helper.from_array(np.ones(d, np.float32), "gamma"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"], "shape"),
+        helper.make_node("Gather", ["shape", "one"], ["seq"], "seq_len"),
+        helper.make_node("Range", ["zero", "seq", "one"], ["positions"], "arange"),
+        helper.make_node("Unsqueeze", ["positions", "first"], ["pos_ids"], "unsqueeze"),
+        helper.make_node("Gather", ["tok.weight", "ids"], ["tok"], "tok_embedding"),
+        helper.make_node("Gather", ["pos.weight", "pos_ids"], ["pos"], "pos_embedding"),
+        helper.make_node("Add", ["tok", "pos"], ["h"], "add"),
+        helper.make_node("LayerNormalization", ["h", "gamma"], ["ln"], "ln", axis=-1),
+        helper.make_node("MatMul", ["ln", "w"], ["y"], "proj"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "embed",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", d])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = pyinfer.from_onnx(proto)
+    assert model.inputs[0].dtype == "int64"
+    for shape in [(2, 5), (1, 16), (3, 1)]:
+        assert_matches(model, proto, {"ids": RNG.integers(0, vocab, shape)})
+
+
 # ------------------------------------------------------------------ errors
 
 

@@ -56,6 +56,23 @@ class Tensor:
         return len(self.shape)
 
 
+@dataclass(frozen=True)
+class Arange:
+    """Integer positions known only at run time: ``range(start, stop, step)`` with
+    ``stop`` a size (a sequence length), under ``lead`` leading axes of size 1. Gathering
+    rows of a table at them (position embeddings) is a slice of the table."""
+
+    start: int
+    stop: Size
+    step: int
+    lead: int = 0
+
+    @property
+    def shape(self) -> tuple:
+        length = self.stop - self.start if self.step == 1 else None
+        return (1,) * self.lead + (length,)
+
+
 def _require_onnx():
     try:
         import onnx
@@ -149,6 +166,10 @@ class _Importer:
         self.constants: dict[str, np.ndarray] = {}
         self.values: dict[str, Any] = {}  # ONNX value name -> array or Tensor
         self.symbols: dict[str, tuple[str, int]] = {}  # symbol -> (runtime value, axis)
+        # symbol -> a float32 value carrying it: size-reading inputs of runtime ops must be
+        # float32 (the planner's rule), so an integer graph input cannot serve
+        self.float_symbols: dict[str, tuple[str, int]] = {}
+        self.initializer_names: dict[int, str] = {}  # id(array) -> its ONNX name
         self.producer: dict[str, dict] = {}  # runtime value -> runtime node
         self.node_list = list(self.graph.node)  # after _fuse_patterns: what is imported
         self.uses: Counter = Counter()
@@ -276,6 +297,10 @@ class _Importer:
         }
         self.nodes.append(node)
         self.producer[out] = node
+        for axis, d in enumerate(shape):
+            mono = d.monomial() if isinstance(d, Dim) else None
+            if mono is not None and mono[0] == 1 and len(mono[1]) == 1:
+                self.float_symbols.setdefault(mono[1][0], (out, axis))
         return Tensor(out, tuple(shape))
 
     def tensor_name(self, v) -> str:
@@ -310,7 +335,8 @@ class _Importer:
         a = np.asarray(v)
         if is_symbolic(a):
             raise NotStatic(f"{what}: sizes used as data are known only at run time")
-        return Tensor(self.constant(a), tuple(a.shape), str(a.dtype))
+        hint = self.initializer_names.get(id(v), "const")
+        return Tensor(self.constant(a, hint), tuple(a.shape), str(a.dtype))
 
     def symbol_for(self, t: Tensor, axis: int) -> Dim:
         """A fresh symbol for a size only a run settles, read from ``t``'s axis."""
@@ -326,9 +352,10 @@ class _Importer:
         new = self.fresh(new_hint, onnx_name=True)
         node["outputs"] = [new]
         self.producer[new] = node
-        for sym, (src, axis) in self.symbols.items():
-            if src == t.name:
-                self.symbols[sym] = (new, axis)
+        for table in (self.symbols, self.float_symbols):
+            for sym, (src, axis) in table.items():
+                if src == t.name:
+                    table[sym] = (new, axis)
         return Tensor(new, t.shape, t.dtype)
 
     # ------------------------------------------------------------------ the walk
@@ -339,6 +366,7 @@ class _Importer:
         self._check_ops()
         for init in self.graph.initializer:
             self.values[init.name] = self.onnx.numpy_helper.to_array(init)
+            self.initializer_names[id(self.values[init.name])] = init.name
         self._fuse_patterns()
         self.uses = Counter(i for n in self.node_list for i in n.input if i)
         self.uses.update(o.name for o in self.graph.output)
@@ -412,6 +440,10 @@ class _Importer:
             stored.append(None)
         self.taken.add(vi.name)
         self.values[vi.name] = Tensor(vi.name, tuple(shape), dtype)
+        if dtype == "float32":
+            for axis, d in enumerate(shape):
+                if isinstance(d, Dim):
+                    self.float_symbols.setdefault(d.monomial()[1][0], (vi.name, axis))
         return {"name": vi.name, "shape": stored, "dtype": dtype}
 
     def _import_node(self, node) -> None:
@@ -419,7 +451,7 @@ class _Importer:
         attrs = _attrs(node)
         op = node.op_type
         present = [v for v in ins if v is not None]
-        if op in ("Shape", "Size") or all(not isinstance(v, Tensor) for v in present):
+        if op in ("Shape", "Size") or all(not isinstance(v, (Tensor, Arange)) for v in present):
             outs = self._fold(node, ins, attrs)
         else:
             handler = _HANDLERS.get(op)
@@ -437,7 +469,8 @@ class _Importer:
         if op in _SIZE_FOLDS and (
             op in ("Shape", "Size") or any(is_symbolic(v) for v in ins if v is not None)
         ):
-            return [simplify(np.asarray(r)) for r in _SIZE_FOLDS[op](self, ins, attrs)]
+            outs = _SIZE_FOLDS[op](self, ins, attrs)
+            return [r if isinstance(r, Arange) else simplify(np.asarray(r)) for r in outs]
         if any(is_symbolic(v) for v in ins if v is not None):
             raise NotStatic(f"{op} of sizes known only at run time is not supported")
         from onnx.reference import ReferenceEvaluator
@@ -493,11 +526,38 @@ def _fold_slice(imp, ins, attrs):
         np.asarray(ins[4]).reshape(-1) if len(ins) > 4 and ins[4] is not None else [1] * len(starts)
     )
     index = [slice(None)] * data.ndim
+    if any(isinstance(e, Dim) for e in ends):
+        return [_slice_positions(data, starts, ends, axes, steps)]
     for s, e, a, st in zip(starts, ends, axes, steps):
         if isinstance(s, Dim) or isinstance(e, Dim):
             raise NotStatic("Slice of sizes with bounds known only at run time")
         index[a] = slice(int(s), int(min(max(int(e), -_BIG), _BIG)), int(st))
     return [data[tuple(index)]]
+
+
+def _fold_range(imp, ins, attrs):
+    start, limit, delta = (np.asarray(v).reshape(()).item() for v in ins)
+    if isinstance(start, Dim) or isinstance(delta, Dim) or not isinstance(limit, Dim):
+        raise NotStatic("Range with a start or step known only at run time")
+    if delta != 1:
+        raise NotStatic("Range with a step other than 1 up to a size known only at run time")
+    return [Arange(int(start), limit, 1)]
+
+
+def _slice_positions(data, starts, ends, axes, steps) -> Arange:
+    """``position_ids[:, :seq]`` of a constant ``arange`` buffer: the first positions."""
+    data = simplify(data)
+    if (
+        len(ends) != 1
+        or is_symbolic(data)
+        or int(starts[0]) != 0
+        or int(steps[0]) != 1
+        or axes[0] % max(data.ndim, 1) != data.ndim - 1
+        or data.shape[:-1] != (1,) * (data.ndim - 1)
+        or not np.array_equal(data.reshape(-1), np.arange(data.shape[-1]))
+    ):
+        raise NotStatic("Slice of sizes with bounds known only at run time")
+    return Arange(0, ends[0], 1, data.ndim - 1)
 
 
 def _fold_squeeze(imp, ins, attrs):
@@ -613,6 +673,7 @@ _SIZE_FOLDS: dict[str, Callable] = {
     "Identity": _fold_identity,
     "Cast": _fold_cast,
     "Expand": _fold_expand,
+    "Range": _fold_range,
 }
 
 
@@ -692,7 +753,11 @@ def _size_source(imp: _Importer, d: Dim, refs: list[str]) -> list[int]:
     coef, syms = mono
     out = [coef, len(syms)]
     for s in syms:
-        src, axis = imp.symbols[s]
+        if s not in imp.float_symbols:
+            raise NotStatic(
+                f"the size {s} is read at run time, but no float tensor computed so far has it"
+            )
+        src, axis = imp.float_symbols[s]
         if src not in refs:
             refs.append(src)
         out += [refs.index(src), axis]
@@ -1246,8 +1311,14 @@ def _h_squeeze(imp, node, ins, attrs):
 
 
 def _h_unsqueeze(imp, node, ins, attrs):
-    x = imp.as_tensor(ins[0], "Unsqueeze")
     axes = _axes_input(ins, attrs)
+    if isinstance(ins[0], Arange):  # positions [seq] -> [1, seq]
+        a = ins[0]
+        rank = len(a.shape) + len(axes)
+        if sorted(_axis(i, rank) for i in axes) != list(range(len(axes))):
+            raise NotStatic("positions known only at run time unsqueezed after their axis")
+        return [Arange(a.start, a.stop, a.step, a.lead + len(axes))]
+    x = imp.as_tensor(ins[0], "Unsqueeze")
     rank = x.rank + len(axes)
     axes = sorted({_axis(a, rank) for a in axes})
     dims = iter(x.shape)
@@ -1281,6 +1352,8 @@ def _h_gather(imp, node, ins, attrs):
         raise NotStatic("Gather at indices known only at run time")
     d = imp.as_tensor(data, "Gather")
     axis = _axis(attrs.get("axis", 0), d.rank)
+    if isinstance(idx, Arange):
+        return [_gather_positions(imp, node, d, idx, axis)]
     if isinstance(idx, Tensor):
         ishape, iname = idx.shape, idx
     elif np.ndim(idx) == 0:  # one index: a slice and a squeeze, views both
@@ -1296,6 +1369,23 @@ def _h_gather(imp, node, ins, attrs):
         ishape, iname = ic.shape, imp.constant(ic, "indices")
     shape = (*d.shape[:axis], *ishape, *d.shape[axis + 1 :])
     return [imp.emit("Gather", [d, iname], shape, node.output[0], {"axis": axis})]
+
+
+def _gather_positions(imp, node, d: Tensor, idx: Arange, axis: int) -> Tensor:
+    """Rows ``start..stop`` of ``d`` (a slice whose end is read at run time), with the
+    positions' leading axes of size 1."""
+    refs = [d.name]
+    dims = [0] + _size_source(imp, idx.stop, refs)
+    sl = {"starts": [idx.start], "ends": [_BIG], "axes": [axis], "steps": [1], "dims": dims}
+    rows = idx.stop - idx.start
+    shape = (*d.shape[:axis], rows, *d.shape[axis + 1 :])
+    hint = node.output[0]
+    if not idx.lead:
+        return imp.emit("Slice", refs, shape, hint, sl)
+    part = imp.emit("Slice", refs, shape, f"{hint}_rows", sl)
+    lead = list(range(axis, axis + idx.lead))
+    shape = (*d.shape[:axis], *(1,) * idx.lead, rows, *d.shape[axis + 1 :])
+    return imp.emit("Unsqueeze", [part], shape, hint, {"axes": lead})
 
 
 def _h_slice(imp, node, ins, attrs):

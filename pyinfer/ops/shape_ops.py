@@ -1,5 +1,5 @@
 """More shape ops: Squeeze, Unsqueeze, Slice, Pad, and the two whose target shape depends
-on the sizes of other tensors at run time, DynamicReshape and Expand.
+on the sizes of other tensors at run time, DynamicReshape and Expand (Slice's ends may too).
 
 A target shape is the ``shape`` attribute, some of whose entries ``dims`` overrides with a
 size read at run time: ``dims`` is a flat list of groups ``[position, coefficient, count,
@@ -112,9 +112,9 @@ register(
 # ----------------------------------------------------------------- Slice
 
 
-def _slice_params(node: Node, rank: int):
+def _slice_params(node: Node, rank: int, ends=None):
     a = node.attrs
-    starts, ends = a["starts"], a["ends"]
+    starts, ends = a["starts"], a["ends"] if ends is None else ends
     axes = a["axes"] or tuple(range(len(starts)))
     steps = a["steps"] or (1,) * len(starts)
     if not len(starts) == len(ends) == len(axes) == len(steps):
@@ -129,18 +129,27 @@ def _slice_params(node: Node, rank: int):
 
 def _infer_slice(node: Node):
     s = node.in_shapes[0]
+    dims = parse_dims(node.attrs["dims"], len(node.inputs), len(node.attrs["ends"]))
+    _check_ref_axes(node, dims)
     if s is None:
         return None
     index = _slice_params(node, len(s))
+    axes = node.attrs["axes"] or tuple(range(len(node.attrs["starts"])))
+    late = {axis_index(axes[pos], len(s)) for pos, _, _ in dims}
     return tuple(
-        d if d is None or sl == slice(None) else len(range(d)[sl]) for d, sl in zip(s, index)
+        None if i in late else d if d is None or sl == slice(None) else len(range(d)[sl])
+        for i, (d, sl) in enumerate(zip(s, index))
     )
 
 
 def _build_slice(node: Node):
     known: dict[int, tuple] = {}
+    ends = node.attrs["ends"]
+    dims = parse_dims(node.attrs["dims"], len(node.inputs), len(ends))
 
-    def slice_(x):
+    def slice_(x, *refs):
+        if dims:
+            return x[_slice_params(node, x.ndim, _runtime_target(ends, dims, (x, *refs)))]
         index = known.get(x.ndim)
         if index is None:
             index = known[x.ndim] = _slice_params(node, x.ndim)
@@ -152,17 +161,19 @@ def _build_slice(node: Node):
 register(
     OpSpec(
         "Slice",
-        ("tensor",),
+        ("tensor", "tensor+"),
         {
             "starts": Attr("ints", REQUIRED),
             "ends": Attr("ints", REQUIRED),  # clamped to the size, as Python's slices
             "axes": Attr("ints", ()),
             "steps": Attr("ints", ()),
+            "dims": Attr("ints", ()),  # ends read at run time, as DynamicReshape's dims
         },
         infer=_infer_slice,
         build=_build_slice,
         view=True,
-        description="x[starts:ends:steps] on the given axes (Python slice semantics)",
+        description="x[starts:ends:steps] on the given axes (Python slice semantics); "
+        "ends named in dims are read from input sizes at run time",
     )
 )
 
