@@ -243,6 +243,7 @@ def test_elementwise_reduction_and_shape_ops_match():
         ("Exp", ["x"], {}),
         ("Erf", ["x"], {}),
         ("Sigmoid", ["x"], {}),
+        ("HardSigmoid", ["x"], {"alpha": 0.3}),
         ("Tanh", ["x"], {}),
         ("Sqrt", ["p"], {}),
         ("Log", ["p"], {}),
@@ -287,6 +288,22 @@ def test_elementwise_reduction_and_shape_ops_match():
     assert len(model.nodes) == len(onnx_nodes)  # one runtime op each
     for batch in (1, 2):
         assert_matches(model, proto, {"x": randn(batch, 4, 6, scale=2.0)})
+
+
+def test_hard_swish_spelled_out_becomes_one_op():
+    graph = helper.make_graph(
+        [
+            helper.make_node("HardSigmoid", ["x"], ["hs"], "hs", alpha=1 / 6, beta=0.5),
+            helper.make_node("Mul", ["x", "hs"], ["y"], "mul"),
+        ],
+        "hardswish",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model = pyinfer.from_onnx(proto)
+    assert [n.op for n in model.nodes] == ["HardSwish"]
+    assert_matches(model, proto, {"x": randn(4, 5, scale=4.0)})
 
 
 def test_embeddings_with_positions_up_to_the_sequence_length():

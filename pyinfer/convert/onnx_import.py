@@ -137,7 +137,7 @@ _RUNTIME_OPS = {
     "LayerNormalization", "ReduceMean", "ReduceSum", "ReduceMax", "GlobalAveragePool",
     "GlobalMaxPool", "MaxPool", "AveragePool", "Flatten", "Reshape", "Squeeze",
     "Unsqueeze", "Transpose", "Concat", "Gather", "Slice", "Expand", "Pad", "Shape", "Size",
-    "CastLike",
+    "CastLike", "HardSigmoid",
 }  # fmt: skip
 
 
@@ -261,7 +261,8 @@ class _Importer:
 
     def layer_name(self, node, weight_name: str | None) -> str:
         """A weighted layer's name: its weight's module path (``fc1`` of ``fc1.weight``),
-        else the module the exporter recorded, else the ONNX node's name."""
+        else the module the exporter recorded (in metadata or the node's name), else the
+        ONNX node's name."""
         candidates = []
         if weight_name and weight_name.endswith(".weight") and self.weight_users[weight_name] == 1:
             candidates.append(weight_name[: -len(".weight")])
@@ -270,6 +271,10 @@ class _Importer:
             parts = [p for p in re.findall(r"'([^']*)'", scopes) if p]
             if len(parts) >= 2:
                 candidates.append(parts[-2])
+        # the TorchScript exporter names nodes by module path: /layers.0/linear1/MatMul
+        path = re.fullmatch(r"/(.+)/[A-Za-z]+(_\d+)?", node.name)
+        if path:
+            candidates.append(path.group(1).replace("/", "."))
         candidates.append(node.name or node.output[0])
         return self.node_name(next(c for c in candidates if c))
 
@@ -1150,6 +1155,12 @@ def _h_clip(imp, node, ins, attrs):
     return [imp.emit("Clip", [x], x.shape, hint, {"min": low, "max": high})]
 
 
+def _h_hard_sigmoid(imp, node, ins, attrs):
+    x = imp.as_tensor(ins[0], "HardSigmoid")
+    a = {"alpha": float(attrs.get("alpha", 0.2)), "beta": float(attrs.get("beta", 0.5))}
+    return [imp.emit("HardSigmoid", [x], x.shape, node.output[0], a)]
+
+
 def _h_gelu(imp, node, ins, attrs):
     x = imp.as_tensor(ins[0], "Gelu")
     approx = _decode(attrs.get("approximate", "none"))
@@ -1504,6 +1515,7 @@ _HANDLERS: dict[str, Callable] = {
     "CastLike": _h_castlike,
     "Clip": _h_clip,
     "Gelu": _h_gelu,
+    "HardSigmoid": _h_hard_sigmoid,
     "Softmax": _h_softmax,
     "LayerNormalization": _h_layernorm,
     "ReduceMean": _h_reduce,

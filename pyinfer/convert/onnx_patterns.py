@@ -1,8 +1,9 @@
 """Spelled-out layers in ONNX graphs, fused back into one node before import.
 
-Exporters write GELU as ``x * 0.5 * (1 + erf(x / sqrt 2))`` and LayerNorm as
-``ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div (-> Mul -> Add)``; the
-runtime has one op for each (``Gelu``, ``LayerNorm``). Matching is on the ONNX nodes:
+Exporters write GELU as ``x * 0.5 * (1 + erf(x / sqrt 2))``, LayerNorm as
+``ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div (-> Mul -> Add)`` and
+hard-swish as ``x * HardSigmoid(x)``; the runtime has one op for each (``Gelu``,
+``LayerNorm``, ``HardSwish``). Matching is on the ONNX nodes:
 every intermediate value must feed only the next node of the pattern, so a match never
 changes what the graph computes. What does not match runs op by op.
 """
@@ -74,6 +75,8 @@ def fuse_patterns(nodes: list, constants: dict[str, np.ndarray], outputs: set[st
         match = _match_gelu(g, n) if n.op_type == "Erf" else None
         if match is None and n.op_type == "ReduceMean":
             match = _match_layernorm(g, n)
+        if match is None and n.op_type == "HardSigmoid":
+            match = _match_hardswish(g, n)
         if match is None:
             continue
         parts, op, x, out, attrs = match
@@ -137,6 +140,18 @@ def _match_gelu(g: _Graph, erf):
         parts.append(half)
         m2 = m1
     return parts, "Gelu", [x], m2.output[0], {}
+
+
+def _match_hardswish(g: _Graph, hs):
+    """x * HardSigmoid(x; alpha=1/6, beta=0.5)."""
+    attrs = {a.name: a.f for a in hs.attribute}
+    if not (_close(attrs.get("alpha", 0.2), 1 / 6) and _close(attrs.get("beta", 0.5), 0.5)):
+        return None
+    x = hs.input[0]
+    mul = g.only_user(hs.output[0], "Mul")
+    if mul is None or g.other_input(mul, hs.output[0]) != x:
+        return None
+    return [hs, mul], "HardSwish", [x], mul.output[0], {}
 
 
 def _reduce_axes(g: _Graph, node) -> list[int] | None:

@@ -1,5 +1,6 @@
 """Arithmetic ops beyond Add and Mul: Sub, Div, Pow, Max, Min, the unary maths (Sqrt, Exp,
-Log, Neg, Abs, Reciprocal, Erf), Clip and the reductions (ReduceMean, ReduceSum, ReduceMax).
+Log, Neg, Abs, Reciprocal, Erf), Clip, HardSigmoid and the reductions (ReduceMean,
+ReduceSum, ReduceMax).
 
 These are what ONNX exporters write for layers the runtime has no single op for (a
 LayerNorm or GELU spelled out, a scaled attention); the converter folds the common
@@ -102,6 +103,27 @@ register(
         infer=same_shape,
         build=_build_clip,
         description="min(max(x, min), max); a missing bound is no bound",
+    )
+)
+
+
+def _build_hard_sigmoid(node: Node):
+    alpha, beta = np.float32(node.attrs["alpha"]), np.float32(node.attrs["beta"])
+
+    def hard_sigmoid(x):
+        return np.clip(x * alpha + beta, np.float32(0), np.float32(1))
+
+    return hard_sigmoid
+
+
+register(
+    OpSpec(
+        "HardSigmoid",
+        ("tensor",),
+        {"alpha": Attr("float", 0.2), "beta": Attr("float", 0.5)},
+        infer=same_shape,
+        build=_build_hard_sigmoid,
+        description="max(0, min(1, alpha * x + beta))",
     )
 )
 
