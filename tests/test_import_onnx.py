@@ -290,6 +290,27 @@ def test_elementwise_reduction_and_shape_ops_match():
         assert_matches(model, proto, {"x": randn(batch, 4, 6, scale=2.0)})
 
 
+def test_split_and_outputs_keep_their_onnx_names():
+    graph = helper.make_graph(
+        [
+            helper.make_node("Split", ["x", "sizes"], ["a", "b"], "split", axis=-1),
+            helper.make_node("Identity", ["a"], ["first"], "identity"),
+            helper.make_node("Relu", ["b"], ["second"], "relu"),
+        ],
+        "split",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 6])],
+        [
+            helper.make_tensor_value_info("first", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("second", TensorProto.FLOAT, None),
+        ],
+        [numpy_helper.from_array(np.array([2, 4], np.int64), "sizes")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model = pyinfer.from_onnx(proto)
+    assert model.output_names == ["first", "second"]
+    assert_matches(model, proto, {"x": randn(2, 3, 6)})
+
+
 def test_hard_swish_spelled_out_becomes_one_op():
     graph = helper.make_graph(
         [

@@ -137,7 +137,7 @@ _RUNTIME_OPS = {
     "LayerNormalization", "ReduceMean", "ReduceSum", "ReduceMax", "GlobalAveragePool",
     "GlobalMaxPool", "MaxPool", "AveragePool", "Flatten", "Reshape", "Squeeze",
     "Unsqueeze", "Transpose", "Concat", "Gather", "Slice", "Expand", "Pad", "Shape", "Size",
-    "CastLike", "HardSigmoid",
+    "CastLike", "HardSigmoid", "Split",
 }  # fmt: skip
 
 
@@ -395,11 +395,23 @@ class _Importer:
                     v = self.as_tensor(v, f"graph output {o.name!r}")
                 except NotStatic as exc:
                     raise OnnxImportError(f"{self.label}: {exc}") from None
+            if v.name != o.name and v.name in self.producer and o.name not in self.taken:
+                self._rename_value(v.name, o.name)  # e.g. the output of a trailing Identity
+                v = Tensor(o.name, v.shape, v.dtype)
             outputs.append(v.name)
         graph = {"inputs": inputs, "outputs": outputs, "nodes": self.nodes}
         self._drop_unused_constants(graph)
         weights = {k: kernels.encode(w, "dense") for k, w in self.weights.items()}
         return Model(graph, weights, self.constants)
+
+    def _rename_value(self, old: str, new: str) -> None:
+        """Call the runtime value ``old`` ``new`` everywhere it appears."""
+        node = self.producer.pop(old)
+        node["outputs"] = [new]
+        self.producer[new] = node
+        self.taken.add(new)
+        for n in self.nodes:
+            n["inputs"] = [new if v == old else v for v in n["inputs"]]
 
     def _fuse_patterns(self) -> None:
         from pyinfer.convert.onnx_patterns import fuse_patterns
@@ -1436,6 +1448,34 @@ def _h_slice(imp, node, ins, attrs):
     return [y]
 
 
+def _h_split(imp, node, ins, attrs):
+    """Split along an axis: one Slice (a view) per output."""
+    x = imp.as_tensor(ins[0], "Split")
+    axis = _axis(attrs.get("axis", 0), x.rank)
+    n = len(node.output)
+    if len(ins) > 1 and ins[1] is not None:
+        sizes = _const(ins[1])
+        if sizes is None:
+            raise OnnxImportError("Split sizes computed at run time are not supported")
+        sizes = [int(v) for v in sizes.reshape(-1)]
+    elif "split" in attrs:
+        sizes = list(attrs["split"])
+    else:
+        total = x.shape[axis]
+        if not isinstance(total, int):
+            raise NotStatic(f"an even Split of an axis of size {total} known only at run time")
+        n = attrs.get("num_outputs", n)
+        step = -(-total // n)
+        sizes = [min(step, total - k * step) for k in range(n)]
+    outs, start = [], 0
+    for name, size in zip(node.output, sizes):
+        shape = x.shape[:axis] + (size,) + x.shape[axis + 1 :]
+        sl = {"starts": [start], "ends": [start + size], "axes": [axis], "steps": [1]}
+        outs.append(imp.emit("Slice", [x], shape, name or f"{node.output[0]}_part", sl))
+        start += size
+    return outs
+
+
 def _h_expand(imp, node, ins, attrs):
     x = imp.as_tensor(ins[0], "Expand")
     if isinstance(ins[1], Tensor):
@@ -1534,6 +1574,7 @@ _HANDLERS: dict[str, Callable] = {
     "Gather": _h_gather,
     "Slice": _h_slice,
     "Expand": _h_expand,
+    "Split": _h_split,
     "Pad": _h_pad,
 }
 assert _RUNTIME_OPS == set(_HANDLERS) | {"Shape", "Size"}, set(_HANDLERS) ^ _RUNTIME_OPS

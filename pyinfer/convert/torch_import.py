@@ -2,8 +2,8 @@
 
 The module is exported with ``torch.onnx.export(..., dynamo=True)`` (the TorchScript
 exporter bakes sequence lengths into transformers) with the batch axis free, and the
-sequence axis too for inputs of rank 3 (``[batch, seq, features]``), then imported by
-:func:`pyinfer.from_onnx`.
+sequence axis too for ``[batch, seq, features]`` inputs and ``[batch, seq]`` token ids,
+then imported by :func:`pyinfer.from_onnx`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ def from_torch(module: Any, example_input: Any, dynamic: bool = True) -> Any:
     example_input : torch.Tensor or numpy.ndarray
         One input of the shape the model takes (float32, or integer ids).
     dynamic : bool, default True
-        Keep the batch axis (and the sequence axis of a rank-3 input) free, so the model
-        runs at any batch size and sequence length; False fixes every size.
+        Keep the batch axis free, and the sequence axis of a float ``[batch, seq,
+        features]`` input or of integer ``[batch, seq]`` token ids, so the model runs at
+        any batch size and sequence length; False fixes every size.
 
     Returns
     -------
@@ -62,8 +63,8 @@ def from_torch(module: Any, example_input: Any, dynamic: bool = True) -> Any:
     dynamic_shapes = None
     if dynamic and x.ndim >= 1:
         axes = {0: torch.export.Dim("batch")}
-        if x.ndim == 3:
-            axes[1] = torch.export.Dim("seq")
+        if x.ndim == 3 or (x.ndim == 2 and not x.is_floating_point()):
+            axes[1] = torch.export.Dim("seq")  # [batch, seq, features] or token ids
         dynamic_shapes = (axes,)
     was_training = module.training
     module.eval()
