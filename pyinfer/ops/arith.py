@@ -9,22 +9,13 @@ patterns back into LayerNorm and Gelu, and the rest runs here.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from pyinfer.ops import (
-    Attr,
-    Node,
-    OpSpec,
-    axis_index,
-    broadcast_shapes,
-    register,
-    same_shape,
-)
-from pyinfer.ops.elementwise import erf
-
-
-def _infer_binary(node: Node):
-    return broadcast_shapes(node.in_shapes[0], node.in_shapes[1])
+from pyinfer.ops import Attr, Node, OpSpec, register, same_shape, spec
+from pyinfer.ops.elementwise import erf  # also registers Add and Tanh, copied below
+from pyinfer.ops.shape_ops import unique_axes
 
 
 def _pow(a, b):
@@ -41,15 +32,9 @@ for _name, _fn, _desc in [
     ("Max", np.maximum, "elementwise maximum, broadcasting"),
     ("Min", np.minimum, "elementwise minimum, broadcasting"),
 ]:
+    # the same op as Add but for the function: broadcasting inputs, no attributes
     register(
-        OpSpec(
-            _name,
-            ("tensor", "tensor"),
-            {},
-            infer=_infer_binary,
-            build=lambda node, f=_fn: f,
-            description=_desc,
-        )
+        dataclasses.replace(spec("Add"), name=_name, build=lambda node, f=_fn: f, description=_desc)
     )
 
 
@@ -70,14 +55,10 @@ for _name, _fn, _desc in [
     ("Reciprocal", _reciprocal, "1 / x"),
     ("Erf", _erf32, "the error function"),
 ]:
+    # the same op as Tanh but for the function: one input, its shape out, no attributes
     register(
-        OpSpec(
-            _name,
-            ("tensor",),
-            {},
-            infer=same_shape,
-            build=lambda node, f=_fn: f,
-            description=_desc,
+        dataclasses.replace(
+            spec("Tanh"), name=_name, build=lambda node, f=_fn: f, description=_desc
         )
     )
 
@@ -129,12 +110,7 @@ register(
 
 
 def _reduce_axes(axes, rank: int) -> tuple[int, ...]:
-    if not axes:
-        return tuple(range(rank))
-    out = tuple(sorted({axis_index(a, rank) for a in axes}))
-    if len(out) != len(axes):
-        raise ValueError(f"axes {list(axes)} name an axis twice")
-    return out
+    return unique_axes(axes, rank) if axes else tuple(range(rank))
 
 
 def _infer_reduce(node: Node):

@@ -29,11 +29,18 @@ from pyinfer.ops import (
 from pyinfer.ops.shape import reshape_target
 
 
+def unique_axes(axes, rank: int) -> tuple[int, ...]:
+    """``axes`` (negative count from the end) as sorted indices; ValueError on repeats."""
+    out = tuple(sorted({axis_index(a, rank) for a in axes}))
+    if len(out) != len(axes):
+        raise ValueError(f"axes {list(axes)} name an axis twice")
+    return out
+
+
 def _squeeze_axes(axes, shape) -> tuple[int, ...]:
-    rank = len(shape)
     if not axes:
         return tuple(i for i, d in enumerate(shape) if d == 1)
-    out = tuple(sorted({axis_index(a, rank) for a in axes}))
+    out = unique_axes(axes, len(shape))
     for a in out:
         if shape[a] is not None and shape[a] != 1:
             raise ValueError(f"cannot squeeze axis {a} of shape {fmt_shape(shape)}: size is not 1")
@@ -60,11 +67,7 @@ def _build_squeeze(node: Node):
 
 
 def _unsqueeze_axes(axes, rank: int) -> tuple[int, ...]:
-    out_rank = rank + len(axes)
-    out = tuple(sorted({axis_index(a, out_rank) for a in axes}))
-    if len(out) != len(axes):
-        raise ValueError(f"axes {list(axes)} name an axis twice")
-    return out
+    return unique_axes(axes, rank + len(axes))
 
 
 def _infer_unsqueeze(node: Node):
