@@ -311,6 +311,25 @@ def test_split_and_outputs_keep_their_onnx_names():
     assert_matches(model, proto, {"x": randn(2, 3, 6)})
 
 
+def test_reshape_whose_size_only_a_run_knows():
+    """[batch, 6] -> [-1, 4]: 6 * batch / 4 is no whole size before a run."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"], "reshape"),
+            helper.make_node("Relu", ["r"], ["y"], "relu"),
+        ],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([-1, 4], np.int64), "shape")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = pyinfer.from_onnx(proto)
+    assert model.nodes[0].attrs["shape"] == (-1, 4)
+    for batch in (2, 6):
+        assert_matches(model, proto, {"x": randn(batch, 6)})
+
+
 def test_hard_swish_spelled_out_becomes_one_op():
     graph = helper.make_graph(
         [

@@ -56,14 +56,17 @@ def _axis(axis: int, rank: int) -> int:
 
 
 def _reshape(imp, t: Tensor, target: list, hint: str) -> Tensor:
-    """Reshape ``t`` to ``target`` (ints and Dims, no 0/-1 markers): a static Reshape
-    when at most one size needs the run (as -1) and the rest are constants or the input's
-    own sizes at the same position (as 0); else a DynamicReshape reading them."""
+    """Reshape ``t`` to ``target`` (ints and Dims, no 0/-1 markers; None for the one size
+    only the run can infer): a static Reshape when at most one size needs the run (as -1)
+    and the rest are constants or the input's own sizes at the same position (as 0); else
+    a DynamicReshape reading them."""
     target = list(target)
     if any(isinstance(d, int) and d == 0 for d in target):
         raise OnnxImportError("reshape to a size-0 dimension is not supported")
     attr: list[int] = []
-    dynamic: list[int] = []
+    dynamic: list[int] = [i for i, d in enumerate(target) if d is None]  # first: the -1
+    if len(dynamic) > 1:
+        raise OnnxImportError(f"reshape target {target} has more than one unknown size")
     for i, d in enumerate(target):
         if isinstance(d, int):
             attr.append(d)
@@ -71,12 +74,22 @@ def _reshape(imp, t: Tensor, target: list, hint: str) -> Tensor:
             attr.append(0)
         else:
             attr.append(0)
-            dynamic.append(i)
-    if not dynamic:
-        return imp.emit("Reshape", [t], tuple(target), hint, {"shape": attr})
+            if d is not None:
+                dynamic.append(i)
+    if len(dynamic) <= 1:
+        if dynamic:
+            attr[dynamic[0]] = -1
+        y = imp.emit("Reshape", [t], (), hint, {"shape": attr})
+    else:
+        y = _dynamic_reshape(imp, t, target, attr, dynamic, hint)
+    y.shape = tuple(imp.symbol_for(y, i) if d is None else d for i, d in enumerate(target))
+    return y
+
+
+def _dynamic_reshape(imp, t: Tensor, target: list, attr: list, dynamic: list, hint: str):
+    """A DynamicReshape: ``dynamic[0]`` inferred (-1), the other sizes of ``dynamic`` and
+    the input's own sizes (0 in ``attr``) read at run time."""
     attr[dynamic[0]] = -1
-    if len(dynamic) == 1:
-        return imp.emit("Reshape", [t], tuple(target), hint, {"shape": attr})
     refs = [t.name]
     dims: list[int] = []
     for i, a in enumerate(attr):
@@ -85,7 +98,7 @@ def _reshape(imp, t: Tensor, target: list, hint: str) -> Tensor:
     for i in dynamic[1:]:
         dims += [i] + _size_source(imp, target[i], refs)
     attr = [1 if a == 0 else a for a in attr]
-    return imp.emit("DynamicReshape", refs, tuple(target), hint, {"shape": attr, "dims": dims})
+    return imp.emit("DynamicReshape", refs, (), hint, {"shape": attr, "dims": dims})
 
 
 def _size_source(imp, d: Dim, refs: list[str]) -> list[int]:
@@ -121,7 +134,10 @@ def _resolve_target(in_shape: tuple, raw: np.ndarray, allowzero: bool) -> list:
     if -1 in [d for d in out if isinstance(d, int)]:
         i = next(k for k, d in enumerate(out) if isinstance(d, int) and d == -1)
         known = prod(d for k, d in enumerate(out) if k != i)
-        out[i] = prod(in_shape) // known
+        try:
+            out[i] = prod(in_shape) // known
+        except NotStatic:
+            out[i] = None  # inferred by the run
     return out
 
 
