@@ -5,10 +5,21 @@ package; the converter (``pyinfer.convert``) produces them.
 """
 
 from kernels._version import __version__
+from pyinfer.convert import from_onnx, from_torch
 from pyinfer.files import load, save
 from pyinfer.format import FormatError
 from pyinfer.graph import Graph
 from pyinfer.model import Model
 from pyinfer.scoring import BatchScorer
 
-__all__ = ["BatchScorer", "FormatError", "Graph", "Model", "__version__", "load", "save"]
+__all__ = [
+    "BatchScorer",
+    "FormatError",
+    "Graph",
+    "Model",
+    "__version__",
+    "from_onnx",
+    "from_torch",
+    "load",
+    "save",
+]

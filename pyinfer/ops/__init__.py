@@ -1,7 +1,8 @@
 """The runtime's operators: the op registry, attribute schemas and shape helpers.
 
 Each op is one :class:`OpSpec` in :data:`OPS`, registered by its family module
-(``linear``, ``conv``, ``elementwise``, ``normalization``, ``pooling``, ``shape``).
+(``linear``, ``conv``, ``elementwise``, ``arith``, ``normalization``, ``pooling``,
+``shape``, ``shape_ops``).
 Planning (``pyinfer.plan``) checks a node's inputs and attributes against the spec,
 infers its output shape, and builds once the step a call runs. Inputs have roles:
 
@@ -294,12 +295,14 @@ def bias_param(node: Node, i: int, n: int):
 
 # Family modules register their ops on import; they need the names above.
 from pyinfer.ops import (  # noqa: E402
+    arith,
     conv,
     elementwise,
     linear,
     normalization,
     pooling,
     shape,
+    shape_ops,
 )
 from pyinfer.ops.elementwise import erf  # noqa: E402
 from pyinfer.ops.linear import linear_kernel  # noqa: E402
@@ -313,6 +316,7 @@ __all__ = [
     "OpSpec",
     "Slots",
     "Step",
+    "arith",
     "broadcast_shapes",
     "check_attrs",
     "conv",
@@ -326,6 +330,7 @@ __all__ = [
     "register",
     "reshape_target",
     "shape",
+    "shape_ops",
     "spec",
     "static_roles",
 ]

@@ -1,0 +1,12 @@
+"""The converter: trained models in, runtime models out.
+
+``from_onnx`` imports an ONNX model and ``from_torch`` a PyTorch module (through the
+dynamo ONNX exporter) as dense :class:`pyinfer.Model` objects. Importing this package
+needs NumPy only; onnx and torch are imported when a model is converted
+(``pip install ".[convert]"``).
+"""
+
+from pyinfer.convert.onnx_import import OnnxImportError, from_onnx
+from pyinfer.convert.torch_import import from_torch
+
+__all__ = ["OnnxImportError", "from_onnx", "from_torch"]
