@@ -145,7 +145,7 @@ def _as_storable(name: str, a: np.ndarray) -> np.ndarray:
     if dt not in _DTYPE_NAMES:
         known = ", ".join(str(d) for d in _DTYPE_NAMES)
         raise TypeError(f"tensor {name!r} has dtype {a.dtype}, which cannot be stored; use {known}")
-    return np.ascontiguousarray(a, dtype=dt)
+    return np.require(a, dt, "C")  # keeps a 0-d array 0-d (ascontiguousarray would not)
 
 
 def _layout(tensors: Mapping[str, np.ndarray]) -> tuple[list[tuple[str, np.ndarray]], dict]:

@@ -589,3 +589,11 @@ def test_registry_rows_all_round_trip_through_from_arrays():
         w = kernels.encode(sparse_gaussian(rng, (5, 40)), name, **opts)
         again = registry.get(name).weight_type.from_arrays(w.shape, w.arrays(), w.params())
         np.testing.assert_array_equal(again.decode(), w.decode())
+
+
+def test_a_zero_dimensional_tensor_keeps_its_shape(tmp_path):
+    """A scalar (e.g. an imported constant) comes back 0-d, not as shape (1,)."""
+    path = tmp_path / "scalar.pinf"
+    fmt.write_container(path, {"s": np.array(2.5, np.float32)}, {})
+    back = fmt.read_container(path).tensors["s"]
+    assert back.shape == () and back == np.float32(2.5)
