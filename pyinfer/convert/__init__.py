@@ -1,0 +1,1 @@
+"""The converter: import models (ONNX, PyTorch) and compress them (pruning, quantization)."""
