@@ -15,6 +15,8 @@ COMMANDS = {
     "bench": "pyinfer.bench.cli",
     "run": "pyinfer.commands.run",
     "inspect": "pyinfer.commands.inspect",
+    "convert": "pyinfer.commands.convert",
+    "demo": "pyinfer.commands.demo",
 }
 
 

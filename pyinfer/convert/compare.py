@@ -128,7 +128,7 @@ class Report:
 
     def plot(self, path: str) -> None:
         """Write a PNG: bytes and latency per layer, before and after (needs matplotlib)."""
-        figure_cls, canvas_cls = _matplotlib()
+        figure_cls, canvas_cls = require_matplotlib()
         fig = figure_cls(figsize=(10, 4.5))
         names = [r["layer"] for r in self.layers]
         x = np.arange(len(names))
@@ -158,41 +158,51 @@ class Report:
         canvas_cls(fig).print_png(path)
 
 
-def plot_variants(reports: dict[str, Report], path: str, title: str = "") -> None:
-    """Write a PNG comparing compressed variants of one model: accuracy (or agreement)
-    against size, and speed-up against the dense original (needs matplotlib)."""
-    figure_cls, canvas_cls = _matplotlib()
-    fig = figure_cls(figsize=(11, 4.5))
-    ax1, ax2 = fig.subplots(1, 2)
-    names = list(reports)
-    quality = []
-    for r in reports.values():
-        t = r.total
-        quality.append(t["accuracy_after"] if t["accuracy_after"] is not None else t["agreement"])
-    sizes = [r.total["bytes_after"] / 2**20 for r in reports.values()]
-    speed = [r.total["speedup"] or 0 for r in reports.values()]
-    ax1.scatter(sizes, [100 * (q or 0) for q in quality])
-    for n, s, q in zip(names, sizes, quality):
-        ax1.annotate(n, (s, 100 * (q or 0)), fontsize=8, xytext=(3, 3), textcoords="offset points")
-    ax1.set_xlabel("model size (MiB)")
-    ax1.set_ylabel("accuracy (%)")
-    ax1.set_title("accuracy vs size")
-    y = np.arange(len(names))
-    ax2.barh(y, speed)
-    ax2.axvline(1.0, color="gray", linestyle="--")
-    ax2.set_yticks(y)
-    ax2.set_yticklabels(names, fontsize=8)
-    ax2.invert_yaxis()
-    batch = next(iter(reports.values())).batch if reports else 1
-    ax2.set_xlabel(f"speed-up vs dense (batch {batch})")
-    ax2.set_title("latency")
+def plot_variants(groups: dict[str, dict[str, Report]], path: str, title: str = "") -> None:
+    """Write a PNG comparing compressed variants, one row of panels per model: accuracy
+    (or top-1 agreement) against size, and speed-up against the dense original.
+
+    Parameters
+    ----------
+    groups : dict of model name -> {variant name: Report}
+    path : str
+        The PNG to write (needs matplotlib).
+    """
+    figure_cls, canvas_cls = require_matplotlib()
+    fig = figure_cls(figsize=(11, 4 * max(1, len(groups))))
+    axes = fig.subplots(max(1, len(groups)), 2, squeeze=False)
+    for (model_name, reports), (ax1, ax2) in zip(groups.items(), axes):
+        names = list(reports)
+        quality = []
+        for r in reports.values():
+            t = r.total
+            q = t["accuracy_after"] if t["accuracy_after"] is not None else t["agreement"]
+            quality.append(100 * (q or 0))
+        sizes = [r.total["bytes_after"] / 1024 for r in reports.values()]
+        speed = [r.total["speedup"] or 0 for r in reports.values()]
+        ax1.scatter(sizes, quality)
+        for n, s, q in zip(names, sizes, quality):
+            ax1.annotate(n, (s, q), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        ax1.set_xlim(0, None)
+        ax1.set_xlabel("model size (KiB)")
+        ax1.set_ylabel("accuracy (%)")
+        ax1.set_title(f"{model_name}: accuracy vs size")
+        y = np.arange(len(names))
+        ax2.barh(y, speed)
+        ax2.axvline(1.0, color="gray", linestyle="--")
+        ax2.set_yticks(y)
+        ax2.set_yticklabels(names, fontsize=8)
+        ax2.invert_yaxis()
+        batch = next(iter(reports.values())).batch if reports else 1
+        ax2.set_xlabel(f"speed-up vs dense (batch {batch})")
+        ax2.set_title(f"{model_name}: latency")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     canvas_cls(fig).print_png(path)
 
 
-def _matplotlib():
+def require_matplotlib():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
