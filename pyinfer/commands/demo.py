@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     rounds = 3 if args.quick else 10
     variants = args.variants or list(VARIANTS)
     images, labels = load_test_images(samples)
+    quiet = {"timing": False, "per_layer": False, "progress": False}  # timed below, whole
     groups: dict[str, dict] = {}
     for model_name in args.models:
         model = pyinfer.load(demo_path(f"fashion_{model_name}.pinf"))
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             f"latency at batch {args.batch}, {pyinfer_threads()} threads"
         )
         x_time = np.ascontiguousarray(x[: args.batch])
-        reports = {"dense": compare(model, model, x, labels, timing=False, progress=False)}
+        reports = {"dense": compare(model, model, x, labels, **quiet)}
         models = {"dense": model}
         for name in variants:
             recipe = VARIANTS[name]
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             models[name] = compress(
                 model, recipe, data, force=name not in HONEST, batch=args.batch, progress=False
             )
-            reports[name] = compare(model, models[name], x, labels, timing=False, progress=False)
+            reports[name] = compare(model, models[name], x, labels, **quiet)
         names = list(models)
         times = measure.time_calls([lambda m=m, x=x_time: m(x) for m in models.values()], rounds)
         for name, t in zip(names, times):
