@@ -49,7 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=list(VARIANTS),
         metavar="VARIANT",
-        help=f"which variants to run (default: all of {', '.join(VARIANTS)})",
+        help="which variants to run (default: all of "
+        + ", ".join(VARIANTS).replace("%", "%%")  # argparse formats help with %
+        + ")",
     )
     parser.add_argument(
         "--samples", type=int, default=None, help="test images to score (default: all 2000)"
