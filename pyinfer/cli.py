@@ -60,4 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m pyinfer.cli``: run the imported module, whose UserError the commands raise
+    from pyinfer.cli import main as _main
+
+    sys.exit(_main())

@@ -74,6 +74,8 @@ def read_data(path: str, input_names: list[str]):
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if os.path.splitext(path)[1].lower() not in (".npz", ".npy"):
+        raise UserError(f"data {path}: expected a .npz (or .npy) file")
     try:
         loaded = np.load(path, allow_pickle=False)  # a data file can never execute code
     except (OSError, ValueError, EOFError) as exc:
