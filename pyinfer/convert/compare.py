@@ -276,8 +276,8 @@ def compare(
     rows = []
     nodes = list(layers_o.values())
     for node in measure.progress(nodes, "timing layers", enabled=progress and timing):
-        w_o = measure.layer_weight(node)[2]
-        w_c = measure.layer_weight(layers_c[node.name])[2]
+        w_o = measure.layer_weight(node)[1]
+        w_c = measure.layer_weight(layers_c[node.name])[1]
         t_o = t_c = None
         shape = measure.layer_input_shape(node, batch, stats["shapes"].get(node.name))
         if timing and shape is not None:
@@ -435,11 +435,8 @@ def _model_bytes(model: Model) -> int:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    """Bytes in KiB: one unit down a column reads at a glance."""
+    return f"{n / 1024:.1f} KiB"
 
 
 def _pct(v) -> str:

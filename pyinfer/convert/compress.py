@@ -154,7 +154,7 @@ def compress(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     layers = measure.weighted_layers(model)
-    weights = {name: measure.layer_weight(node)[2] for name, node in layers.items()}
+    weights = {name: measure.layer_weight(node)[1] for name, node in layers.items()}
     plans = plan_layers(recipe, weights)
 
     # -- every check before any work
@@ -216,7 +216,7 @@ def compress(
     decisions = []
     for p in plans:
         node, w = layers[p.layer], weights[p.layer]
-        _, wname, _ = measure.layer_weight(node)
+        wname, _ = measure.layer_weight(node)
         t_dense, t_comp = timings.get(p.layer, (None, None))
         if p.layer in skipped:
             status, reason, now = "skipped", f"{p.encoding} cannot apply: {skipped[p.layer]}", w

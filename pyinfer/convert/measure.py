@@ -24,20 +24,25 @@ class DataError(ValueError):
 
 
 def weighted_layers(model: Model) -> dict[str, ops.Node]:
-    """The nodes holding an encoded weight, by node name, in model order."""
+    """The layers compression works on, by node name, in model order: nodes that take
+    an activation tensor at input 0 and an encoded weight at input 1 (Linear, Gemm,
+    Conv2d: what ``kernels.linear`` and ``kernels.conv2d`` run)."""
     layers = {}
     for node in model.nodes:
-        if any(isinstance(s, EncodedWeight) for s in node.static):
+        spec = ops.OPS[node.op]
+        if (
+            len(node.static) > 1
+            and spec.role(0) == "tensor"
+            and spec.role(1) == "weight"
+            and isinstance(node.static[1], EncodedWeight)
+        ):
             layers[node.name] = node
     return layers
 
 
-def layer_weight(node: ops.Node) -> tuple[int, str, EncodedWeight]:
-    """(input position, weight name, weight) of a weighted node."""
-    for pos, s in enumerate(node.static):
-        if isinstance(s, EncodedWeight):
-            return pos, node.inputs[pos], s
-    raise ValueError(f"node {node.name!r} has no weight")
+def layer_weight(node: ops.Node) -> tuple[str, EncodedWeight]:
+    """(weight name, weight) of a layer from :func:`weighted_layers`."""
+    return node.inputs[1], node.static[1]
 
 
 def with_outputs(model: Model, extra: list[str]) -> Model:
@@ -134,8 +139,7 @@ def layer_model(node: ops.Node, weight: EncodedWeight, in_shape: tuple) -> Model
 
     g = Graph()
     x = g.input("x", (None, *in_shape[1:]))
-    pos, _, _ = layer_weight(node)
-    bias = node.static[pos + 1] if len(node.static) > pos + 1 else None
+    bias = node.static[2] if len(node.static) > 2 else None
     attrs = dict(node.attrs)
     w = g.weight(weight, name="w")
     inputs = [x, w] + ([g.constant(bias, "b")] if bias is not None else [])
