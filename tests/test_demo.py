@@ -103,3 +103,37 @@ def test_fashion_mnist_int8_and_int4_within_half_a_point(model_name):
     for encoding in ("int8", "int4"):
         compressed = compress(model, encoding, force=True, progress=False)
         assert abs(acc(compressed) - base) <= 0.005, encoding
+
+
+@pytest.mark.slow
+def test_fashion_mnist_wide_mlp_trained_here_int8_and_int4_within_half_a_point():
+    """The MLP 784-1024-1024-10 the converter's targets name, trained here with PyTorch."""
+    torch = pytest.importorskip("torch", reason="training the wide MLP needs PyTorch")
+    from scripts.make_demo_model import load_fashion_mnist, train
+
+    _fashion_test_set()  # skips when the dataset is absent
+    x_train, y_train, x_test, y_test = load_fashion_mnist()
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
+    )
+    x = torch.from_numpy(x_train.reshape(-1, 784).astype(np.float32) / 255)
+    xt = torch.from_numpy(x_test.reshape(-1, 784).astype(np.float32) / 255)
+    y, yt = torch.from_numpy(y_train.astype(np.int64)), torch.from_numpy(y_test.astype(np.int64))
+    train(net, x, y, xt, yt, epochs=2, lr=1e-3, name="wide mlp")
+    g = pyinfer.Graph()
+    h = g.input("x", (None, 784))
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    for i, lin in enumerate(linears):
+        w, b = (t.detach().numpy().astype(np.float32) for t in (lin.weight, lin.bias))
+        h = g.linear(h, w, b, "relu" if i < len(linears) - 1 else None, name=f"fc{i + 1}")
+    g.output(h)
+    model = g.build()
+    x_np, labels = xt.numpy(), y_test.astype(np.int64)
+    base = float(np.mean(model(x_np).argmax(1) == labels))
+    assert base > 0.85
+    for encoding in ("int8", "int4"):
+        compressed = compress(model, encoding, force=True, progress=False)
+        acc = float(np.mean(compressed(x_np).argmax(1) == labels))
+        assert abs(acc - base) <= 0.005, (encoding, acc, base)
