@@ -155,7 +155,8 @@ def compress(
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     layers = measure.weighted_layers(model)
     weights = {name: measure.layer_weight(node)[1] for name, node in layers.items()}
-    plans = plan_layers(recipe, weights)
+    spec = read_recipe(recipe)
+    plans = plan_layers(spec, weights)
 
     # -- every check before any work
     skipped: dict[str, str] = {}
@@ -190,6 +191,9 @@ def compress(
         options = dict(p.options)
         if p.layer in scales:
             options["activation_scale"] = scales[p.layer]
+        if p.encoding == "dense" and not p.sparsity and weights[p.layer].encoding == "dense":
+            encoded[p.layer] = weights[p.layer]  # as it is: no copy
+            continue
         dense = matrices[p.layer].reshape(weights[p.layer].shape)
         try:
             encoded[p.layer] = kernels.encode(dense, p.encoding, **options)
@@ -254,7 +258,7 @@ def compress(
         )
     result = Model(model.graph, new_weights, model.constants)
     result.compression = CompressionRecord(
-        recipe=read_recipe(recipe),
+        recipe=spec,
         force=force,
         batch=batch,
         calibration_samples=measure.n_samples(arrays) if calibrated else 0,
