@@ -5,7 +5,7 @@ package; the converter (``pyinfer.convert``) produces them.
 """
 
 from kernels._version import __version__
-from pyinfer.convert import from_onnx, from_torch
+from pyinfer.convert import Report, compare, compress, from_onnx, from_torch
 from pyinfer.files import load, save
 from pyinfer.format import FormatError
 from pyinfer.graph import Graph
@@ -17,7 +17,10 @@ __all__ = [
     "FormatError",
     "Graph",
     "Model",
+    "Report",
     "__version__",
+    "compare",
+    "compress",
     "from_onnx",
     "from_torch",
     "load",

@@ -15,6 +15,8 @@ COMMANDS = {
     "bench": "pyinfer.bench.cli",
     "run": "pyinfer.commands.run",
     "inspect": "pyinfer.commands.inspect",
+    "convert": "pyinfer.commands.convert",
+    "demo": "pyinfer.commands.demo",
 }
 
 
@@ -58,4 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m pyinfer.cli``: run the imported module, whose UserError the commands raise
+    from pyinfer.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,137 @@
+"""``pyinfer convert``: an ONNX or .pinf model in, a compressed .pinf out, and a report."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "compress a model (.onnx or .pinf) by a recipe into a .pinf file, and report the gains"
+
+#: Keys of a --data .npz file that hold labels rather than inputs.
+LABEL_KEYS = ("labels", "label", "y")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``pyinfer convert``."""
+    parser.add_argument("model", help="the model: .onnx (needs pyinfer[convert]) or .pinf")
+    parser.add_argument("-o", "--output", required=True, help="the .pinf file to write")
+    parser.add_argument(
+        "--recipe",
+        required=True,
+        help="an encoding for every layer (dense, csr, int8, int4, pow2, binary) or a "
+        ".json/.yaml recipe: {default: int8, layers: {fc1: {encoding: csr, sparsity: 0.9}, "
+        "'conv*': int4, head: dense}}",
+    )
+    parser.add_argument(
+        "--data",
+        help=".npz of sample inputs (by input name; one array for a one-input model) and "
+        "optionally labels (key 'labels' or 'y'): calibration, errors and accuracy",
+    )
+    parser.add_argument("--report", help="write the report as JSON here")
+    parser.add_argument("--plot", help="write the report as a PNG here (needs matplotlib)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="keep every asked encoding even where it measures slower than dense",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=1, help="rows per call when timing layers (default 1)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (tqdm) on stderr"
+    )
+
+
+def load_model(path: str):
+    """A dense ``pyinfer.Model`` from a .pinf or .onnx file."""
+    import pyinfer
+    from pyinfer.cli import UserError
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".pinf":
+        try:
+            return pyinfer.load(path, mmap=False)
+        except PermissionError as exc:
+            raise UserError(str(exc)) from None
+    if ext == ".onnx":
+        try:
+            from pyinfer.convert.onnx_import import from_onnx
+        except ImportError as exc:
+            raise UserError(
+                f"reading ONNX needs the converter extra: pip install 'pyinfer[convert]' ({exc})"
+            ) from None
+        return from_onnx(path)
+    raise UserError(f"{path}: expected a .onnx or .pinf model")
+
+
+def read_data(path: str, input_names: list[str]):
+    """(inputs, labels or None) from a .npz (or a .npy for a one-input model)."""
+    import numpy as np
+
+    from pyinfer.cli import UserError
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    if os.path.splitext(path)[1].lower() not in (".npz", ".npy"):
+        raise UserError(f"data {path}: expected a .npz (or .npy) file")
+    try:
+        loaded = np.load(path, allow_pickle=False)  # a data file can never execute code
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"cannot read data {path!r} as .npz/.npy: {exc}") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded, None
+    with loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    labels = next((arrays.pop(k) for k in LABEL_KEYS if k in arrays), None)
+    if len(input_names) == 1 and input_names[0] not in arrays and len(arrays) == 1:
+        arrays = {input_names[0]: next(iter(arrays.values()))}
+    return arrays, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything, compress, save atomically, print (and write) the report."""
+    import pyinfer
+    from pyinfer.cli import UserError
+    from pyinfer.convert.compare import compare
+    from pyinfer.convert.compress import compress
+    from pyinfer.convert.measure import DataError, check_data
+    from pyinfer.convert.recipe import RecipeError, read_recipe
+
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, got {args.batch}")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"cannot write {args.output}: no directory {out_dir}")
+    if args.plot:
+        from pyinfer.convert.compare import require_matplotlib
+
+        try:
+            require_matplotlib()  # before the work, not after it
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        read_recipe(args.recipe)  # a bad recipe fails before the model is read
+        model = load_model(args.model)
+        data = labels = None
+        if args.data:
+            data, labels = read_data(args.data, [s.name for s in model.inputs])
+            data = check_data(model, data)
+        progress = not args.no_progress
+        compressed = compress(
+            model, args.recipe, data, force=args.force, batch=args.batch, progress=progress
+        )
+    except (RecipeError, DataError) as exc:
+        raise UserError(str(exc)) from None
+    pyinfer.save(compressed, args.output)  # atomic: Ctrl-C leaves no partial file
+    report = compare(model, compressed, data, labels, batch=args.batch, progress=progress)
+    print(report.table())
+    print(f"wrote {args.output} ({os.path.getsize(args.output) / 1024:.1f} KiB)")
+    if args.report:
+        report.to_json(args.report)
+        print(f"wrote {args.report}")
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
+    return 0
