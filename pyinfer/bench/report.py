@@ -69,7 +69,10 @@ def _machine_section(runs: list[dict]) -> list[str]:
     out.append("\n".join(facts))
     for number, run in enumerate(runs, 1):
         for (suite, cold, threads), rows in _sections(run["results"]):
-            title = f"### {suite}: {'cold weights' if cold else 'one cached weight'}, "
+            what = "cold weights" if cold else "one cached weight"
+            if _is_models(rows):
+                what = "distinct models cycled" if cold else "one model"
+            title = f"### {suite}: {what}, "
             title += f"{threads} thread{'s' if threads != 1 else ''}"
             if len(runs) > 1:
                 title += f" ({_run_name(runs, number)})"
@@ -89,6 +92,8 @@ def _run_line(ctx: dict) -> str:
     line += f": `{command}`" if command else ""
     if ctx.get("openblas_env"):
         line += f" (with {', '.join(ctx['openblas_env'])} set)"
+    if ctx.get("torch_first"):
+        line += " (torch imported first)"
     return line
 
 
@@ -106,6 +111,8 @@ def _sections(results: list[dict]) -> list[tuple[tuple, list[dict]]]:
 
 def _table(rows: list[dict]) -> str:
     """One line per (case, batch, our impl)."""
+    if _is_models(rows):
+        return models_table(rows)
     # peers, and any baseline a suite asks to see beside them (meta "compare_with")
     named = [name for r in rows for name in r.get("meta", {}).get("compare_with", ())]
     peers = list(dict.fromkeys(named + [r["impl"] for r in rows if r["kind"] == "peer"]))
@@ -140,6 +147,48 @@ def _table(rows: list[dict]) -> str:
     if notes:
         lines.append("")
         lines += [f"- failed: {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def _is_models(rows: list[dict]) -> bool:
+    """Whether these are whole-model rows (a suite's cases say ``meta["layout"]``)."""
+    return any(r.get("meta", {}).get("layout") == "models" for r in rows)
+
+
+def models_table(rows: list[dict]) -> str:
+    """Whole models: one line per (model, batch, our version) with its median, the ratios
+    against the case's ``meta["reference"]`` (pyinfer's dense model) and
+    ``meta["baseline"]`` (ONNX Runtime on the dense model), and, for a model whose layers
+    were also timed alone (``meta["parts"]``), their summed medians and run / that sum."""
+    cases: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cases.setdefault((r["case"], r["batch"]), []).append(r)
+    meta = rows[0].get("meta", {}) if rows else {}
+    reference, baseline = meta.get("reference"), meta.get("baseline")
+    head = ["model", "batch", "pyinfer", "ms", f"vs {reference or 'reference'}"]
+    head += [f"vs {_short(baseline or 'baseline')}", "layers alone ms", "run / layers alone"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    failures = []
+    for (case, batch), group in cases.items():
+        ok = {r["impl"]: r["median_ms"] for r in group if not r.get("error")}
+        failures += [r for r in group if r.get("error")]
+        parts = group[0].get("meta", {}).get("parts", {})
+        for r in group:
+            if r["kind"] != "ours":
+                continue
+            mine = ok.get(r["impl"])
+            cells = [case, str(batch), _short(r["impl"]), _ms(mine)]
+            cells += [_ratio(ok.get(reference), mine), _ratio(ok.get(baseline), mine)]
+            alone = [ok.get(name) for name in parts.get(r["impl"], ())]
+            if alone and None not in alone and mine:
+                cells += [_ms(sum(alone)), f"{mine / sum(alone):.2f}"]
+            else:
+                cells += ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    notes = dict.fromkeys(f"{r['impl']} on {r['case']}: {r['error']}" for r in failures)
+    if notes:
+        lines.append("")
+        lines += [f"- not measured: {note}" for note in notes]
     return "\n".join(lines)
 
 
