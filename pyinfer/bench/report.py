@@ -122,13 +122,8 @@ def _table(rows: list[dict]) -> str:
         "| " + " | ".join(head) + " |",
         "|---|---:|---|---:|---|---:|---:|" + "---:|" * len(peers),
     ]
-    cases: dict[tuple, list[dict]] = {}
-    for r in rows:
-        cases.setdefault((r["case"], r["batch"]), []).append(r)
-    failures = []
-    for (case, batch), group in cases.items():
-        ok = {r["impl"]: r["median_ms"] for r in group if not r.get("error")}
-        failures += [r for r in group if r.get("error")]
+    for (case, batch), group in _by_case(rows).items():
+        ok = _medians(group)
         dense = [r for r in group if r["kind"] == "dense" and r["impl"] in ok]
         fastest = min(dense, key=lambda r: r["median_ms"], default=None)
         for r in group:
@@ -143,11 +138,28 @@ def _table(rows: list[dict]) -> str:
                 cells.append(_ratio(fastest["median_ms"], mine))
             cells += [_ratio(ok.get(p), mine) for p in peers]
             lines.append("| " + " | ".join(cells) + " |")
-    notes = dict.fromkeys(f"{r['impl']} on {r['case']}: {r['error']}" for r in failures)
-    if notes:
-        lines.append("")
-        lines += [f"- failed: {note}" for note in notes]
-    return "\n".join(lines)
+    return "\n".join(lines + _error_notes(rows, "failed"))
+
+
+def _by_case(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows by (case, batch), in run order."""
+    cases: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cases.setdefault((r["case"], r["batch"]), []).append(r)
+    return cases
+
+
+def _medians(group: list[dict]) -> dict[str, float]:
+    """impl -> median ms of the rows measured without error."""
+    return {r["impl"]: r["median_ms"] for r in group if not r.get("error")}
+
+
+def _error_notes(rows: list[dict], verb: str) -> list[str]:
+    """Lines for the report under a table: each impl and case that raised, and why."""
+    notes = dict.fromkeys(
+        f"{r['impl']} on {r['case']}: {r['error']}" for r in rows if r.get("error")
+    )
+    return [""] + [f"- {verb}: {note}" for note in notes] if notes else []
 
 
 def _is_models(rows: list[dict]) -> bool:
@@ -160,18 +172,13 @@ def models_table(rows: list[dict]) -> str:
     against the case's ``meta["reference"]`` (pyinfer's dense model) and
     ``meta["baseline"]`` (ONNX Runtime on the dense model), and, for a model whose layers
     were also timed alone (``meta["parts"]``), their summed medians and run / that sum."""
-    cases: dict[tuple, list[dict]] = {}
-    for r in rows:
-        cases.setdefault((r["case"], r["batch"]), []).append(r)
     meta = rows[0].get("meta", {}) if rows else {}
     reference, baseline = meta.get("reference"), meta.get("baseline")
     head = ["model", "batch", "pyinfer", "ms", f"vs {reference or 'reference'}"]
     head += [f"vs {_short(baseline or 'baseline')}", "layers alone ms", "run / layers alone"]
     lines = ["| " + " | ".join(head) + " |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-    failures = []
-    for (case, batch), group in cases.items():
-        ok = {r["impl"]: r["median_ms"] for r in group if not r.get("error")}
-        failures += [r for r in group if r.get("error")]
+    for (case, batch), group in _by_case(rows).items():
+        ok = _medians(group)
         parts = group[0].get("meta", {}).get("parts", {})
         for r in group:
             if r["kind"] != "ours":
@@ -185,11 +192,7 @@ def models_table(rows: list[dict]) -> str:
             else:
                 cells += ["", ""]
             lines.append("| " + " | ".join(cells) + " |")
-    notes = dict.fromkeys(f"{r['impl']} on {r['case']}: {r['error']}" for r in failures)
-    if notes:
-        lines.append("")
-        lines += [f"- not measured: {note}" for note in notes]
-    return "\n".join(lines)
+    return "\n".join(lines + _error_notes(rows, "not measured"))
 
 
 def _short(impl: str) -> str:
