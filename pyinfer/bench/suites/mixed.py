@@ -307,10 +307,10 @@ def _model_bytes(model: Model) -> int:
 # ---------------------------------------------------------------------------- cases
 
 
-def mlp_case(
-    batch: int, sizes: Sequence[int] = MLP_SIZES, sparsity: float = SPARSITY, with_ort=True
-) -> Case:
-    """One batch of the MLP in every version, the mixed one's layers alone, ONNX Runtime."""
+def mlp_case(batch: int, sizes: Sequence[int] = MLP_SIZES, sparsity: float = SPARSITY) -> Case:
+    """One batch of the MLP in every version, the mixed one's layers alone, and ONNX
+    Runtime on the dense one; ``sizes``: 5 layer sizes, input first (4 layers, as the
+    versions' encodings)."""
 
     def builder(encodings):
         return lambda layers: mlp_graph(layers, encodings, sparsity)
@@ -321,9 +321,7 @@ def mlp_case(
         layer_alone_impl("mixed", builders["mixed"], i, e)
         for i, e in enumerate(MLP_VERSIONS["mixed"])
     ]
-    impls += layers
-    if with_ort:
-        impls.append(onnxruntime_impl(builders["dense"], mlp_onnx))
+    impls += [*layers, onnxruntime_impl(builders["dense"], mlp_onnx)]
     return Case(
         suite="mixed",
         label="MLP " + "-".join(map(str, sizes)),
@@ -342,7 +340,6 @@ def block_case(
     heads: int = BLOCK_SIZES["heads"],
     ffn: int = BLOCK_SIZES["ffn"],
     seq: int = BLOCK_SIZES["seq"],
-    with_ort=True,
 ) -> Case:
     """One batch (of sequences) of the encoder block with each linear encoding, and ONNX
     Runtime on the dense block."""
@@ -351,8 +348,7 @@ def block_case(
         return lambda p: block_graph(p, encoding, heads, seq)
 
     impls = [model_impl(e, builder(e)) for e in BLOCK_VERSIONS]
-    if with_ort:
-        impls.append(onnxruntime_impl(builder("dense"), lambda p: block_onnx(p, heads, seq)))
+    impls.append(onnxruntime_impl(builder("dense"), lambda p: block_onnx(p, heads, seq)))
     linear_flops = 2.0 * batch * seq * (4 * hidden * hidden + 2 * hidden * ffn)
     return Case(
         suite="mixed",
