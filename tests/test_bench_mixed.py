@@ -182,7 +182,7 @@ def test_bench_suite_mixed_end_to_end(tmp_path, capsys):
     assert {r["suite"] for r in data["results"]} == {"mixed"}
     assert main(["bench", "--markdown", str(tmp_path / "results.json")]) == 0
     text = capsys.readouterr().out
-    assert "### mixed: one model, 1 thread" in text
+    assert "### mixed: one model, 1 thread" in text and report.MODELS_LEGEND in text
     assert "| MLP 1024-1024-1024-1024-10 | 1 | mixed |" in text
 
 

@@ -22,6 +22,14 @@ LEGEND = (
     "ratios within one table: timings on a shared machine vary from run to run."
 )
 
+#: Added to the legend when a run holds whole-model tables.
+MODELS_LEGEND = (
+    "Whole models (suite mixed): medians in ms per model run, through the runtime; "
+    "*vs pyinfer dense*, *vs onnxruntime dense*: that model's time divided by this one's; "
+    "*run / layers alone*: the model's time divided by the sum of its layers' times, each "
+    "layer's kernel timed alone (1.0: the runtime adds nothing)."
+)
+
 
 def load(paths: Iterable[Path]) -> list[dict]:
     """The runs in these JSON files, each ``{"context": ..., "results": [...]}``."""
@@ -40,6 +48,8 @@ def markdown(runs: list[dict]) -> str:
     for run in runs:
         machines.setdefault(_machine_key(run["context"]), []).append(run)
     parts = ["# Benchmark results", LEGEND]
+    if any(_is_models(run["results"]) for run in runs):
+        parts.append(MODELS_LEGEND)
     for machine_runs in machines.values():
         parts += _machine_section(machine_runs)
     return "\n\n".join(parts) + "\n"
