@@ -81,7 +81,6 @@ def onnx_session(nodes_for, weights: list, x: np.ndarray, threads: int):
     ``nodes_for(i, w)`` returns ``(nodes, initializers, output_name)`` for weight i.
     Running the session once runs every subgraph: a round of len(weights) calls.
     """
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     nodes, inits, outputs = [], [], []
@@ -101,6 +100,14 @@ def onnx_session(nodes_for, weights: list, x: np.ndarray, threads: int):
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     )
     model.ir_version = 8
+    return ort_session(model, threads)
+
+
+def ort_session(model, threads: int):
+    """An ONNX Runtime CPU session on the ONNX ``model`` (a ModelProto): ``threads``
+    intra-op threads, sequential, every graph optimisation on."""
+    import onnxruntime as ort
+
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

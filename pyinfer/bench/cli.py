@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-hardware", action="store_true", help="skip measuring memory bandwidth and sgemm peak"
     )
     parser.add_argument(
+        "--torch-first",
+        action="store_true",
+        help="run in a fresh process that imports torch before pyinfer, as in a process "
+        "that trains, converts or pre-processes with torch (needs torch)",
+    )
+    parser.add_argument(
         "--markdown",
         nargs="+",
         type=Path,
@@ -96,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(report.markdown(report.load(args.markdown)), end="")
         return 0
+    if args.torch_first and os.environ.get(TORCH_FIRST_ENV) != "1":
+        return _run_torch_first(args)
     cores = os.cpu_count() or 1
     threads = (
         _parse_list(args.threads, "threads", int)
@@ -138,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
                 )
         print(f"\n### {name}\n")
         print(harness.format_table(results, ctx.get("bandwidth_gbs")))
+        if hasattr(module, "table"):  # the suite's own summary of its results
+            print("\n" + module.table(results))
         all_results += results
         if hasattr(module, "plot"):
             try:
@@ -159,14 +169,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Set in the process ``--torch-first`` starts, which then runs the benchmark itself.
+TORCH_FIRST_ENV = "PYINFER_BENCH_TORCH_FIRST"
+
+#: What that process runs: torch first, then the ``pyinfer`` command.
+_TORCH_FIRST_MAIN = (
+    "import sys\nimport torch\nfrom pyinfer.cli import main\nsys.exit(main(sys.argv[1:]))"
+)
+
+
+def _run_torch_first(args: argparse.Namespace) -> int:
+    """Run this benchmark in a fresh Python process that imports torch before pyinfer
+    (this process has imported pyinfer already); the same pyinfer package, options and
+    output folder. Returns its exit status."""
+    import importlib.util
+
+    import pyinfer
+
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError("--torch-first needs torch, which is not installed")
+    root = str(Path(pyinfer.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, TORCH_FIRST_ENV: "1", "PYTHONPATH": path}
+    argv = ["bench", *_option_words(args), "--out", str(args.out)]
+    return subprocess.run([sys.executable, "-c", _TORCH_FIRST_MAIN, *argv], env=env).returncode
+
+
+def _imported_before(first: str, second: str) -> bool:
+    """Whether module ``first`` was imported before ``second`` (``sys.modules`` keeps
+    the order modules started importing)."""
+    names = list(sys.modules)
+    return first in sys.modules and names.index(first) < names.index(second)
+
+
 def _run_facts(args: argparse.Namespace) -> dict:
-    """When, what and which code: the date (UTC), the command, the version and commit."""
+    """When, what and which code: the date (UTC), the command, the version and commit,
+    and whether torch was imported before pyinfer."""
     import kernels
 
     facts = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": _command_line(args),
         "version": kernels.__version__,
+        "torch_first": _imported_before("torch", "kernels"),
     }
     try:
         here = Path(__file__).resolve().parent
@@ -186,7 +231,12 @@ def _run_facts(args: argparse.Namespace) -> dict:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The ``pyinfer bench`` command that gives these options."""
-    words = ["pyinfer", "bench"]
+    return " ".join(["pyinfer", "bench", *_option_words(args)])
+
+
+def _option_words(args: argparse.Namespace) -> list[str]:
+    """The command-line words of these options (all but --out and --markdown)."""
+    words = []
     if args.suite:
         words += ["--suite", *args.suite]
     if args.quick:
@@ -202,7 +252,9 @@ def _command_line(args: argparse.Namespace) -> str:
             words += [flag, str(value)]
     if args.no_hardware:
         words.append("--no-hardware")
-    return " ".join(words)
+    if args.torch_first:
+        words.append("--torch-first")
+    return words
 
 
 def _progress(counter: dict, total: int, mode: str):

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -254,7 +255,11 @@ def blas_info() -> list[dict]:
 
 
 def set_threads(n: int) -> None:
-    """Thread count for our kernels and every baseline that honours a global setting."""
+    """Thread count for our kernels and every baseline that honours a global setting.
+
+    torch only once imported: a suite that never uses torch runs in a process without it
+    (``run_cases`` calls this again once a case's impls are prepared).
+    """
     import kernels
 
     kernels.set_num_threads(n)
@@ -264,12 +269,8 @@ def set_threads(n: int) -> None:
         threadpool_limits(n)
     except ImportError:
         pass
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def machine_context(measure_hardware: bool = True) -> dict:
@@ -338,6 +339,7 @@ def run_cases(
             except Exception as exc:  # noqa: BLE001 - one peer must not stop the run
                 row.error = f"{type(exc).__name__}: {exc}"
             rows.append(row)
+        set_threads(threads)  # again: an impl may have imported a library (torch) just now
         errors: dict[str, Exception] = {}
         rounds = {name: _guarded(name, p.run_round, errors) for name, p in prepared.items()}
         timings = measure(rounds, min_time=min_time, settle=settle, passes=passes)

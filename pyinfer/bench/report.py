@@ -22,6 +22,14 @@ LEGEND = (
     "ratios within one table: timings on a shared machine vary from run to run."
 )
 
+#: Added to the legend when a run holds whole-model tables.
+MODELS_LEGEND = (
+    "Whole models (suite mixed): medians in ms per model run, through the runtime; "
+    "*vs pyinfer dense*, *vs onnxruntime dense*: that model's time divided by this one's; "
+    "*run / layers alone*: the model's time divided by the sum of its layers' times, each "
+    "layer's kernel timed alone (1.0: the runtime adds nothing)."
+)
+
 
 def load(paths: Iterable[Path]) -> list[dict]:
     """The runs in these JSON files, each ``{"context": ..., "results": [...]}``."""
@@ -40,6 +48,8 @@ def markdown(runs: list[dict]) -> str:
     for run in runs:
         machines.setdefault(_machine_key(run["context"]), []).append(run)
     parts = ["# Benchmark results", LEGEND]
+    if any(_is_models(run["results"]) for run in runs):
+        parts.append(MODELS_LEGEND)
     for machine_runs in machines.values():
         parts += _machine_section(machine_runs)
     return "\n\n".join(parts) + "\n"
@@ -69,7 +79,10 @@ def _machine_section(runs: list[dict]) -> list[str]:
     out.append("\n".join(facts))
     for number, run in enumerate(runs, 1):
         for (suite, cold, threads), rows in _sections(run["results"]):
-            title = f"### {suite}: {'cold weights' if cold else 'one cached weight'}, "
+            what = "cold weights" if cold else "one cached weight"
+            if _is_models(rows):
+                what = "distinct models cycled" if cold else "one model"
+            title = f"### {suite}: {what}, "
             title += f"{threads} thread{'s' if threads != 1 else ''}"
             if len(runs) > 1:
                 title += f" ({_run_name(runs, number)})"
@@ -89,6 +102,8 @@ def _run_line(ctx: dict) -> str:
     line += f": `{command}`" if command else ""
     if ctx.get("openblas_env"):
         line += f" (with {', '.join(ctx['openblas_env'])} set)"
+    if ctx.get("torch_first"):
+        line += " (torch imported first)"
     return line
 
 
@@ -106,6 +121,8 @@ def _sections(results: list[dict]) -> list[tuple[tuple, list[dict]]]:
 
 def _table(rows: list[dict]) -> str:
     """One line per (case, batch, our impl)."""
+    if _is_models(rows):
+        return models_table(rows)
     # peers, and any baseline a suite asks to see beside them (meta "compare_with")
     named = [name for r in rows for name in r.get("meta", {}).get("compare_with", ())]
     peers = list(dict.fromkeys(named + [r["impl"] for r in rows if r["kind"] == "peer"]))
@@ -115,13 +132,8 @@ def _table(rows: list[dict]) -> str:
         "| " + " | ".join(head) + " |",
         "|---|---:|---|---:|---|---:|---:|" + "---:|" * len(peers),
     ]
-    cases: dict[tuple, list[dict]] = {}
-    for r in rows:
-        cases.setdefault((r["case"], r["batch"]), []).append(r)
-    failures = []
-    for (case, batch), group in cases.items():
-        ok = {r["impl"]: r["median_ms"] for r in group if not r.get("error")}
-        failures += [r for r in group if r.get("error")]
+    for (case, batch), group in _by_case(rows).items():
+        ok = _medians(group)
         dense = [r for r in group if r["kind"] == "dense" and r["impl"] in ok]
         fastest = min(dense, key=lambda r: r["median_ms"], default=None)
         for r in group:
@@ -136,11 +148,61 @@ def _table(rows: list[dict]) -> str:
                 cells.append(_ratio(fastest["median_ms"], mine))
             cells += [_ratio(ok.get(p), mine) for p in peers]
             lines.append("| " + " | ".join(cells) + " |")
-    notes = dict.fromkeys(f"{r['impl']} on {r['case']}: {r['error']}" for r in failures)
-    if notes:
-        lines.append("")
-        lines += [f"- failed: {note}" for note in notes]
-    return "\n".join(lines)
+    return "\n".join(lines + _error_notes(rows, "failed"))
+
+
+def _by_case(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Rows by (case, batch), in run order."""
+    cases: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cases.setdefault((r["case"], r["batch"]), []).append(r)
+    return cases
+
+
+def _medians(group: list[dict]) -> dict[str, float]:
+    """impl -> median ms of the rows measured without error."""
+    return {r["impl"]: r["median_ms"] for r in group if not r.get("error")}
+
+
+def _error_notes(rows: list[dict], verb: str) -> list[str]:
+    """Lines for the report under a table: each impl and case that raised, and why."""
+    notes = dict.fromkeys(
+        f"{r['impl']} on {r['case']}: {r['error']}" for r in rows if r.get("error")
+    )
+    return [""] + [f"- {verb}: {note}" for note in notes] if notes else []
+
+
+def _is_models(rows: list[dict]) -> bool:
+    """Whether these are whole-model rows (a suite's cases say ``meta["layout"]``)."""
+    return any(r.get("meta", {}).get("layout") == "models" for r in rows)
+
+
+def models_table(rows: list[dict]) -> str:
+    """Whole models: one line per (model, batch, our version) with its median, the ratios
+    against the case's ``meta["reference"]`` (pyinfer's dense model) and
+    ``meta["baseline"]`` (ONNX Runtime on the dense model), and, for a model whose layers
+    were also timed alone (``meta["parts"]``), their summed medians and run / that sum."""
+    meta = rows[0].get("meta", {}) if rows else {}
+    reference, baseline = meta.get("reference"), meta.get("baseline")
+    head = ["model", "batch", "pyinfer", "ms", f"vs {reference or 'reference'}"]
+    head += [f"vs {_short(baseline or 'baseline')}", "layers alone ms", "run / layers alone"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for (case, batch), group in _by_case(rows).items():
+        ok = _medians(group)
+        parts = group[0].get("meta", {}).get("parts", {})
+        for r in group:
+            if r["kind"] != "ours":
+                continue
+            mine = ok.get(r["impl"])
+            cells = [case, str(batch), _short(r["impl"]), _ms(mine)]
+            cells += [_ratio(ok.get(reference), mine), _ratio(ok.get(baseline), mine)]
+            alone = [ok.get(name) for name in parts.get(r["impl"], ())]
+            if alone and None not in alone and mine:
+                cells += [_ms(sum(alone)), f"{mine / sum(alone):.2f}"]
+            else:
+                cells += ["", ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines + _error_notes(rows, "not measured"))
 
 
 def _short(impl: str) -> str:
