@@ -22,6 +22,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _lock = threading.Lock()
 _state: dict = {}
 
+
 class KernelLibraryError(RuntimeError):
     """The C library exists but cannot be used (wrong version, unreadable header)."""
 
