@@ -9,10 +9,6 @@
 
 #include "pyinfer_kernels.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* ISA levels: each level implies the ones below it on its architecture. */
 #if defined(__x86_64__) || defined(_M_X64)
 #define PK_ARCH_X86 1
@@ -61,7 +57,8 @@ static inline const struct pk_functable *pk_kernels(void) {
 /* Has the CPU (and OS) every feature in mask? */
 int pk_cpu_has(unsigned mask);
 
-/* Threads for the next parallel region (set by pk_set_num_threads). */
+/* Threads for the next parallel region, read per call: the count pk_set_num_threads set,
+ * else OMP_NUM_THREADS as it is now, else the CPUs this process may run on. */
 int pk_threads(void);
 
 /* ---- the thread pool (pool.c) ---- */
@@ -72,6 +69,19 @@ typedef void pk_task_fn(void *ctx, int64_t task, int worker);
  * calling thread included, and returns when all have run. Tasks are claimed one at a
  * time, in order: make each worth a few microseconds at least. */
 void pk_parallel(int threads, int64_t tasks, pk_task_fn *fn, void *ctx);
+/* Most threads a job runs on. */
+#define PK_MAX_THREADS 256
+/* One part [begin, end) of a parallel loop over [0, n). */
+typedef void pk_range_fn(void *ctx, int64_t begin, int64_t end, int worker);
+/* Runs fn over [0, n) in consecutive parts of a multiple of `grain` iterations, about
+ * PK_TASKS_PER_THREAD parts per thread (as pk_parallel, whose tasks they are): for
+ * loops whose iterations are independent. One thread: one part, [0, n). */
+void pk_parallel_for(int threads, int64_t n, int64_t grain, pk_range_fn *fn, void *ctx);
+#define PK_TASKS_PER_THREAD 4
+/* As pk_parallel_for, in parts that shrink: each the rest divided by the thread count
+ * (OpenMP's guided schedule). The first threads take long runs of adjacent iterations,
+ * the last parts even out the finish. */
+void pk_parallel_guided(int threads, int64_t n, pk_range_fn *fn, void *ctx);
 
 /* Below this many multiply-adds (or equivalent) a call runs on the calling thread: a
  * parallel region costs more than it saves there, and far more on a busy machine. */

@@ -7,13 +7,14 @@ import functools
 import importlib.util
 import os
 import platform
+import time
 from collections.abc import Iterator
 
 from kernels import registry
 
 #: ``threads``: the count set by ``set_num_threads`` (0: none set). ``omp``: the value of
-#: OMP_NUM_THREADS last pushed to the kernels (``_UNSEEN``: none pushed since the setting
-#: changed), and ``omp_threads``, the count it gave (0: all cores).
+#: OMP_NUM_THREADS last read (``_UNSEEN``: none read since the setting changed), and
+#: ``omp_threads``, the count it gave (0: none).
 _UNSEEN = object()
 _state = {"backend": "auto", "threads": 0, "omp": None, "omp_threads": 0}
 
@@ -133,35 +134,27 @@ def set_num_threads(n: int) -> None:
     Parameters
     ----------
     n : int
-        A positive count holds until changed. ``n <= 0`` sets no count: each model run
-        then uses ``OMP_NUM_THREADS`` as it is when the run starts (what Dask and Ray
-        give a worker), or all cores when it is not set.
+        A positive count holds until changed. ``n <= 0`` sets no count: each call then
+        uses ``OMP_NUM_THREADS`` as it is when the call runs (what Dask and Ray give a
+        worker), or else the CPUs this process may run on (its affinity mask).
 
     Results do not depend on the thread count.
     """
     n = int(n)
     _state["threads"] = max(n, 0)
-    _state["omp"] = _UNSEEN  # with no count set, the next run pushes OMP_NUM_THREADS again
-    _push_threads(_state["threads"])
-
-
-def _push_threads(n: int) -> None:
-    """Give the C and Numba kernels ``n`` threads (0: all cores)."""
+    _state["omp"] = _UNSEEN  # with no count set, the next call reads OMP_NUM_THREADS again
     _changed()
     lib = _c()
     if lib is not None:
-        lib[1].pk_set_num_threads(n)
+        lib[1].pk_set_num_threads(_state["threads"])
     if _numba_installed() and "numba" in _loaded_modules():
-        import numba
-
-        most = numba.config.NUMBA_NUM_THREADS
-        numba.set_num_threads(min(n, most) if n > 0 else most)
+        apply_numba_threads()
 
 
 def follow_thread_budget() -> None:
-    """Called at the start of each model run: with no count set by ``set_num_threads``,
-    the kernels take the thread count from ``OMP_NUM_THREADS`` as it is now (a worker
-    process of Dask or Ray is given one there, and a reused Ray worker may change it).
+    """Re-read ``OMP_NUM_THREADS`` for the Numba kernels (the C library reads the budget
+    itself at every call): a worker process of Dask or Ray is given its count there, and
+    a reused Ray worker may change it.
 
     Costs one environment lookup when the value has not changed.
     """
@@ -171,7 +164,6 @@ def follow_thread_budget() -> None:
     if raw != _state["omp"]:
         _state["omp"] = raw
         _state["omp_threads"] = omp_num_threads(None if raw is None else os.fsdecode(raw))
-        _push_threads(_state["omp_threads"])
 
 
 def omp_num_threads(value: str | None) -> int:
@@ -183,24 +175,77 @@ def omp_num_threads(value: str | None) -> int:
     return int(first) if first.isdigit() else 0
 
 
+#: The affinity count and when it was read (``time.monotonic``): re-read at most every
+#: ``_AFFINITY_RECHECK`` seconds, as the C library does.
+_affinity = {"count": 0, "read_at": 0.0}
+_AFFINITY_RECHECK = 0.1
+
+
+def _affinity_count() -> int:
+    now = time.monotonic()
+    if not _affinity["count"] or now - _affinity["read_at"] > _AFFINITY_RECHECK:
+        try:
+            count = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # no affinity masks on this platform
+            count = os.cpu_count() or 1
+        _affinity.update(count=count, read_at=now)
+    return _affinity["count"]
+
+
+def _budget() -> int:
+    """The thread budget now: the count set, else OMP_NUM_THREADS, else the affinity."""
+    if _state["threads"]:
+        return _state["threads"]
+    follow_thread_budget()
+    return _state["omp_threads"] or _affinity_count()
+
+
 def get_num_threads() -> int:
-    """Threads the kernels use now (for a model run: the count it would start with)."""
-    return (
-        _state["threads"]
-        or omp_num_threads(os.environ.get("OMP_NUM_THREADS"))
-        or (os.cpu_count() or 1)
-    )
+    """Threads the next kernel call would use: the count set by ``set_num_threads``, else
+    ``OMP_NUM_THREADS`` as it is now, else the CPUs this process may run on."""
+    handle = _c()
+    return handle[1].pk_get_num_threads() if handle is not None else _budget()
 
 
 def apply_numba_threads() -> None:
-    """Numba's thread count is per thread of the caller: set it before a Numba kernel."""
-    n = _state["threads"] or _state["omp_threads"]
-    if n:
-        import numba
+    """Numba's thread count is per thread of the caller: set it (to the thread budget,
+    read now) before a Numba kernel."""
+    import numba
 
-        n = min(n, numba.config.NUMBA_NUM_THREADS)
-        if numba.get_num_threads() != n:
-            numba.set_num_threads(n)
+    n = min(_budget(), numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != n:
+        numba.set_num_threads(n)
+
+
+class _ModelRun:
+    """The context manager :func:`model_run` returns."""
+
+    __slots__ = ("_lib",)
+
+    def __enter__(self) -> _ModelRun:
+        follow_thread_budget()
+        handle = _c()
+        self._lib = handle[1] if handle is not None else None
+        if self._lib is not None:
+            self._lib.pk_pool_keep_ready(1)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._lib is not None:
+            self._lib.pk_pool_keep_ready(0)
+
+
+def model_run() -> _ModelRun:
+    """Context manager for one model run: the kernels follow the thread budget as it is
+    now, and the thread pool's idle workers stay ready between the layers while the block
+    runs (after it they soon yield their cores to other libraries). Nestable; does
+    nothing more without the C library.
+
+    Returns
+    -------
+    context manager
+    """
+    return _ModelRun()
 
 
 def _loaded_modules():

@@ -120,7 +120,6 @@ def build(
     target: str | None = None,
     cc: str | None = None,
     sanitize: bool = False,
-    openmp: bool = True,
     test_program: bool = False,
     emulate_avx512: bool = False,
     verbose: bool = False,
@@ -157,8 +156,6 @@ def build(
     common = [*BASE_FLAGS, f"-I{csrc / 'include'}", f"-I{csrc}"]
     common += [f'-DPK_VERSION_STRING="{version_of_package(root)}"']
     common += [f"-DPK_HAVE_{isa.upper()}=1" for isa in have]
-    if openmp:
-        common.append("-fopenmp")
     if sanitize:
         common += [
             "-O1",
@@ -191,8 +188,6 @@ def build(
             list(pool.map(lambda job: _compile(cc_argv, *job), jobs))
         objs = [str(obj) for _, obj, _ in jobs]
         link = [*cc_argv, *objs, "-lm", "-pthread"]
-        if openmp:
-            link.append("-fopenmp")
         if sanitize:
             link.append("-fsanitize=address,undefined")
         if test_program:
@@ -241,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cc", default=None, help="C compiler command (default: per target)")
     parser.add_argument("--sanitize", action="store_true", help="AddressSanitizer + UBSan")
-    parser.add_argument("--no-openmp", action="store_true", help="build without OpenMP")
     parser.add_argument(
         "--test-program",
         action="store_true",
@@ -262,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
         target=args.target,
         cc=args.cc,
         sanitize=args.sanitize,
-        openmp=not args.no_openmp,
         test_program=args.test_program,
         emulate_avx512=args.emulate_avx512,
         verbose=args.verbose,

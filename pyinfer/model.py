@@ -88,7 +88,10 @@ class Model:
     # ------------------------------------------------------------------ running
 
     def _execute(self, values: list[np.ndarray]) -> list[np.ndarray]:
-        backends.follow_thread_budget()
+        with backends.model_run():  # the thread budget as it is now; workers kept ready
+            return self._run_steps(values)
+
+    def _run_steps(self, values: list[np.ndarray]) -> list[np.ndarray]:
         compiled = self._compiled
         if compiled.backend != backends.get_backend():
             self._build_steps()  # kernels were resolved for another backend setting

@@ -14,28 +14,33 @@
 
 #include "conv_internal.h"
 
-int PK_CONV_BINARY_NAME(const float *x, int64_t images, int64_t channels, int64_t height,
-                        int64_t width, int64_t groups, const uint64_t *wbits,
-                        const float *alpha, int64_t out_channels, int64_t kh, int64_t kw,
-                        int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
-                        int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
-                        const float *bias, int activation, float *y) {
-    const int64_t cg = channels / groups, og = out_channels / groups;
-    const int64_t cw = (cg + 63) / 64, taps = kh * kw, pixels = height * width;
-    const int64_t kg = cg * taps;
-    uint64_t *xbits = calloc((size_t)(images * groups * pixels * cw), sizeof(uint64_t));
-    double *absum = malloc((size_t)(images * groups * pixels) * sizeof(double));
-    if (!xbits || !absum) {
-        free(xbits);
-        free(absum);
-        return PK_ERR_NOMEM;
-    }
-    const int nthreads =
-        pk_conv_threads((double)images * out_channels * out_h * out_w * taps * cw +
-                        (double)images * channels * pixels);
-    /* pack signs channels-last and sum |x| per pixel and group */
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t row = 0; row < images * groups * height; row++) {
+struct pack_args {
+    const float *x;
+    int64_t channels;
+    int64_t height;
+    int64_t width;
+    int64_t groups;
+    int64_t cg;
+    int64_t cw;
+    int64_t pixels;
+    uint64_t *xbits;
+    double *absum;
+};
+
+/* Input rows row0..row1 (of one image and group): signs packed, |x| summed per pixel. */
+static void pack_rows(void *ctx, int64_t row0, int64_t row1, int worker) {
+    const struct pack_args *a = ctx;
+    const float *x = a->x;
+    int64_t channels = a->channels;
+    int64_t height = a->height;
+    int64_t width = a->width;
+    int64_t groups = a->groups;
+    int64_t cg = a->cg;
+    int64_t cw = a->cw;
+    int64_t pixels = a->pixels;
+    uint64_t *xbits = a->xbits;
+    double *absum = a->absum;
+    for (int64_t row = row0; row < row1; row++) {
         const int64_t n = row / (groups * height), g = (row / height) % groups;
         const int64_t h = row % height;
         uint64_t *bits = xbits + ((n * groups + g) * pixels + h * width) * cw;
@@ -51,9 +56,69 @@ int PK_CONV_BINARY_NAME(const float *x, int64_t images, int64_t channels, int64_
             }
         }
     }
-    const int64_t tasks = images * groups * out_h;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t t = 0; t < tasks; t++) {
+}
+
+struct output_args {
+    const uint64_t *wbits;
+    const float *alpha;
+    int64_t out_channels;
+    int64_t height;
+    int64_t width;
+    int64_t groups;
+    int64_t kh;
+    int64_t kw;
+    int64_t stride_h;
+    int64_t stride_w;
+    int64_t dil_h;
+    int64_t dil_w;
+    int64_t pad_top;
+    int64_t pad_left;
+    int64_t out_h;
+    int64_t out_w;
+    const float *bias;
+    int activation;
+    float *y;
+    int64_t cg;
+    int64_t og;
+    int64_t cw;
+    int64_t taps;
+    int64_t pixels;
+    int64_t kg;
+    const uint64_t *xbits;
+    const double *absum;
+};
+
+/* Output rows t0..t1 (of one image and group), every channel of the group. */
+static void output_rows(void *ctx, int64_t t0, int64_t t1, int worker) {
+    const struct output_args *a = ctx;
+    const uint64_t *wbits = a->wbits;
+    const float *alpha = a->alpha;
+    int64_t out_channels = a->out_channels;
+    int64_t height = a->height;
+    int64_t width = a->width;
+    int64_t groups = a->groups;
+    int64_t kh = a->kh;
+    int64_t kw = a->kw;
+    int64_t stride_h = a->stride_h;
+    int64_t stride_w = a->stride_w;
+    int64_t dil_h = a->dil_h;
+    int64_t dil_w = a->dil_w;
+    int64_t pad_top = a->pad_top;
+    int64_t pad_left = a->pad_left;
+    int64_t out_h = a->out_h;
+    int64_t out_w = a->out_w;
+    const float *bias = a->bias;
+    int activation = a->activation;
+    float *y = a->y;
+    int64_t cg = a->cg;
+    int64_t og = a->og;
+    int64_t cw = a->cw;
+    int64_t taps = a->taps;
+    int64_t pixels = a->pixels;
+    int64_t kg = a->kg;
+    const uint64_t *xbits = a->xbits;
+    const double *absum = a->absum;
+    for (int64_t t = t0; t < t1; t++) {
         const int64_t n = t / (groups * out_h), g = (t / out_h) % groups, oh = t % out_h;
         const uint64_t *bits = xbits + (n * groups + g) * pixels * cw;
         const double *sums = absum + (n * groups + g) * pixels;
@@ -83,6 +148,37 @@ int PK_CONV_BINARY_NAME(const float *x, int64_t images, int64_t channels, int64_
             }
         }
     }
+}
+
+int PK_CONV_BINARY_NAME(const float *x, int64_t images, int64_t channels, int64_t height,
+                        int64_t width, int64_t groups, const uint64_t *wbits,
+                        const float *alpha, int64_t out_channels, int64_t kh, int64_t kw,
+                        int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                        int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                        const float *bias, int activation, float *y) {
+    const int64_t cg = channels / groups, og = out_channels / groups;
+    const int64_t cw = (cg + 63) / 64, taps = kh * kw, pixels = height * width;
+    const int64_t kg = cg * taps;
+    uint64_t *xbits = calloc((size_t)(images * groups * pixels * cw), sizeof(uint64_t));
+    double *absum = malloc((size_t)(images * groups * pixels) * sizeof(double));
+    if (!xbits || !absum) {
+        free(xbits);
+        free(absum);
+        return PK_ERR_NOMEM;
+    }
+    const int nthreads =
+        pk_conv_threads((double)images * out_channels * out_h * out_w * taps * cw +
+                        (double)images * channels * pixels);
+    /* pack signs channels-last and sum |x| per pixel and group */
+    struct pack_args pack_args_ = {x, channels, height, width, groups, cg, cw, pixels, xbits,
+                                   absum};
+    pk_parallel_for(nthreads, images * groups * height, 1, pack_rows, &pack_args_);
+    const int64_t tasks = images * groups * out_h;
+    struct output_args output_args_ = {wbits, alpha, out_channels, height, width, groups, kh,
+                                       kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                                       out_h, out_w, bias, activation, y, cg, og, cw, taps,
+                                       pixels, kg, xbits, absum};
+    pk_parallel_for(nthreads, tasks, 1, output_rows, &output_args_);
     free(xbits);
     free(absum);
     return PK_OK;

@@ -70,6 +70,102 @@ PK_ALWAYS_INLINE void tile(const float *xb, const int64_t *off, int64_t kc, cons
 }
 #undef PK_ROW
 
+struct gemm_args {
+    const float *x;
+    int64_t x_image;
+    const int64_t *offsets;
+    int64_t groups;
+    int64_t kg;
+    int64_t og;
+    int64_t out_w;
+    int64_t x_row;
+    const float *bias;
+    int activation;
+    float *y;
+    int64_t blocks;
+    const float *packed;
+    int64_t span;
+    int contiguous;
+    int64_t tiles;
+    int64_t out_c;
+    int64_t plane;
+    float *bufs;
+};
+
+/* Tiles t0..t1 of NR flat columns (of one image and group), every channel of the group. */
+static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
+    const struct gemm_args *a = ctx;
+    const float *x = a->x;
+    int64_t x_image = a->x_image;
+    const int64_t *offsets = a->offsets;
+    int64_t groups = a->groups;
+    int64_t kg = a->kg;
+    int64_t og = a->og;
+    int64_t out_w = a->out_w;
+    int64_t x_row = a->x_row;
+    const float *bias = a->bias;
+    int activation = a->activation;
+    float *y = a->y;
+    int64_t blocks = a->blocks;
+    const float *packed = a->packed;
+    int64_t span = a->span;
+    int contiguous = a->contiguous;
+    int64_t tiles = a->tiles;
+    int64_t out_c = a->out_c;
+    int64_t plane = a->plane;
+    float *bufs = a->bufs;
+    for (int64_t t = t0; t < t1; t++) {
+        float *buf = bufs + worker * blocks * MR * NR; /* this worker's */
+            const int64_t tl = t % tiles, g = (t / tiles) % groups, n = t / (tiles * groups);
+        const int64_t j0 = tl * NR;
+        const int64_t cols = span - j0 < NR ? span - j0 : NR;
+        const float *xb = x + n * x_image + j0;
+        const __m256i mask = lanes_below(cols > 8 ? cols - 8 : cols);
+        memset(buf, 0, (size_t)(blocks * MR * NR) * sizeof(float));
+        /* Each k reads its own run of x (kg runs, e.g. 256 channel planes of a 1x1
+         * conv): too many streams for the hardware prefetcher, so fetch the next
+         * tile's runs while this one computes. */
+        if (tl + 1 < tiles) {
+            for (int64_t k = 0; k < kg; k++)
+                _mm_prefetch((const char *)(xb + NR + offsets[g * kg + k]), _MM_HINT_T0);
+            if (contiguous) /* and the output runs it will write (og streams too) */
+                for (int64_t o = 0; o < og; o++)
+                    __builtin_prefetch(y + (n * out_c + g * og + o) * plane + j0 + NR, 1);
+        }
+        for (int64_t k0 = 0; k0 < kg; k0 += KC) {
+            const int64_t kc = kg - k0 < KC ? kg - k0 : KC;
+            const int64_t *off = offsets + g * kg + k0;
+            for (int64_t blk = 0; blk < blocks; blk++) {
+                const float *wp = packed + ((g * blocks + blk) * kg + k0) * MR;
+                float *bb = buf + blk * MR * NR;
+                if (cols == NR)
+                    tile(xb, off, kc, wp, 2, 0, mask, bb);
+                else if (cols > 8)
+                    tile(xb, off, kc, wp, 2, 1, mask, bb);
+                else if (cols == 8)
+                    tile(xb, off, kc, wp, 1, 0, mask, bb);
+                else
+                    tile(xb, off, kc, wp, 1, 1, mask, bb);
+            }
+        }
+        for (int64_t o = 0; o < og; o++) { /* epilogue; skips the padding columns */
+            const float bv = bias ? bias[g * og + o] : 0.0f;
+            float *yo = y + (n * out_c + g * og + o) * plane;
+            const float *src = buf + o * NR;
+            if (contiguous) {
+                for (int64_t jj = 0; jj < cols; jj++)
+                    yo[j0 + jj] = pk_activate(src[jj] + bv, activation);
+                continue;
+            }
+            int64_t oh = j0 / x_row, ow = j0 % x_row;
+            for (int64_t jj = 0; jj < cols; jj++) {
+                if (ow < out_w) yo[oh * out_w + ow] = pk_activate(src[jj] + bv, activation);
+                if (++ow == x_row) ow = 0, oh++;
+            }
+        }
+    }
+}
+
 int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x_row,
                       const int64_t *offsets, int64_t groups, int64_t kg, const float *w,
                       int64_t og, int64_t out_h, int64_t out_w, const float *bias,
@@ -82,68 +178,12 @@ int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x
     const int64_t tasks = images * groups * tiles;
     const int64_t out_c = groups * og, plane = out_h * out_w;
     const int nthreads = pk_conv_threads((double)tasks * NR * og * kg);
-    int status = PK_OK;
-#pragma omp parallel num_threads(nthreads)
-    {
-        float *buf = pk_aligned_alloc((size_t)(blocks * MR * NR) * sizeof(float));
-        if (!buf) {
-#pragma omp atomic write
-            status = PK_ERR_NOMEM;
-        }
-        /* dynamic: on a busy machine a thread that loses its core for a while holds up
-         * a few tiles, not half the call */
-#pragma omp for schedule(dynamic, 4)
-        for (int64_t t = 0; t < tasks; t++) {
-            if (!buf) continue;
-            const int64_t tl = t % tiles, g = (t / tiles) % groups, n = t / (tiles * groups);
-            const int64_t j0 = tl * NR;
-            const int64_t cols = span - j0 < NR ? span - j0 : NR;
-            const float *xb = x + n * x_image + j0;
-            const __m256i mask = lanes_below(cols > 8 ? cols - 8 : cols);
-            memset(buf, 0, (size_t)(blocks * MR * NR) * sizeof(float));
-            /* Each k reads its own run of x (kg runs, e.g. 256 channel planes of a 1x1
-             * conv): too many streams for the hardware prefetcher, so fetch the next
-             * tile's runs while this one computes. */
-            if (tl + 1 < tiles) {
-                for (int64_t k = 0; k < kg; k++)
-                    _mm_prefetch((const char *)(xb + NR + offsets[g * kg + k]), _MM_HINT_T0);
-                if (contiguous) /* and the output runs it will write (og streams too) */
-                    for (int64_t o = 0; o < og; o++)
-                        __builtin_prefetch(y + (n * out_c + g * og + o) * plane + j0 + NR, 1);
-            }
-            for (int64_t k0 = 0; k0 < kg; k0 += KC) {
-                const int64_t kc = kg - k0 < KC ? kg - k0 : KC;
-                const int64_t *off = offsets + g * kg + k0;
-                for (int64_t blk = 0; blk < blocks; blk++) {
-                    const float *wp = packed + ((g * blocks + blk) * kg + k0) * MR;
-                    float *bb = buf + blk * MR * NR;
-                    if (cols == NR)
-                        tile(xb, off, kc, wp, 2, 0, mask, bb);
-                    else if (cols > 8)
-                        tile(xb, off, kc, wp, 2, 1, mask, bb);
-                    else if (cols == 8)
-                        tile(xb, off, kc, wp, 1, 0, mask, bb);
-                    else
-                        tile(xb, off, kc, wp, 1, 1, mask, bb);
-                }
-            }
-            for (int64_t o = 0; o < og; o++) { /* epilogue; skips the padding columns */
-                const float bv = bias ? bias[g * og + o] : 0.0f;
-                float *yo = y + (n * out_c + g * og + o) * plane;
-                const float *src = buf + o * NR;
-                if (contiguous) {
-                    for (int64_t jj = 0; jj < cols; jj++)
-                        yo[j0 + jj] = pk_activate(src[jj] + bv, activation);
-                    continue;
-                }
-                int64_t oh = j0 / x_row, ow = j0 % x_row;
-                for (int64_t jj = 0; jj < cols; jj++) {
-                    if (ow < out_w) yo[oh * out_w + ow] = pk_activate(src[jj] + bv, activation);
-                    if (++ow == x_row) ow = 0, oh++;
-                }
-            }
-        }
-        pk_aligned_free(buf);
-    }
-    return status;
+    float *bufs = pk_aligned_alloc((size_t)(nthreads * blocks * MR * NR) * sizeof(float));
+    if (!bufs) return PK_ERR_NOMEM;
+    struct gemm_args gemm_args_ = {x, x_image, offsets, groups, kg, og, out_w, x_row, bias,
+                                   activation, y, blocks, packed, span, contiguous, tiles,
+                                   out_c, plane, bufs};
+    pk_parallel_for(nthreads, tasks, 4, gemm_tiles, &gemm_args_);
+    pk_aligned_free(bufs);
+    return PK_OK;
 }

@@ -69,60 +69,158 @@ static int ci8_fill_row(const float *xn, int64_t height, int64_t width, int64_t 
     return nonfinite;
 }
 
-/* Scale, then quantized layout, of image n (rows over `threads` threads); NaN/Inf: bad.
- * With a static scale the image is read once when the quantizing pass reads all of it:
- * that pass also finds NaN/Inf (a bad image's layout is never read). */
+struct absmax_args {
+    const float *xn;
+    int64_t pixels;
+    uint32_t amax_bits; /* max |x| so far: non-negative floats order as their bits */
+    int nonfinite;
+};
+
+static void absmax_part(void *ctx, int64_t c0, int64_t c1, int worker) {
+    struct absmax_args *a = ctx;
+    float amax = 0.0f;
+    int nonfinite = 0;
+    for (int64_t c = c0; c < c1; c++) {
+        int bad = 0;
+        const float m = ci8_absmax(a->xn + c * a->pixels, a->pixels, &bad);
+        if (m > amax) amax = m;
+        nonfinite |= bad;
+    }
+    if (nonfinite) __atomic_or_fetch(&a->nonfinite, 1, __ATOMIC_RELAXED);
+    uint32_t bits;
+    memcpy(&bits, &amax, sizeof bits);
+    uint32_t seen = __atomic_load_n(&a->amax_bits, __ATOMIC_RELAXED);
+    while (bits > seen && !__atomic_compare_exchange_n(&a->amax_bits, &seen, bits, 1,
+                                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+}
+
+struct fill_args {
+    const float *xn;
+    int64_t height, width, cg, cg2, sh, sw, pad_top, pad_left, hq, wq;
+    float s;
+    int32_t *xq, *tmps; /* tmps: wq * sw lanes per worker */
+    int nonfinite;
+};
+
+static void fill_part(void *ctx, int64_t t0, int64_t t1, int worker) {
+    struct fill_args *a = ctx;
+    int32_t *tmp = a->tmps + worker * a->wq * a->sw;
+    int nonfinite = 0;
+    for (int64_t t = t0; t < t1; t++)
+        nonfinite |= ci8_fill_row(a->xn, a->height, a->width, a->cg, a->cg2,
+                                  t / (a->hq * a->sh), t % (a->hq * a->sh), a->sh, a->sw,
+                                  a->pad_top, a->pad_left, a->hq, a->wq, a->s, a->xq, tmp);
+    if (nonfinite) __atomic_or_fetch(&a->nonfinite, 1, __ATOMIC_RELAXED);
+}
+
+/* Scale, then quantized layout, of image n (rows over `threads` threads, tmps holding
+ * wq * sw lanes for each); NaN/Inf: bad. With a static scale the image is read once
+ * when the quantizing pass reads all of it: that pass also finds NaN/Inf (a bad image's
+ * layout is never read). */
 static void ci8_prep_image(const float *xn, int64_t channels, int64_t height, int64_t width,
                            int64_t cg, int64_t cg2, int64_t pairs, int64_t sh, int64_t sw,
                            int64_t pad_top, int64_t pad_left, int64_t hq, int64_t wq,
-                           float act_scale, int threads, int32_t *xq, int32_t *tmp_row,
-                           float *scale_out, unsigned char *bad_out, int *status) {
+                           float act_scale, int threads, int32_t *xq, int32_t *tmps,
+                           float *scale_out, unsigned char *bad_out) {
     const int64_t pixels = height * width, rows = pairs * hq * sh;
     /* does the quantizing pass read every input value? (not when a stride skips the
      * last rows or columns) */
     const int reads_all = pad_top + height <= hq * sh && pad_left + width <= wq * sw;
     float amax = 0.0f;
-    int nonfinite = 0;
     if (!(act_scale > 0.0f) || !reads_all) {
-#pragma omp parallel for schedule(static) num_threads(threads) \
-    reduction(max : amax) reduction(| : nonfinite)
-        for (int64_t c = 0; c < channels; c++) {
-            int bad = 0;
-            const float m = ci8_absmax(xn + c * pixels, pixels, &bad);
-            if (m > amax) amax = m;
-            nonfinite |= bad;
-        }
-        if (nonfinite) {
+        struct absmax_args a = {xn, pixels, 0, 0};
+        pk_parallel_for(threads, channels, 1, absmax_part, &a);
+        if (a.nonfinite) {
             *bad_out = 1;
             *scale_out = 0.0f;
             return;
         }
+        memcpy(&amax, &a.amax_bits, sizeof amax);
     }
     const float s = act_scale > 0.0f ? act_scale : amax / 127.0f;
     *scale_out = s;
-    if (threads == 1) {
-        for (int64_t t = 0; t < rows; t++)
-            nonfinite |= ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh), t % (hq * sh),
-                                      sh, sw, pad_top, pad_left, hq, wq, s, xq, tmp_row);
-    } else {
-#pragma omp parallel num_threads(threads) reduction(| : nonfinite)
-        {
-            int32_t *tmp = sw > 1 ? malloc((size_t)(wq * sw) * sizeof(int32_t)) : NULL;
-            if (sw > 1 && !tmp) {
-#pragma omp atomic write
-                *status = PK_ERR_NOMEM;
+    struct fill_args f = {xn, height, width, cg, cg2, sh, sw, pad_top, pad_left, hq, wq,
+                          s, xq, tmps, 0};
+    pk_parallel_for(threads, rows, 1, fill_part, &f);
+    *bad_out = (unsigned char)f.nonfinite;
+}
+
+/* Everything the GEMM tasks (and the per-image preparation) share. */
+struct ci8_args {
+    const float *x;
+    int64_t channels, height, width, cg, cg2, pairs, sh, sw, pad_top, pad_left, hq, wq;
+    float act_scale;
+    int64_t image_lanes, pixels, groups, tiles, span, kg2, blocks, og, out_channels;
+    int64_t out_plane, out_w, contiguous;
+    const int32_t *w;
+    const float *scale, *bias;
+    int activation;
+    const int64_t *offsets;
+    int32_t *xq, *tmps, *bufs; /* bufs: blocks * MR * NR lanes per worker */
+    float *img_scale;
+    unsigned char *img_bad;
+    float *y;
+};
+
+/* Step 1 for image n, on one thread. */
+static void prep_one_image(void *ctx, int64_t n, int worker) {
+    const struct ci8_args *a = ctx;
+    ci8_prep_image(a->x + n * a->channels * a->pixels, a->channels, a->height, a->width,
+                   a->cg, a->cg2, a->pairs, a->sh, a->sw, a->pad_top, a->pad_left, a->hq,
+                   a->wq, a->act_scale, 1, a->xq + n * a->image_lanes,
+                   a->tmps + worker * a->wq * a->sw, a->img_scale + n, a->img_bad + n);
+}
+
+/* Step 2, tasks t0..t1: one tile of NR flat columns of one image and group each. */
+static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
+    const struct ci8_args *a = ctx;
+    const int64_t groups = a->groups, tiles = a->tiles, span = a->span, kg2 = a->kg2;
+    const int64_t blocks = a->blocks, og = a->og, out_plane = a->out_plane;
+    const int64_t wq = a->wq, out_w = a->out_w;
+    const int contiguous = (int)a->contiguous;
+    int32_t *buf = a->bufs + worker * blocks * CI8_MR * CI8_NR;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t n = t / (groups * tiles), g = (t / tiles) % groups;
+        const int64_t j0 = (t % tiles) * CI8_NR;
+        const int64_t cols = span - j0 < CI8_NR ? span - j0 : CI8_NR;
+        float *yn = a->y + n * a->out_channels * out_plane;
+        const float s = a->img_scale[n];
+        const int bad = a->img_bad[n];
+        if (!bad) {
+            const int32_t *xb = a->xq + n * a->image_lanes + j0;
+            memset(buf, 0, (size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
+            for (int64_t k0 = 0; k0 < kg2; k0 += CI8_KC) {
+                const int64_t kc = kg2 - k0 < CI8_KC ? kg2 - k0 : CI8_KC;
+                for (int64_t blk = 0; blk < blocks; blk++)
+                    ci8_block(xb, a->offsets + g * kg2 + k0, kc,
+                              a->w + ((g * blocks + blk) * kg2 + k0) * CI8_MR,
+                              buf + blk * CI8_MR * CI8_NR);
             }
-#pragma omp for schedule(static)
-            for (int64_t t = 0; t < rows; t++) {
-                if (sw > 1 && !tmp) continue;
-                nonfinite |= ci8_fill_row(xn, height, width, cg, cg2, t / (hq * sh),
-                                          t % (hq * sh), sh, sw, pad_top, pad_left, hq, wq, s,
-                                          xq, tmp);
+        }
+        for (int64_t o = 0; o < og; o++) {
+            const int64_t oc = g * og + o;
+            float *yo = yn + oc * out_plane;
+            const int direct = contiguous && cols == CI8_NR && !bad;
+            float vals[CI8_NR];
+            float *dst = direct ? yo + j0 : vals; /* a whole tile is stored in place */
+            if (bad)
+                for (int jj = 0; jj < CI8_NR; jj++) vals[jj] = NAN;
+            else
+                ci8_finish(buf + o * CI8_NR, s * a->scale[oc], a->bias ? a->bias[oc] : 0.0f,
+                           a->bias != NULL, a->activation, dst);
+            if (direct) continue;
+            if (contiguous) {
+                for (int64_t jj = 0; jj < cols; jj++) yo[j0 + jj] = vals[jj];
+                continue;
             }
-            free(tmp);
+            int64_t oh = j0 / wq, ow = j0 % wq;
+            for (int64_t jj = 0; jj < cols; jj++) {
+                if (ow < out_w) yo[oh * out_w + ow] = vals[jj];
+                if (++ow == wq) ow = 0, oh++;
+            }
         }
     }
-    *bad_out = (unsigned char)nonfinite;
 }
 
 int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height,
@@ -145,10 +243,8 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
     const int64_t span = (out_h - 1) * wq + out_w, tiles = (span + CI8_NR - 1) / CI8_NR;
     const int64_t pixels = height * width, out_plane = out_h * out_w;
     const int contiguous = out_h == 1 || wq == out_w;
-    /* Synchronisation is what costs on a busy machine (a descheduled thread holds every
-     * barrier up), so: tiny inputs are prepared on the calling thread, then ONE parallel
-     * region runs every tile of every image. From PREP_SERIAL_WORK on, preparing in
-     * parallel wins. */
+    /* tiny inputs are prepared on the calling thread: from PREP_SERIAL_WORK on,
+     * preparing in parallel wins */
     enum { PREP_SERIAL_WORK = 100000 };
     const double prep_work = (double)images * (double)(channels * pixels + image_lanes);
     const int gemm_threads = pk_conv_threads((double)images * out_channels * cg * taps * out_plane);
@@ -157,11 +253,14 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
     int64_t *offsets = malloc((size_t)(groups * kg2 + 1) * sizeof(int64_t));
     float *img_scale = malloc((size_t)images * sizeof(float));
     unsigned char *img_bad = malloc((size_t)images);
-    int32_t *tmp_row = malloc((size_t)(wq * sw) * sizeof(int32_t));
+    int32_t *tmps = malloc((size_t)(prep_threads * wq * sw) * sizeof(int32_t));
+    int32_t *bufs = pk_aligned_alloc((size_t)(gemm_threads * blocks * CI8_MR * CI8_NR) *
+                                     sizeof(int32_t));
     /* + NR lanes: a tile always loads NR columns, the last ones past the span */
     int32_t *xq = pk_aligned_alloc((size_t)(images * image_lanes + CI8_NR) * sizeof(int32_t));
-    if (!offsets || !img_scale || !img_bad || !tmp_row || !xq) {
-        free(offsets), free(img_scale), free(img_bad), free(tmp_row);
+    if (!offsets || !img_scale || !img_bad || !tmps || !bufs || !xq) {
+        free(offsets), free(img_scale), free(img_bad), free(tmps);
+        pk_aligned_free(bufs);
         pk_aligned_free(xq);
         return PK_ERR_NOMEM;
     }
@@ -175,89 +274,25 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
                         ((g * cg2 + c2) * phases + (ry % sh) * sw + rx % sw) * plane +
                         (ry / sh) * wq + rx / sw;
                 }
+    struct ci8_args a = {x, channels, height, width, cg, cg2, pairs, sh, sw, pad_top,
+                         pad_left, hq, wq, act_scale, image_lanes, pixels, groups, tiles,
+                         span, kg2, blocks, og, out_channels, out_plane, out_w, contiguous,
+                         w, scale, bias, activation, offsets, xq, tmps, bufs,
+                         img_scale, img_bad, y};
 
     /* 1. per image: its scale (NaN/Inf: bad), then quantize + pad + split into phases */
-    int status = PK_OK;
-    if (prep_threads > 1 && images > 1) {
-#pragma omp parallel num_threads(prep_threads)
-        {
-            int32_t *tmp = malloc((size_t)(wq * sw) * sizeof(int32_t));
-            if (!tmp) {
-#pragma omp atomic write
-                status = PK_ERR_NOMEM;
-            }
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t n = 0; n < images; n++)
-                if (tmp)
-                    ci8_prep_image(x + n * channels * pixels, channels, height, width, cg, cg2,
-                                   pairs, sh, sw, pad_top, pad_left, hq, wq, act_scale, 1,
-                                   xq + n * image_lanes, tmp, img_scale + n, img_bad + n,
-                                   &status);
-            free(tmp);
-        }
-    } else {
+    if (prep_threads > 1 && images > 1)
+        pk_parallel(prep_threads, images, prep_one_image, &a);
+    else
         for (int64_t n = 0; n < images; n++)
             ci8_prep_image(x + n * channels * pixels, channels, height, width, cg, cg2, pairs,
                            sh, sw, pad_top, pad_left, hq, wq, act_scale, prep_threads,
-                           xq + n * image_lanes, tmp_row, img_scale + n, img_bad + n, &status);
-    }
+                           xq + n * image_lanes, tmps, img_scale + n, img_bad + n);
 
     /* 2. integer GEMM over tiles of NR flat columns of every image, epilogue into NCHW */
-    const int64_t tasks = images * groups * tiles;
-    const int prep_failed = status != PK_OK;
-#pragma omp parallel num_threads(gemm_threads) if (status == PK_OK)
-    {
-        int32_t *buf = pk_aligned_alloc((size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
-        if (!buf) {
-#pragma omp atomic write
-            status = PK_ERR_NOMEM;
-        }
-#pragma omp for schedule(dynamic, 2)
-        for (int64_t t = 0; t < tasks; t++) {
-            if (!buf || prep_failed) continue;
-            const int64_t n = t / (groups * tiles), g = (t / tiles) % groups;
-            const int64_t j0 = (t % tiles) * CI8_NR;
-            const int64_t cols = span - j0 < CI8_NR ? span - j0 : CI8_NR;
-            float *yn = y + n * out_channels * out_plane;
-            const float s = img_scale[n];
-            const int bad = img_bad[n];
-            if (!bad) {
-                const int32_t *xb = xq + n * image_lanes + j0;
-                memset(buf, 0, (size_t)(blocks * CI8_MR * CI8_NR) * sizeof(int32_t));
-                for (int64_t k0 = 0; k0 < kg2; k0 += CI8_KC) {
-                    const int64_t kc = kg2 - k0 < CI8_KC ? kg2 - k0 : CI8_KC;
-                    for (int64_t blk = 0; blk < blocks; blk++)
-                        ci8_block(xb, offsets + g * kg2 + k0, kc,
-                                  w + ((g * blocks + blk) * kg2 + k0) * CI8_MR,
-                                  buf + blk * CI8_MR * CI8_NR);
-                }
-            }
-            for (int64_t o = 0; o < og; o++) {
-                const int64_t oc = g * og + o;
-                float *yo = yn + oc * out_plane;
-                const int direct = contiguous && cols == CI8_NR && !bad;
-                float vals[CI8_NR];
-                float *dst = direct ? yo + j0 : vals; /* a whole tile is stored in place */
-                if (bad)
-                    for (int jj = 0; jj < CI8_NR; jj++) vals[jj] = NAN;
-                else
-                    ci8_finish(buf + o * CI8_NR, s * scale[oc], bias ? bias[oc] : 0.0f,
-                               bias != NULL, activation, dst);
-                if (direct) continue;
-                if (contiguous) {
-                    for (int64_t jj = 0; jj < cols; jj++) yo[j0 + jj] = vals[jj];
-                    continue;
-                }
-                int64_t oh = j0 / wq, ow = j0 % wq;
-                for (int64_t jj = 0; jj < cols; jj++) {
-                    if (ow < out_w) yo[oh * out_w + ow] = vals[jj];
-                    if (++ow == wq) ow = 0, oh++;
-                }
-            }
-        }
-        pk_aligned_free(buf);
-    }
-    free(offsets), free(img_scale), free(img_bad), free(tmp_row);
+    pk_parallel_for(gemm_threads, images * groups * tiles, 2, gemm_tiles, &a);
+    free(offsets), free(img_scale), free(img_bad), free(tmps);
+    pk_aligned_free(bufs);
     pk_aligned_free(xq);
-    return status;
+    return PK_OK;
 }

@@ -12,6 +12,144 @@
 
 #include "conv_internal.h"
 
+struct absmax_args {
+    const float *x;
+    int64_t pixels;
+    float *chan_max;
+    unsigned char *chan_bad;
+};
+
+/* Max |x| and a NaN/Inf flag of planes p0..p1 of x. */
+static void channel_absmax(void *ctx, int64_t p0, int64_t p1, int worker) {
+    const struct absmax_args *a = ctx;
+    const float *x = a->x;
+    int64_t pixels = a->pixels;
+    float *chan_max = a->chan_max;
+    unsigned char *chan_bad = a->chan_bad;
+    for (int64_t p = p0; p < p1; p++) {
+        const float *src = x + p * pixels;
+        float amax = 0.0f;
+        int bad = 0;
+        for (int64_t i = 0; i < pixels; i++) {
+            const float a = fabsf(src[i]);
+            if (!(a <= FLT_MAX)) bad = 1;
+            else if (a > amax) amax = a;
+        }
+        chan_max[p] = amax;
+        chan_bad[p] = (unsigned char)bad;
+    }
+}
+
+struct planes_args {
+    const float *x;
+    int64_t channels;
+    int64_t height;
+    int64_t width;
+    const int8_t *wq;
+    const float *scale;
+    int64_t out_channels;
+    int64_t kh;
+    int64_t kw;
+    int64_t stride_h;
+    int64_t stride_w;
+    int64_t dil_h;
+    int64_t dil_w;
+    int64_t pad_top;
+    int64_t pad_left;
+    int64_t out_h;
+    int64_t out_w;
+    const float *bias;
+    int activation;
+    float *y;
+    int64_t mult;
+    int64_t taps;
+    int64_t pixels;
+    int64_t out_plane;
+    int64_t hp;
+    int64_t wp;
+    const float *img_scale;
+    const unsigned char *img_bad;
+    int32_t *scratch;
+    int64_t scratch_lanes;
+};
+
+/* Output planes pl0..pl1: quantized window, exact integer sums, epilogue. */
+static void planes_part(void *ctx, int64_t pl0, int64_t pl1, int worker) {
+    const struct planes_args *a = ctx;
+    const float *x = a->x;
+    int64_t channels = a->channels;
+    int64_t height = a->height;
+    int64_t width = a->width;
+    const int8_t *wq = a->wq;
+    const float *scale = a->scale;
+    int64_t out_channels = a->out_channels;
+    int64_t kh = a->kh;
+    int64_t kw = a->kw;
+    int64_t stride_h = a->stride_h;
+    int64_t stride_w = a->stride_w;
+    int64_t dil_h = a->dil_h;
+    int64_t dil_w = a->dil_w;
+    int64_t pad_top = a->pad_top;
+    int64_t pad_left = a->pad_left;
+    int64_t out_h = a->out_h;
+    int64_t out_w = a->out_w;
+    const float *bias = a->bias;
+    int activation = a->activation;
+    float *y = a->y;
+    int64_t mult = a->mult;
+    int64_t taps = a->taps;
+    int64_t pixels = a->pixels;
+    int64_t out_plane = a->out_plane;
+    int64_t hp = a->hp;
+    int64_t wp = a->wp;
+    const float *img_scale = a->img_scale;
+    const unsigned char *img_bad = a->img_bad;
+    int32_t *scratch = a->scratch;
+    int64_t scratch_lanes = a->scratch_lanes;
+    for (int64_t pl = pl0; pl < pl1; pl++) {
+        int32_t *win = scratch + worker * scratch_lanes, *acc = win + hp * wp;
+        const int64_t n = pl / out_channels, o = pl % out_channels;
+        float *yo = y + pl * out_plane;
+        if (img_bad[n]) {
+            for (int64_t i = 0; i < out_plane; i++) yo[i] = NAN;
+            continue;
+        }
+        const float s = img_scale[n];
+        const float *src = x + (n * channels + o / mult) * pixels;
+        for (int64_t r = 0; r < hp; r++) {
+            const int64_t ih = r - pad_top;
+            for (int64_t c = 0; c < wp; c++) {
+                const int64_t iw = c - pad_left;
+                int32_t q = 0;
+                if (s > 0.0f && ih >= 0 && ih < height && iw >= 0 && iw < width) {
+                    float v = nearbyintf(src[ih * width + iw] / s);
+                    v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+                    q = (int32_t)v;
+                }
+                win[r * wp + c] = q;
+            }
+        }
+        const int8_t *wo = wq + o * taps;
+        const float mul = s * scale[o];
+        for (int64_t oh = 0; oh < out_h; oh++) {
+            for (int64_t ow = 0; ow < out_w; ow++) acc[ow] = 0;
+            for (int64_t ky = 0; ky < kh; ky++) {
+                const int32_t *row = win + (oh * stride_h + ky * dil_h) * wp;
+                for (int64_t kx = 0; kx < kw; kx++) {
+                    const int32_t wv = wo[ky * kw + kx];
+                    const int32_t *b = row + kx * dil_w;
+                    for (int64_t ow = 0; ow < out_w; ow++) acc[ow] += wv * b[ow * stride_w];
+                }
+            }
+            for (int64_t ow = 0; ow < out_w; ow++) {
+                float v = (float)acc[ow] * mul;
+                if (bias) v = v + bias[o];
+                yo[oh * out_w + ow] = pk_activate(v, activation);
+            }
+        }
+    }
+}
+
 int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
                                int64_t height, int64_t width, const int8_t *wq,
                                const float *scale, float act_scale, int64_t out_channels,
@@ -43,19 +181,8 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
         free(chan_max), free(chan_bad), free(img_scale), free(img_bad);
         return PK_ERR_NOMEM;
     }
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t p = 0; p < images * channels; p++) {
-        const float *src = x + p * pixels;
-        float amax = 0.0f;
-        int bad = 0;
-        for (int64_t i = 0; i < pixels; i++) {
-            const float a = fabsf(src[i]);
-            if (!(a <= FLT_MAX)) bad = 1;
-            else if (a > amax) amax = a;
-        }
-        chan_max[p] = amax;
-        chan_bad[p] = (unsigned char)bad;
-    }
+    struct absmax_args absmax_args_ = {x, pixels, chan_max, chan_bad};
+    pk_parallel_for(nthreads, images * channels, 1, channel_absmax, &absmax_args_);
     for (int64_t n = 0; n < images; n++) {
         float amax = 0.0f;
         int bad = 0;
@@ -70,62 +197,22 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
     free(chan_bad);
 
     /* 2. per output plane: quantize the window, exact integer sums, epilogue */
-    int status = PK_OK;
-#pragma omp parallel num_threads(nthreads)
-    {
-        int32_t *win = malloc((size_t)(hp * wp) * sizeof(int32_t));
-        int32_t *acc = malloc((size_t)out_w * sizeof(int32_t));
-        if (!win || !acc) {
-#pragma omp atomic write
-            status = PK_ERR_NOMEM;
-        }
-#pragma omp for schedule(static)
-        for (int64_t pl = 0; pl < planes; pl++) {
-            if (!win || !acc) continue;
-            const int64_t n = pl / out_channels, o = pl % out_channels;
-            float *yo = y + pl * out_plane;
-            if (img_bad[n]) {
-                for (int64_t i = 0; i < out_plane; i++) yo[i] = NAN;
-                continue;
-            }
-            const float s = img_scale[n];
-            const float *src = x + (n * channels + o / mult) * pixels;
-            for (int64_t r = 0; r < hp; r++) {
-                const int64_t ih = r - pad_top;
-                for (int64_t c = 0; c < wp; c++) {
-                    const int64_t iw = c - pad_left;
-                    int32_t q = 0;
-                    if (s > 0.0f && ih >= 0 && ih < height && iw >= 0 && iw < width) {
-                        float v = nearbyintf(src[ih * width + iw] / s);
-                        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
-                        q = (int32_t)v;
-                    }
-                    win[r * wp + c] = q;
-                }
-            }
-            const int8_t *wo = wq + o * taps;
-            const float mul = s * scale[o];
-            for (int64_t oh = 0; oh < out_h; oh++) {
-                for (int64_t ow = 0; ow < out_w; ow++) acc[ow] = 0;
-                for (int64_t ky = 0; ky < kh; ky++) {
-                    const int32_t *row = win + (oh * stride_h + ky * dil_h) * wp;
-                    for (int64_t kx = 0; kx < kw; kx++) {
-                        const int32_t wv = wo[ky * kw + kx];
-                        const int32_t *b = row + kx * dil_w;
-                        for (int64_t ow = 0; ow < out_w; ow++) acc[ow] += wv * b[ow * stride_w];
-                    }
-                }
-                for (int64_t ow = 0; ow < out_w; ow++) {
-                    float v = (float)acc[ow] * mul;
-                    if (bias) v = v + bias[o];
-                    yo[oh * out_w + ow] = pk_activate(v, activation);
-                }
-            }
-        }
-        free(win);
-        free(acc);
+    /* per worker: a window of hp * wp, then a row of out_w sums */
+    const int64_t scratch_lanes = hp * wp + out_w;
+    int32_t *scratch = malloc((size_t)(nthreads * scratch_lanes) * sizeof(int32_t));
+    if (!scratch) {
+        free(img_scale);
+        free(img_bad);
+        return PK_ERR_NOMEM;
     }
+    struct planes_args planes_args_ = {x, channels, height, width, wq, scale, out_channels, kh,
+                                       kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
+                                       out_h, out_w, bias, activation, y, mult, taps, pixels,
+                                       out_plane, hp, wp, img_scale, img_bad, scratch,
+                                       scratch_lanes};
+    pk_parallel_for(nthreads, planes, 1, planes_part, &planes_args_);
+    free(scratch);
     free(img_scale);
     free(img_bad);
-    return status;
+    return PK_OK;
 }

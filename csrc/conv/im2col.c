@@ -5,18 +5,33 @@
 
 #include "conv_internal.h"
 
-int pk_conv_pad_f32(const float *x, int64_t images, int64_t channels, int64_t height,
-                    int64_t width, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
-                    int64_t pad_right, float *xpad) {
-    if (images < 0 || channels < 0 || height < 0 || width < 0 || pad_top < 0 ||
-        pad_bottom < 0 || pad_left < 0 || pad_right < 0)
-        return PK_ERR_ARG;
-    if (images == 0 || channels == 0) return PK_OK;
-    if (!x || !xpad) return PK_ERR_ARG;
-    const int64_t hp = height + pad_top + pad_bottom, wp = width + pad_left + pad_right;
-    const int64_t planes = images * channels;
-#pragma omp parallel for schedule(static) num_threads(pk_conv_threads((double)planes * hp * wp))
-    for (int64_t pl = 0; pl < planes; pl++) {
+struct pad_args {
+    const float *x;
+    int64_t height;
+    int64_t width;
+    int64_t pad_top;
+    int64_t pad_bottom;
+    int64_t pad_left;
+    int64_t pad_right;
+    float *xpad;
+    int64_t hp;
+    int64_t wp;
+};
+
+/* Planes pl0..pl1 of x, padded. */
+static void pad_planes(void *ctx, int64_t pl0, int64_t pl1, int worker) {
+    const struct pad_args *a = ctx;
+    const float *x = a->x;
+    int64_t height = a->height;
+    int64_t width = a->width;
+    int64_t pad_top = a->pad_top;
+    int64_t pad_bottom = a->pad_bottom;
+    int64_t pad_left = a->pad_left;
+    int64_t pad_right = a->pad_right;
+    float *xpad = a->xpad;
+    int64_t hp = a->hp;
+    int64_t wp = a->wp;
+    for (int64_t pl = pl0; pl < pl1; pl++) {
         const float *src = x + pl * height * width;
         float *dst = xpad + pl * hp * wp;
         memset(dst, 0, (size_t)(pad_top * wp) * sizeof(float));
@@ -28,6 +43,22 @@ int pk_conv_pad_f32(const float *x, int64_t images, int64_t channels, int64_t he
         }
         memset(dst + (pad_top + height) * wp, 0, (size_t)(pad_bottom * wp) * sizeof(float));
     }
+}
+
+int pk_conv_pad_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                    int64_t width, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
+                    int64_t pad_right, float *xpad) {
+    if (images < 0 || channels < 0 || height < 0 || width < 0 || pad_top < 0 ||
+        pad_bottom < 0 || pad_left < 0 || pad_right < 0)
+        return PK_ERR_ARG;
+    if (images == 0 || channels == 0) return PK_OK;
+    if (!x || !xpad) return PK_ERR_ARG;
+    const int64_t hp = height + pad_top + pad_bottom, wp = width + pad_left + pad_right;
+    const int64_t planes = images * channels;
+    struct pad_args pad_args_ = {x, height, width, pad_top, pad_bottom, pad_left, pad_right,
+                                 xpad, hp, wp};
+    pk_parallel_for(pk_conv_threads((double)planes * hp * wp), planes, 1, pad_planes,
+                    &pad_args_);
     return PK_OK;
 }
 
@@ -42,19 +73,43 @@ static void valid_cols(int64_t off, int64_t s, int64_t w, int64_t out_w, int64_t
     *hi = b;
 }
 
-int pk_im2col_f32(const float *x, int64_t images, int64_t channels, int64_t height,
-                  int64_t width, int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
-                  int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
-                  int64_t out_h, int64_t out_w, float *cols) {
-    if (images < 0 || channels < 0 || height < 0 || width < 0 || kh < 1 || kw < 1 ||
-        stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || out_h < 0 || out_w < 0)
-        return PK_ERR_ARG;
-    if (images == 0 || channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
-    if (!x || !cols) return PK_ERR_ARG;
-    const int64_t positions = out_h * out_w, taps = kh * kw;
-    const int64_t rows = images * channels * taps;
-#pragma omp parallel for schedule(static) num_threads(pk_conv_threads((double)rows * positions))
-    for (int64_t r = 0; r < rows; r++) {
+struct im2col_args {
+    const float *x;
+    int64_t height;
+    int64_t width;
+    int64_t kw;
+    int64_t stride_h;
+    int64_t stride_w;
+    int64_t dil_h;
+    int64_t dil_w;
+    int64_t pad_top;
+    int64_t pad_left;
+    int64_t out_h;
+    int64_t out_w;
+    float *cols;
+    int64_t positions;
+    int64_t taps;
+};
+
+/* Rows r0..r1 of cols: one (channel, tap) each. */
+static void im2col_rows(void *ctx, int64_t r0, int64_t r1, int worker) {
+    const struct im2col_args *a = ctx;
+    const float *x = a->x;
+    int64_t height = a->height;
+    int64_t width = a->width;
+    int64_t kw = a->kw;
+    int64_t stride_h = a->stride_h;
+    int64_t stride_w = a->stride_w;
+    int64_t dil_h = a->dil_h;
+    int64_t dil_w = a->dil_w;
+    int64_t pad_top = a->pad_top;
+    int64_t pad_left = a->pad_left;
+    int64_t out_h = a->out_h;
+    int64_t out_w = a->out_w;
+    float *cols = a->cols;
+    int64_t positions = a->positions;
+    int64_t taps = a->taps;
+    for (int64_t r = r0; r < r1; r++) {
         const int64_t plane = r / taps, ky = (r % taps) / kw, kx = r % kw;
         const float *src = x + plane * height * width;
         float *dst = cols + r * positions;
@@ -77,23 +132,69 @@ int pk_im2col_f32(const float *x, int64_t images, int64_t channels, int64_t heig
             memset(d + hi, 0, (size_t)(out_w - hi) * sizeof(float));
         }
     }
+}
+
+int pk_im2col_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                  int64_t width, int64_t kh, int64_t kw, int64_t stride_h, int64_t stride_w,
+                  int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                  int64_t out_h, int64_t out_w, float *cols) {
+    if (images < 0 || channels < 0 || height < 0 || width < 0 || kh < 1 || kw < 1 ||
+        stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || out_h < 0 || out_w < 0)
+        return PK_ERR_ARG;
+    if (images == 0 || channels == 0 || out_h == 0 || out_w == 0) return PK_OK;
+    if (!x || !cols) return PK_ERR_ARG;
+    const int64_t positions = out_h * out_w, taps = kh * kw;
+    const int64_t rows = images * channels * taps;
+    struct im2col_args im2col_args_ = {x, height, width, kw, stride_h, stride_w, dil_h, dil_w,
+                                       pad_top, pad_left, out_h, out_w, cols, positions, taps};
+    pk_parallel_for(pk_conv_threads((double)rows * positions), rows, 1, im2col_rows,
+                    &im2col_args_);
     return PK_OK;
 }
 
-int pk_im2row_f32(const float *x, int64_t images, int64_t channels, int64_t height,
-                  int64_t width, int64_t c0, int64_t cg, int64_t kh, int64_t kw,
-                  int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
-                  int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
-                  float *rows) {
-    if (images < 0 || channels < 0 || height < 0 || width < 0 || kh < 1 || kw < 1 ||
-        stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || out_h < 0 || out_w < 0 ||
-        c0 < 0 || cg < 0 || c0 + cg > channels)
-        return PK_ERR_ARG;
-    if (images == 0 || cg == 0 || out_h == 0 || out_w == 0) return PK_OK;
-    if (!x || !rows) return PK_ERR_ARG;
-    const int64_t k_len = cg * kh * kw, tasks = images * out_h;
-#pragma omp parallel for schedule(static) num_threads(pk_conv_threads((double)tasks * out_w * k_len))
-    for (int64_t t = 0; t < tasks; t++) {
+struct im2row_args {
+    const float *x;
+    int64_t channels;
+    int64_t height;
+    int64_t width;
+    int64_t c0;
+    int64_t cg;
+    int64_t kh;
+    int64_t kw;
+    int64_t stride_h;
+    int64_t stride_w;
+    int64_t dil_h;
+    int64_t dil_w;
+    int64_t pad_top;
+    int64_t pad_left;
+    int64_t out_h;
+    int64_t out_w;
+    float *rows;
+    int64_t k_len;
+};
+
+/* Output lines t0..t1: the out_w patch rows of each. */
+static void im2row_lines(void *ctx, int64_t t0, int64_t t1, int worker) {
+    const struct im2row_args *a = ctx;
+    const float *x = a->x;
+    int64_t channels = a->channels;
+    int64_t height = a->height;
+    int64_t width = a->width;
+    int64_t c0 = a->c0;
+    int64_t cg = a->cg;
+    int64_t kh = a->kh;
+    int64_t kw = a->kw;
+    int64_t stride_h = a->stride_h;
+    int64_t stride_w = a->stride_w;
+    int64_t dil_h = a->dil_h;
+    int64_t dil_w = a->dil_w;
+    int64_t pad_top = a->pad_top;
+    int64_t pad_left = a->pad_left;
+    int64_t out_h = a->out_h;
+    int64_t out_w = a->out_w;
+    float *rows = a->rows;
+    int64_t k_len = a->k_len;
+    for (int64_t t = t0; t < t1; t++) {
         const int64_t n = t / out_h, oh = t % out_h;
         float *block = rows + t * out_w * k_len; /* the out_w patch rows of this line */
         for (int64_t c = 0; c < cg; c++) {
@@ -116,5 +217,24 @@ int pk_im2row_f32(const float *x, int64_t images, int64_t channels, int64_t heig
             }
         }
     }
+}
+
+int pk_im2row_f32(const float *x, int64_t images, int64_t channels, int64_t height,
+                  int64_t width, int64_t c0, int64_t cg, int64_t kh, int64_t kw,
+                  int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                  int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
+                  float *rows) {
+    if (images < 0 || channels < 0 || height < 0 || width < 0 || kh < 1 || kw < 1 ||
+        stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || out_h < 0 || out_w < 0 ||
+        c0 < 0 || cg < 0 || c0 + cg > channels)
+        return PK_ERR_ARG;
+    if (images == 0 || cg == 0 || out_h == 0 || out_w == 0) return PK_OK;
+    if (!x || !rows) return PK_ERR_ARG;
+    const int64_t k_len = cg * kh * kw, tasks = images * out_h;
+    struct im2row_args im2row_args_ = {x, channels, height, width, c0, cg, kh, kw, stride_h,
+                                       stride_w, dil_h, dil_w, pad_top, pad_left, out_h, out_w,
+                                       rows, k_len};
+    pk_parallel_for(pk_conv_threads((double)tasks * out_w * k_len), tasks, 1, im2row_lines,
+                    &im2row_args_);
     return PK_OK;
 }

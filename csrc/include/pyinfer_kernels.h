@@ -51,8 +51,11 @@ int pk_kernel_count(void);             /* number of dispatched kernel slots */
 const char *pk_kernel_slot(int i);     /* slot name, e.g. "linear_csr" */
 int pk_kernel_index(const char *slot); /* index of the slot of that name, or -1 */
 const char *pk_kernel_impl(int i);     /* function serving the slot, e.g. "pk_linear_csr_avx2" */
-void pk_set_num_threads(int n);        /* n <= 0: all cores */
-int pk_get_num_threads(void);
+void pk_set_num_threads(int n);        /* n > 0 wins; n <= 0: no count set, each call then
+                                        * reads OMP_NUM_THREADS, else the CPU affinity */
+int pk_get_num_threads(void);          /* threads the next call would use */
+void pk_pool_keep_ready(int on);       /* nestable: while on, idle workers of the thread
+                                        * pool stay awake a little longer (a model run) */
 float pk_stream_sum_f32(const float *a, int64_t n); /* for bandwidth measurement */
 
 /* ---- linear: y[b, o] = act(sum_k x[b, k] * W[o, k] + bias[o]) ---- */

@@ -24,6 +24,19 @@ static void pack_row(const float *x, int64_t in_features, uint64_t *bits, float 
     *beta = in_features ? (float)(sum / (double)in_features) : 0.0f;
 }
 
+struct pack_args {
+    const float *x;
+    int64_t in_features, words;
+    uint64_t *xbits;
+    float *beta;
+};
+
+static void pack_part(void *ctx, int64_t b0, int64_t b1, int worker) {
+    const struct pack_args *a = ctx;
+    for (int64_t b = b0; b < b1; b++)
+        pack_row(a->x + b * a->in_features, a->in_features, a->xbits + b * a->words, a->beta + b);
+}
+
 int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
                          const uint64_t *bits, const float *alpha, int64_t out_features,
                          int binary_activations, const float *bias, int activation,
@@ -45,9 +58,8 @@ int pk_linear_binary_f32(const float *x, int64_t batch, int64_t in_features,
     if (!pk_alloc_parts(2, bytes, parts)) return PK_ERR_NOMEM;
     uint64_t *xbits = parts[0];
     float *beta = parts[1];
-#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
-    for (int64_t b = 0; b < batch; b++)
-        pack_row(x + b * in_features, in_features, xbits + b * words, beta + b);
+    struct pack_args a = {x, in_features, words, xbits, beta};
+    pk_parallel_for(batch > 8 ? pk_threads() : 1, batch, 1, pack_part, &a);
     const int status = kernels->linear_binary(x, xbits, beta, batch, in_features, bits, alpha,
                                               out_features, bias, activation, y);
     pk_aligned_free(parts[0]);

@@ -60,12 +60,50 @@ static inline float lookup_row(const uint8_t *wb, const float *T, int64_t g0, in
     return (a0 + a1) + (a2 + a3);
 }
 
-/* Float activations: the output rows are split into a few panels per thread, handed out
- * dynamically. A panel walks the columns in blocks of LUT_COLS: it builds the block's
+struct float_args {
+    const float *x;
+    int64_t batch, in_features, words, groups, block_groups, rows, panels, out_features;
+    const uint64_t *bits;
+    const float *alpha, *bias;
+    int activation;
+    float *y;
+    float *scratch; /* per worker: the tables (block_groups * 256), then acc (rows) */
+    int64_t scratch_floats;
+};
+
+/* Panel task % panels of batch row task / panels. */
+static void float_panel(void *ctx, int64_t task, int worker) {
+    const struct float_args *a = ctx;
+    const int64_t b = task / a->panels, p = task % a->panels;
+    const int64_t words = a->words, groups = a->groups, block_groups = a->block_groups;
+    float *T = a->scratch + worker * a->scratch_floats;
+    float *acc = T + block_groups * 256;
+    const float *xr = a->x + b * a->in_features;
+    const int64_t o0 = p * a->rows;
+    const int64_t o1 = a->out_features - o0 < a->rows ? a->out_features : o0 + a->rows;
+    for (int64_t o = o0; o < o1; o++) acc[o - o0] = 0.0f;
+    for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
+        const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
+        build_tables(xr, a->in_features, g0, g1, T);
+        for (int64_t o = o0; o < o1; o++) {
+            /* a row's block is 16 bytes of its own cache line: the hardware prefetcher
+             * misses them */
+            const int64_t ahead = o + 12 < o1 ? o + 12 : o;
+            _mm_prefetch((const char *)(a->bits + ahead * words) + g0, _MM_HINT_T0);
+            acc[o - o0] += lookup_row((const uint8_t *)(a->bits + o * words), T, g0, g1);
+        }
+    }
+    float *yr = a->y + b * a->out_features;
+    for (int64_t o = o0; o < o1; o++)
+        yr[o] = pk_activate(a->alpha[o] * acc[o - o0] + (a->bias ? a->bias[o] : 0.0f),
+                            a->activation);
+}
+
+/* Float activations: the output rows are split into a few panels per thread, claimed one
+ * at a time. A panel walks the columns in blocks of LUT_COLS: it builds the block's
  * tables (16 KB, cheap next to the lookups) and they stay in L1 while every row of the
  * panel looks its weight bytes up. Each row sums its blocks in column order, whatever
- * the thread count; a call has a single parallel region and no barriers inside (with
- * few cores, a barrier can wait a whole time slice). */
+ * the thread count. */
 int pk_linear_binary_float_avx2(const float *x, int64_t batch, int64_t in_features,
                                 const uint64_t *bits, const float *alpha, int64_t out_features,
                                 const float *bias, int activation, float *y) {
@@ -77,43 +115,15 @@ int pk_linear_binary_float_avx2(const float *x, int64_t batch, int64_t in_featur
     int64_t rows = (out_features + 4 * nthreads - 1) / (4 * nthreads);
     rows = rows < LUT_PANEL ? LUT_PANEL : (rows + 15) / 16 * 16;
     const int64_t panels = (out_features + rows - 1) / rows;
-    int status = PK_OK;
-#pragma omp parallel num_threads(nthreads)
-    {
-        float *T = pk_aligned_alloc((size_t)(block_groups * 256) * sizeof(float));
-        float *acc = pk_aligned_alloc((size_t)rows * sizeof(float));
-        if (!T || !acc) {
-#pragma omp atomic write
-            status = PK_ERR_NOMEM;
-        }
-#pragma omp for schedule(dynamic) collapse(2)
-        for (int64_t b = 0; b < batch; b++)
-            for (int64_t p = 0; p < panels; p++) {
-                if (!T || !acc) continue;
-                const float *xr = x + b * in_features;
-                const int64_t o0 = p * rows;
-                const int64_t o1 = out_features - o0 < rows ? out_features : o0 + rows;
-                for (int64_t o = o0; o < o1; o++) acc[o - o0] = 0.0f;
-                for (int64_t g0 = 0; g0 < groups; g0 += block_groups) {
-                    const int64_t g1 = groups - g0 < block_groups ? groups : g0 + block_groups;
-                    build_tables(xr, in_features, g0, g1, T);
-                    for (int64_t o = o0; o < o1; o++) {
-                        /* a row's block is 16 bytes of its own cache line: the hardware
-                         * prefetcher misses them */
-                        const int64_t ahead = o + 12 < o1 ? o + 12 : o;
-                        _mm_prefetch((const char *)(bits + ahead * words) + g0, _MM_HINT_T0);
-                        acc[o - o0] += lookup_row((const uint8_t *)(bits + o * words), T, g0, g1);
-                    }
-                }
-                float *yr = y + b * out_features;
-                for (int64_t o = o0; o < o1; o++)
-                    yr[o] = pk_activate(alpha[o] * acc[o - o0] + (bias ? bias[o] : 0.0f),
-                                        activation);
-            }
-        pk_aligned_free(T);
-        pk_aligned_free(acc);
-    }
-    return status;
+    const int64_t scratch_floats = (block_groups * 256 + rows + 15) / 16 * 16;
+    float *scratch = pk_aligned_alloc((size_t)(nthreads * scratch_floats) * sizeof(float));
+    if (!scratch) return PK_ERR_NOMEM;
+    struct float_args a = {x, batch, in_features, words, groups, block_groups, rows, panels,
+                           out_features, bits, alpha, bias, activation, y, scratch,
+                           scratch_floats};
+    pk_parallel(nthreads, batch * panels, float_panel, &a);
+    pk_aligned_free(scratch);
+    return PK_OK;
 }
 
 /* popcount(w ^ x_j) for the 8 activation rows of one interleaved block (xi[k][j] is word k

@@ -254,81 +254,101 @@ PK_ALWAYS_INLINE void spmm_band(const float *xt, int64_t in, int64_t batch, cons
     }
 }
 
-/* The whole call for one index width (wide is a constant in each instantiation). */
-PK_ALWAYS_INLINE int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t *indptr,
-                              const void *indices, const float *values, int64_t out,
-                              const float *bias, int activation, float *y, int wide) {
-    /* Row chunks of about equal work, fixed by the matrix alone. The guided schedule gives
-     * each thread long runs of adjacent chunks (half the rest, then smaller), with single
-     * chunks at the end to even out the finish. Chunks dealt out one at a time (or
-     * round-robin) put the cores on neighbouring chunks, which is slower: neighbouring
-     * chunks share cache lines of y at their borders, and each core's prefetcher likely
-     * runs on into the other's weights. */
+/* The call's arguments, shared by its parallel parts. */
+struct csr_args {
+    const float *x;
+    int64_t batch, in, out, chunks, blocks;
+    const int32_t *indptr;
+    const void *indices;
+    const float *values, *bias;
+    int activation, wide;
+    float *y;
+    float *xt;     /* x transposed in tiles (batch > 1) */
+    float *acc;    /* per worker: BAND * TILE floats (batch > 1) */
+    int64_t g0, g1; /* the group of tiles being computed */
+};
+
+/* Batch 1: the rows of chunks c0..c1. */
+static void spmv_chunks(void *ctx, int64_t c0, int64_t c1, int worker) {
+    const struct csr_args *a = ctx;
+    const int64_t r0 = pk_csr_first_row(a->indptr, a->out, c0, a->chunks);
+    const int64_t r1 = pk_csr_first_row(a->indptr, a->out, c1, a->chunks);
+    if (a->wide) /* a constant in each copy of spmv_rows */
+        spmv_rows(a->x, a->indptr, a->indices, a->values, a->bias, a->activation, a->y, r0, r1, 1);
+    else
+        spmv_rows(a->x, a->indptr, a->indices, a->values, a->bias, a->activation, a->y, r0, r1, 0);
+}
+
+/* Blocks i0..i1 of 8 columns of x, each for one tile, transposed into xt. */
+static void transpose_part(void *ctx, int64_t i0, int64_t i1, int worker) {
+    const struct csr_args *a = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        const int64_t t = i / a->blocks, kb = i % a->blocks;
+        const int64_t rows = a->batch - t * TILE < TILE ? a->batch - t * TILE : TILE;
+        transpose_block(a->x + t * TILE * a->in, a->in, rows, kb, a->xt + t * TILE * a->in,
+                        (int)((rows + 7) / 8) * 8);
+    }
+}
+
+/* Batch > 1: the rows of chunks c0..c1 for the tiles of group g0..g1. */
+static void spmm_chunks(void *ctx, int64_t c0, int64_t c1, int worker) {
+    const struct csr_args *a = ctx;
+    float *acc = a->acc + (int64_t)worker * BAND * TILE;
+    const int64_t r_begin = pk_csr_first_row(a->indptr, a->out, c0, a->chunks);
+    const int64_t r_end = pk_csr_first_row(a->indptr, a->out, c1, a->chunks);
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += BAND) {
+        const int64_t r1 = r0 + BAND < r_end ? r0 + BAND : r_end;
+        if (a->wide) /* as above */
+            spmm_band(a->xt, a->in, a->batch, a->indptr, a->indices, a->values, a->bias,
+                      a->activation, a->y, a->out, r0, r1, a->g0, a->g1, acc, 1);
+        else
+            spmm_band(a->xt, a->in, a->batch, a->indptr, a->indices, a->values, a->bias,
+                      a->activation, a->y, a->out, r0, r1, a->g0, a->g1, acc, 0);
+    }
+}
+
+/* The whole call. Row chunks of about equal work, fixed by the matrix alone, handed out
+ * as the guided schedule does: long runs of adjacent chunks first (half the rest, then
+ * smaller), single chunks at the end to even out the finish. Chunks dealt out one at a
+ * time (or round-robin) put the cores on neighbouring chunks, which is slower:
+ * neighbouring chunks share cache lines of y at their borders, and each core's
+ * prefetcher likely runs on into the other's weights. */
+static int csr_avx2(const float *x, int64_t batch, int64_t in, const int32_t *indptr,
+                    const void *indices, const float *values, int64_t out, const float *bias,
+                    int activation, float *y, int wide) {
     const int64_t chunks = out < CHUNKS ? out : CHUNKS;
     const int64_t nnz = indptr[out];
     /* at batch 1 a nonzero (a gathered load, 6 streamed bytes) costs about as much as 16
      * multiply-adds */
     const int threads = pk_threads_for((double)nnz * (batch == 1 ? 16 : batch));
+    struct csr_args a = {x, batch, in, out, chunks, (in + 7) / 8, indptr, indices, values,
+                         bias, activation, wide, y, NULL, NULL, 0, 0};
     if (batch == 1) {
-#pragma omp parallel for schedule(guided) num_threads(threads)
-        for (int64_t c = 0; c < chunks; c++) {
-            const int64_t r0 = pk_csr_first_row(indptr, out, c, chunks);
-            const int64_t r1 = pk_csr_first_row(indptr, out, c + 1, chunks);
-            if (wide) /* a constant in each copy: the outlined region loses it */
-                spmv_rows(x, indptr, indices, values, bias, activation, y, r0, r1, 1);
-            else
-                spmv_rows(x, indptr, indices, values, bias, activation, y, r0, r1, 0);
-        }
+        pk_parallel_guided(threads, chunks, spmv_chunks, &a);
         return PK_OK;
     }
     /* Tiles of TILE batch rows; the last is as wide as its rows rounded up to 8. */
-    const int64_t tiles = (batch + TILE - 1) / TILE, blocks = (in + 7) / 8;
+    const int64_t tiles = (batch + TILE - 1) / TILE;
     const int64_t padded = (tiles - 1) * TILE + ((batch - (tiles - 1) * TILE + 7) / 8) * 8;
-    float *xt = pk_aligned_alloc((size_t)in * (size_t)padded * sizeof(float));
-    if (!xt) return PK_ERR_NOMEM;
+    void *parts[2];
+    const size_t bytes[2] = {(size_t)in * (size_t)padded * sizeof(float),
+                             (size_t)threads * BAND * TILE * sizeof(float)};
+    if (!pk_alloc_parts(2, bytes, parts)) return PK_ERR_NOMEM;
+    a.xt = parts[0];
+    a.acc = parts[1];
+    /* every tile is complete before any row starts */
+    pk_parallel_for(threads, tiles * a.blocks, 32, transpose_part, &a);
+    /* Tiles go in groups that fit in L2 together; within a group, a chunk's rows are
+     * read once for all its tiles. Small x: one group, weights read once. Large x:
+     * weights are read once per group, but the random column reads hit L2. */
     const int64_t tile_bytes = in * TILE * (int64_t)sizeof(float);
     const int64_t group = tile_bytes > 0 && tile_bytes < L2_TILES ? L2_TILES / tile_bytes : 1;
-    int status = PK_OK;
-#pragma omp parallel num_threads(threads)
-    {
-        float *acc = pk_aligned_alloc((size_t)BAND * TILE * sizeof(float)); /* per thread */
-#pragma omp for schedule(dynamic, 32)
-        for (int64_t i = 0; i < tiles * blocks; i++) {
-            const int64_t t = i / blocks, kb = i % blocks;
-            const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
-            transpose_block(x + t * TILE * in, in, rows, kb, xt + t * TILE * in,
-                            (int)((rows + 7) / 8) * 8);
-        }
-        /* (the implicit barrier above: every tile is complete before any row starts) */
-        /* Tiles go in groups that fit in L2 together; within a group, a chunk's rows are
-         * read once for all its tiles. Small x: one group, weights read once. Large x:
-         * weights are read once per group, but the random column reads hit L2. */
-        for (int64_t g0 = 0; g0 < tiles; g0 += group) {
-            const int64_t g1 = g0 + group < tiles ? g0 + group : tiles;
-#pragma omp for schedule(guided) nowait
-            for (int64_t c = 0; c < chunks; c++) {
-                if (!acc) {
-#pragma omp atomic write
-                    status = PK_ERR_NOMEM;
-                    continue;
-                }
-                const int64_t c0 = pk_csr_first_row(indptr, out, c, chunks);
-                const int64_t c1 = pk_csr_first_row(indptr, out, c + 1, chunks);
-                for (int64_t r0 = c0; r0 < c1; r0 += BAND) {
-                    const int64_t r1 = r0 + BAND < c1 ? r0 + BAND : c1;
-                    if (wide) /* as above */
-                        spmm_band(xt, in, batch, indptr, indices, values, bias, activation, y,
-                                  out, r0, r1, g0, g1, acc, 1);
-                    else
-                        spmm_band(xt, in, batch, indptr, indices, values, bias, activation, y,
-                                  out, r0, r1, g0, g1, acc, 0);
-                }
-            }
-        }
-        pk_aligned_free(acc);
+    for (a.g0 = 0; a.g0 < tiles; a.g0 += group) {
+        a.g1 = a.g0 + group < tiles ? a.g0 + group : tiles;
+        pk_parallel_guided(threads, chunks, spmm_chunks, &a);
     }
-    pk_aligned_free(xt);
-    return status;
+    pk_aligned_free(parts[0]);
+    return PK_OK;
 }
 
 /* ---- batch 1 on row slices (pk_linear_csr_slices_f32) ---- */
@@ -374,21 +394,38 @@ PK_ALWAYS_INLINE void slices_run(const float *xs, const int64_t *slice_ptr,
     }
 }
 
+struct slices_args {
+    const float *xs;
+    int64_t slices, chunks;
+    const int64_t *slice_ptr;
+    const int32_t *slice_rows;
+    const void *indices;
+    int index_bytes;
+    const float *values, *bias;
+    int activation;
+    float *y;
+};
+
+static void slice_chunks(void *ctx, int64_t c0, int64_t c1, int worker) {
+    const struct slices_args *a = ctx;
+    const int64_t s0 = first_slice(a->slice_ptr, a->slices, c0, a->chunks);
+    const int64_t s1 = first_slice(a->slice_ptr, a->slices, c1, a->chunks);
+    if (a->index_bytes == 4)
+        slices_run(a->xs, a->slice_ptr, a->slice_rows, a->indices, a->values, a->bias,
+                   a->activation, a->y, s0, s1, 1);
+    else
+        slices_run(a->xs, a->slice_ptr, a->slice_rows, a->indices, a->values, a->bias,
+                   a->activation, a->y, s0, s1, 0);
+}
+
 int pk_linear_csr_slices_avx2(const float *xs, int64_t slices, const int64_t *slice_ptr,
                               const int32_t *slice_rows, const void *indices, int index_bytes,
                               const float *values, const float *bias, int activation,
                               float *y) {
-    const int64_t chunks = slices < CHUNKS ? slices : CHUNKS;
+    struct slices_args a = {xs, slices, slices < CHUNKS ? slices : CHUNKS, slice_ptr,
+                            slice_rows, indices, index_bytes, values, bias, activation, y};
     const int threads = pk_threads_for(16.0 * (double)slice_ptr[slices]); /* as csr batch 1 */
-#pragma omp parallel for schedule(guided) num_threads(threads) /* as in csr_avx2 */
-    for (int64_t c = 0; c < chunks; c++) {
-        const int64_t s0 = first_slice(slice_ptr, slices, c, chunks);
-        const int64_t s1 = first_slice(slice_ptr, slices, c + 1, chunks);
-        if (index_bytes == 4)
-            slices_run(xs, slice_ptr, slice_rows, indices, values, bias, activation, y, s0, s1, 1);
-        else
-            slices_run(xs, slice_ptr, slice_rows, indices, values, bias, activation, y, s0, s1, 0);
-    }
+    pk_parallel_guided(threads, a.chunks, slice_chunks, &a); /* as in csr_avx2 */
     return PK_OK;
 }
 

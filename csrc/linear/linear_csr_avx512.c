@@ -4,7 +4,7 @@
  * Batch 1: each row is a dot product of its values with vgatherdps-gathered
  * activations, 16 lanes at a time, the row tail masked. Batch > 1: x is transposed into
  * tiles of 16 batch rows, xt[k][j], so each nonzero is one broadcast and one FMA over a
- * zmm register. Threads own row ranges balanced by nonzeros; every output is summed by
+ * zmm register. Threads take row ranges balanced by nonzeros; every output is summed by
  * one thread in an order fixed by its row alone, whatever the thread count. */
 #include <immintrin.h>
 #include <string.h>
@@ -12,22 +12,6 @@
 #include "pk_internal.h"
 
 #define TILE 16
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
 
 static inline int64_t index_at(const void *indices, int index_bytes, int64_t p) {
     return index_bytes == 2 ? (int64_t)((const uint16_t *)indices)[p]
@@ -91,43 +75,67 @@ static void spmm_rows(const float *xt, const int32_t *indptr, const void *indice
     }
 }
 
+struct csr_args {
+    const float *x;
+    int64_t batch, in, out, tiles, parts;
+    const int32_t *indptr;
+    const void *indices;
+    int index_bytes;
+    const float *values, *bias;
+    int activation;
+    float *y, *xt;
+};
+
+/* Batch 1: the rows of parts p0..p1 (balanced by nonzeros). */
+static void spmv_parts(void *ctx, int64_t p0, int64_t p1, int worker) {
+    const struct csr_args *a = ctx;
+    const int64_t r0 = pk_csr_first_row(a->indptr, a->out, p0, a->parts);
+    const int64_t r1 = pk_csr_first_row(a->indptr, a->out, p1, a->parts);
+    spmv_rows(a->x, a->indptr, a->indices, a->index_bytes, a->values, a->bias, a->activation,
+              a->y, r0, r1);
+}
+
+/* xt[t][k][j] = x[t * TILE + j][k] for columns k0..k1, zero past the batch. */
+static void transpose_part(void *ctx, int64_t k0, int64_t k1, int worker) {
+    const struct csr_args *a = ctx;
+    const int64_t in = a->in;
+    for (int64_t k = k0; k < k1; k++)
+        for (int64_t t = 0; t < a->tiles; t++)
+            for (int64_t j = 0; j < TILE; j++) {
+                const int64_t b = t * TILE + j;
+                a->xt[(t * in + k) * TILE + j] = b < a->batch ? a->x[b * in + k] : 0.0f;
+            }
+}
+
+/* Batch > 1: the rows of parts p0..p1, for every tile. */
+static void spmm_parts(void *ctx, int64_t p0, int64_t p1, int worker) {
+    const struct csr_args *a = ctx;
+    const int64_t r0 = pk_csr_first_row(a->indptr, a->out, p0, a->parts);
+    const int64_t r1 = pk_csr_first_row(a->indptr, a->out, p1, a->parts);
+    for (int64_t t = 0; t < a->tiles; t++) {
+        const int64_t rows = a->batch - t * TILE < TILE ? a->batch - t * TILE : TILE;
+        spmm_rows(a->xt + t * a->in * TILE, a->indptr, a->indices, a->index_bytes, a->values,
+                  a->bias, a->activation, a->y + t * TILE * a->out, a->out, rows, r0, r1);
+    }
+}
+
 int pk_linear_csr_avx512(const float *x, int64_t batch, int64_t in_features,
                          const int32_t *indptr, const void *indices, int index_bytes,
                          const float *values, int64_t out_features,
                          const float *bias, int activation, float *y) {
-    const int64_t in = in_features, out = out_features;
+    const int threads = pk_threads();
+    const int64_t tiles = (batch + TILE - 1) / TILE;
+    struct csr_args a = {x, batch, in_features, out_features, tiles,
+                         (int64_t)threads * PK_TASKS_PER_THREAD, indptr, indices, index_bytes,
+                         values, bias, activation, y, NULL};
     if (batch == 1) {
-#pragma omp parallel num_threads(pk_threads())
-        {
-            const int t = thread_id(), n = thread_count();
-            const int64_t r0 = pk_csr_first_row(indptr, out, t, n);
-            const int64_t r1 = pk_csr_first_row(indptr, out, t + 1, n);
-            spmv_rows(x, indptr, indices, index_bytes, values, bias, activation, y, r0, r1);
-        }
+        pk_parallel_for(threads, a.parts, 1, spmv_parts, &a);
         return PK_OK;
     }
-    const int64_t tiles = (batch + TILE - 1) / TILE;
-    float *xt = pk_aligned_alloc((size_t)tiles * (size_t)in * TILE * sizeof(float));
-    if (!xt) return PK_ERR_NOMEM;
-#pragma omp parallel num_threads(pk_threads())
-    {
-        /* xt[t][k][j] = x[t * TILE + j][k], zero past the batch */
-#pragma omp for schedule(static)
-        for (int64_t k = 0; k < in; k++)
-            for (int64_t t = 0; t < tiles; t++)
-                for (int64_t j = 0; j < TILE; j++) {
-                    const int64_t b = t * TILE + j;
-                    xt[(t * in + k) * TILE + j] = b < batch ? x[b * in + k] : 0.0f;
-                }
-        const int id = thread_id(), n = thread_count();
-        const int64_t r0 = pk_csr_first_row(indptr, out, id, n);
-        const int64_t r1 = pk_csr_first_row(indptr, out, id + 1, n);
-        for (int64_t t = 0; t < tiles; t++) {
-            const int64_t rows = batch - t * TILE < TILE ? batch - t * TILE : TILE;
-            spmm_rows(xt + t * in * TILE, indptr, indices, index_bytes, values, bias, activation,
-                      y + t * TILE * out, out, rows, r0, r1);
-        }
-    }
-    pk_aligned_free(xt);
+    a.xt = pk_aligned_alloc((size_t)tiles * (size_t)in_features * TILE * sizeof(float));
+    if (!a.xt) return PK_ERR_NOMEM;
+    pk_parallel_for(threads, in_features, 16, transpose_part, &a);
+    pk_parallel_for(threads, a.parts, 1, spmm_parts, &a);
+    pk_aligned_free(a.xt);
     return PK_OK;
 }

@@ -104,6 +104,64 @@ static const tile_fn tiles[3][2][4] = {TILE_ROW(32), TILE_ROW(64), TILE_ROW(128)
 
 #define PANEL 4 /* row blocks per parallel work item */
 
+/* The call's arguments and its quantized rows, shared by the parallel parts. */
+struct int4_args {
+    const float *x;
+    int64_t batch, in_features, groups, ldq, nblocks, wstride, out_features;
+    int group_size, gi, activation;
+    float act_scale;
+    const uint8_t *packed;
+    const float *scale, *bias;
+    int8_t *xq;
+    int32_t *xsum;
+    float *xs;
+    unsigned char *bad;
+    float *y;
+};
+
+/* Quantize rows b0..b1 and sum each group of them. */
+static void quantize_part(void *ctx, int64_t b0, int64_t b1, int worker) {
+    const struct int4_args *a = ctx;
+    const int64_t groups = a->groups;
+    for (int64_t b = b0; b < b1; b++) {
+        int8_t *qr = a->xq + b * a->ldq;
+        pk_quantize_row_avx2(a->x + b * a->in_features, a->in_features, a->ldq, a->act_scale,
+                             qr, NULL, a->xs + b, a->bad + b);
+        for (int64_t g = 0; g < groups; g++) {
+            int32_t s = 0;
+            for (int k = 0; k < a->group_size; k++) s += qr[g * a->group_size + k];
+            a->xsum[b * groups + g] = s;
+        }
+    }
+}
+
+/* Output rows of PANEL row blocks, for every batch row. */
+static void panel(void *ctx, int64_t p, int worker) {
+    const struct int4_args *a = ctx;
+    const int64_t groups = a->groups, wstride = a->wstride, ldq = a->ldq;
+    const int64_t ob1 = (p + 1) * PANEL < a->nblocks ? (p + 1) * PANEL : a->nblocks;
+    float res[4][16];
+    for (int64_t b0 = 0; b0 < a->batch; b0 += 4) {
+        const int nc = a->batch - b0 < 4 ? (int)(a->batch - b0) : 4;
+        const int rmax = nc <= 2 ? 2 : 1;
+        for (int64_t ob = p * PANEL; ob < ob1; ob += rmax) {
+            const int R = ob1 - ob < rmax ? (int)(ob1 - ob) : rmax;
+            tiles[a->gi][R - 1][nc - 1](a->packed + ob * wstride, wstride,
+                                        a->scale + ob * groups * 8, groups * 8, groups,
+                                        a->xq + b0 * ldq, a->xsum + b0 * groups, ldq, res);
+            for (int j = 0; j < nc; j++) {
+                const int64_t b = b0 + j;
+                float *yr = a->y + b * a->out_features;
+                for (int i = 0; i < R * 8 && ob * 8 + i < a->out_features; i++) {
+                    const int64_t o = ob * 8 + i;
+                    yr[o] = pk_quant_store(res[j][i] * a->xs[b], a->bias, o, a->activation,
+                                           a->bad[b]);
+                }
+            }
+        }
+    }
+}
+
 int PK_I4_NAME(const float *x, int64_t batch, int64_t in_features,
                         const uint8_t *packed, const float *scale, int64_t out_features,
                         int group_size, float act_scale, const float *bias, int activation,
@@ -117,47 +175,13 @@ int PK_I4_NAME(const float *x, int64_t batch, int64_t in_features,
                              (size_t)batch * sizeof(float),
                              (size_t)batch};
     if (!pk_alloc_parts(4, bytes, parts)) return PK_ERR_NOMEM;
-    int8_t *xq = parts[0];
-    int32_t *xsum = parts[1];
-    float *xs = parts[2];
-    unsigned char *bad = parts[3];
-#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 1)
-    for (int64_t b = 0; b < batch; b++) {
-        int8_t *qr = xq + b * ldq;
-        pk_quantize_row_avx2(x + b * in_features, in_features, ldq, act_scale, qr, NULL,
-                             xs + b, bad + b);
-        for (int64_t g = 0; g < groups; g++) {
-            int32_t s = 0;
-            for (int k = 0; k < group_size; k++) s += qr[g * group_size + k];
-            xsum[b * groups + g] = s;
-        }
-    }
-    const int gi = group_size == 32 ? 0 : (group_size == 64 ? 1 : 2);
-    const int64_t wstride = ldq / 8 * 32; /* bytes per row block */
-    /* dynamic: on a busy machine a descheduled thread must not hold the others up */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads_for((double)batch * out_features * in_features))
-    for (int64_t p = 0; p < npanels; p++) {
-        const int64_t ob1 = (p + 1) * PANEL < nblocks ? (p + 1) * PANEL : nblocks;
-        float res[4][16];
-        for (int64_t b0 = 0; b0 < batch; b0 += 4) {
-            const int nc = batch - b0 < 4 ? (int)(batch - b0) : 4;
-            const int rmax = nc <= 2 ? 2 : 1;
-            for (int64_t ob = p * PANEL; ob < ob1; ob += rmax) {
-                const int R = ob1 - ob < rmax ? (int)(ob1 - ob) : rmax;
-                tiles[gi][R - 1][nc - 1](packed + ob * wstride, wstride,
-                                         scale + ob * groups * 8, groups * 8, groups,
-                                         xq + b0 * ldq, xsum + b0 * groups, ldq, res);
-                for (int j = 0; j < nc; j++) {
-                    const int64_t b = b0 + j;
-                    float *yr = y + b * out_features;
-                    for (int i = 0; i < R * 8 && ob * 8 + i < out_features; i++) {
-                        const int64_t o = ob * 8 + i;
-                        yr[o] = pk_quant_store(res[j][i] * xs[b], bias, o, activation, bad[b]);
-                    }
-                }
-            }
-        }
-    }
+    struct int4_args a = {x, batch, in_features, groups, ldq, nblocks,
+                          ldq / 8 * 32 /* bytes per row block */, out_features, group_size,
+                          group_size == 32 ? 0 : (group_size == 64 ? 1 : 2), activation,
+                          act_scale, packed, scale, bias, parts[0], parts[1], parts[2],
+                          parts[3], y};
+    pk_parallel_for(batch > 1 ? pk_threads() : 1, batch, 1, quantize_part, &a);
+    pk_parallel(pk_threads_for((double)batch * out_features * in_features), npanels, panel, &a);
     pk_aligned_free(parts[0]);
     return PK_OK;
 }

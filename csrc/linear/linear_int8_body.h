@@ -16,14 +16,29 @@
 #endif
 #include "pk_avx2.h"
 
+struct quant_args {
+    const float *x;
+    int64_t in, ldq;
+    float act_scale;
+    int8_t *q;
+    uint8_t *qabs;
+    float *scale;
+    unsigned char *bad;
+};
+
+static void quantize_part(void *ctx, int64_t b0, int64_t b1, int worker) {
+    const struct quant_args *a = ctx;
+    for (int64_t b = b0; b < b1; b++)
+        pk_quantize_row_avx2(a->x + b * a->in, a->in, a->ldq, a->act_scale, a->q + b * a->ldq,
+                             a->qabs ? a->qabs + b * a->ldq : NULL, a->scale + b, a->bad + b);
+}
+
 /* Quantize every row (in parallel when there are several). */
 static void quantize_rows(const float *x, int64_t batch, int64_t in, int64_t ldq,
                           float act_scale, int8_t *q, uint8_t *qabs, float *scale,
                           unsigned char *bad) {
-#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 1)
-    for (int64_t b = 0; b < batch; b++)
-        pk_quantize_row_avx2(x + b * in, in, ldq, act_scale, q + b * ldq,
-                             qabs ? qabs + b * ldq : NULL, scale + b, bad + b);
+    struct quant_args a = {x, in, ldq, act_scale, q, qabs, scale, bad};
+    pk_parallel_for(batch > 1 ? pk_threads() : 1, batch, 1, quantize_part, &a);
 }
 
 #define AHEAD 16 /* chunks of weights prefetched ahead (512 bytes per row block) */
@@ -84,6 +99,45 @@ static const tile_fn tiles[4][4] = {
 
 #define PANEL 4 /* row blocks per parallel work item (32 rows: their weights stay in L2) */
 
+/* The call's arguments and its quantized rows, shared by the panels. */
+struct panel_args {
+    int64_t batch, chunks, ldq, nblocks, wstride, out_features;
+    const int8_t *packed, *xq;
+    const uint8_t *xa;
+    const float *xs, *scale, *bias;
+    const unsigned char *bad;
+    int activation;
+    float *y;
+};
+
+/* Output rows of PANEL row blocks, for every batch row. */
+static void panel(void *ctx, int64_t p, int worker) {
+    const struct panel_args *a = ctx;
+    const int64_t ob0 = p * PANEL;
+    const int64_t ob1 = ob0 + PANEL < a->nblocks ? ob0 + PANEL : a->nblocks;
+    int32_t res[4][32];
+    for (int64_t b0 = 0; b0 < a->batch; b0 += 4) {
+        const int nc = a->batch - b0 < 4 ? (int)(a->batch - b0) : 4;
+        const int rmax = nc <= 2 ? 4 : 2;
+        for (int64_t ob = ob0; ob < ob1; ob += rmax) {
+            const int R = ob1 - ob < rmax ? (int)(ob1 - ob) : rmax;
+            tiles[R - 1][nc - 1](a->packed + ob * a->wstride, a->wstride, a->chunks,
+                                 a->xq + b0 * a->ldq, a->xa + b0 * a->ldq, a->ldq, res);
+            for (int j = 0; j < nc; j++) {
+                const int64_t b = b0 + j;
+                const float sx = a->xs[b];
+                float *yr = a->y + b * a->out_features;
+                for (int i = 0; i < R * 8; i++) {
+                    const int64_t o = ob * 8 + i;
+                    if (o >= a->out_features) break;
+                    const float v = (float)res[j][i] * (sx * a->scale[o]);
+                    yr[o] = pk_quant_store(v, a->bias, o, a->activation, a->bad[b]);
+                }
+            }
+        }
+    }
+}
+
 int PK_I8_NAME(const float *x, int64_t batch, int64_t in_features,
                         const int8_t *packed, const float *scale, int64_t out_features,
                         float act_scale, const float *bias, int activation, float *y) {
@@ -100,34 +154,9 @@ int PK_I8_NAME(const float *x, int64_t batch, int64_t in_features,
     float *xs = parts[2];
     unsigned char *bad = parts[3];
     quantize_rows(x, batch, in_features, ldq, act_scale, xq, xa, xs, bad);
-    const int64_t wstride = chunks * 32; /* bytes per row block */
-    /* dynamic: on a busy machine a descheduled thread must not hold the others up */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(pk_threads_for((double)batch * out_features * in_features))
-    for (int64_t p = 0; p < npanels; p++) {
-        const int64_t ob0 = p * PANEL;
-        const int64_t ob1 = ob0 + PANEL < nblocks ? ob0 + PANEL : nblocks;
-        int32_t res[4][32];
-        for (int64_t b0 = 0; b0 < batch; b0 += 4) {
-            const int nc = batch - b0 < 4 ? (int)(batch - b0) : 4;
-            const int rmax = nc <= 2 ? 4 : 2;
-            for (int64_t ob = ob0; ob < ob1; ob += rmax) {
-                const int R = ob1 - ob < rmax ? (int)(ob1 - ob) : rmax;
-                tiles[R - 1][nc - 1](packed + ob * wstride, wstride, chunks, xq + b0 * ldq,
-                                     xa + b0 * ldq, ldq, res);
-                for (int j = 0; j < nc; j++) {
-                    const int64_t b = b0 + j;
-                    const float sx = xs[b];
-                    float *yr = y + b * out_features;
-                    for (int i = 0; i < R * 8; i++) {
-                        const int64_t o = ob * 8 + i;
-                        if (o >= out_features) break;
-                        const float v = (float)res[j][i] * (sx * scale[o]);
-                        yr[o] = pk_quant_store(v, bias, o, activation, bad[b]);
-                    }
-                }
-            }
-        }
-    }
+    struct panel_args a = {batch, chunks, ldq, nblocks, chunks * 32 /* bytes per row block */,
+                           out_features, packed, xq, xa, xs, scale, bias, bad, activation, y};
+    pk_parallel(pk_threads_for((double)batch * out_features * in_features), npanels, panel, &a);
     pk_aligned_free(parts[0]);
     return PK_OK;
 }

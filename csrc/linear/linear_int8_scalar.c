@@ -5,6 +5,36 @@
 
 #include "pk_internal.h"
 
+struct int8_args {
+    int64_t batch, chunks, ldq, out_features;
+    const int8_t *packed;
+    const pk_quant_rows *rows;
+    const float *scale, *bias;
+    int activation;
+    float *y;
+};
+
+static void row_blocks(void *ctx, int64_t ob0, int64_t ob1, int worker) {
+    const struct int8_args *a = ctx;
+    for (int64_t ob = ob0; ob < ob1; ob++) {
+        const int8_t *wb = a->packed + ob * a->chunks * 32;
+        for (int64_t b = 0; b < a->batch; b++) {
+            const int8_t *xr = a->rows->q + b * a->ldq;
+            int32_t acc[8] = {0};
+            for (int64_t c = 0; c < a->chunks; c++)
+                for (int r = 0; r < 8; r++)
+                    for (int j = 0; j < 4; j++)
+                        acc[r] += (int32_t)wb[c * 32 + r * 4 + j] * (int32_t)xr[c * 4 + j];
+            for (int r = 0; r < 8 && ob * 8 + r < a->out_features; r++) {
+                const int64_t o = ob * 8 + r;
+                float v = (float)acc[r] * (a->rows->scale[b] * a->scale[o]);
+                a->y[b * a->out_features + o] =
+                    pk_quant_store(v, a->bias, o, a->activation, a->rows->bad[b]);
+            }
+        }
+    }
+}
+
 int pk_linear_int8_scalar(const float *x, int64_t batch, int64_t in_features,
                           const int8_t *packed, const float *scale, int64_t out_features,
                           float act_scale, const float *bias, int activation, float *y) {
@@ -13,23 +43,10 @@ int pk_linear_int8_scalar(const float *x, int64_t batch, int64_t in_features,
     pk_quant_rows rows;
     if (!pk_quantize_rows_scalar(x, batch, in_features, ldq, act_scale, &rows))
         return PK_ERR_NOMEM;
-#pragma omp parallel for schedule(static) num_threads(pk_threads_for((double)batch * out_features * in_features))
-    for (int64_t ob = 0; ob < nblocks; ob++) {
-        const int8_t *wb = packed + ob * chunks * 32;
-        for (int64_t b = 0; b < batch; b++) {
-            const int8_t *xr = rows.q + b * ldq;
-            int32_t acc[8] = {0};
-            for (int64_t c = 0; c < chunks; c++)
-                for (int r = 0; r < 8; r++)
-                    for (int j = 0; j < 4; j++)
-                        acc[r] += (int32_t)wb[c * 32 + r * 4 + j] * (int32_t)xr[c * 4 + j];
-            for (int r = 0; r < 8 && ob * 8 + r < out_features; r++) {
-                const int64_t o = ob * 8 + r;
-                float v = (float)acc[r] * (rows.scale[b] * scale[o]);
-                y[b * out_features + o] = pk_quant_store(v, bias, o, activation, rows.bad[b]);
-            }
-        }
-    }
+    struct int8_args a = {batch, chunks, ldq, out_features, packed, &rows, scale, bias,
+                          activation, y};
+    pk_parallel_for(pk_threads_for((double)batch * out_features * in_features), nblocks, 1,
+                    row_blocks, &a);
     pk_aligned_free(rows.q);
     return PK_OK;
 }

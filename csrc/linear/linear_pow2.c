@@ -9,6 +9,21 @@
 /* Largest in_features whose int8-path int32 accumulation cannot overflow: 127*64*in. */
 #define POW2_MAX_IN_INT8 264208
 
+struct quant_args {
+    const float *x;
+    int64_t in_features, stride;
+    int8_t *q;
+    float *scale;
+    unsigned char *bad;
+};
+
+static void quantize_part(void *ctx, int64_t b0, int64_t b1, int worker) {
+    const struct quant_args *a = ctx;
+    for (int64_t b = b0; b < b1; b++)
+        pk_quantize_row_scalar(a->x + b * a->in_features, a->in_features, a->stride, 0.0f,
+                               a->q + b * a->stride, a->scale + b, a->bad + b);
+}
+
 int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
                        const uint8_t *codes, const float *alpha, int64_t out_features,
                        int int8_activations, const float *bias, int activation, float *y) {
@@ -33,10 +48,8 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
     int8_t *q = parts[0];
     float *scale = parts[1];
     unsigned char *bad = parts[2];
-#pragma omp parallel for schedule(static) num_threads(pk_threads()) if (batch > 8)
-    for (int64_t b = 0; b < batch; b++)
-        pk_quantize_row_scalar(x + b * in_features, in_features, stride, 0.0f, q + b * stride,
-                               scale + b, bad + b);
+    struct quant_args a = {x, in_features, stride, q, scale, bad};
+    pk_parallel_for(batch > 8 ? pk_threads() : 1, batch, 1, quantize_part, &a);
     const int status = kernels->linear_pow2(x, q, scale, stride, batch, in_features, codes,
                                             alpha, out_features, bias, activation, y);
     /* rows holding NaN or Inf give NaN outputs (as the int8 encoding does) */

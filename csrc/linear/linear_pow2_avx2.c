@@ -202,6 +202,58 @@ FLOAT_TILE(3)
 typedef void (*float_tile_fn)(const float *, int64_t, const float *, int64_t, float[4][FNC]);
 static const float_tile_fn float_tiles[3] = {float_tile_1, float_tile_2, float_tile_3};
 
+struct float_args {
+    const float *x, *xp, *alpha, *bias;
+    int64_t batch, in_features, row_bytes, full, stride, step, out_features;
+    const uint8_t *codes;
+    int decoded, activation;
+    float *scratch, *y;
+};
+
+/* Output rows ob * step .. + step, for every batch row. */
+static void float_block(void *ctx, int64_t ob, int worker) {
+    const struct float_args *a = ctx;
+    const float *x = a->x, *xp = a->xp, *alpha = a->alpha, *bias = a->bias;
+    const int64_t batch = a->batch, in_features = a->in_features, row_bytes = a->row_bytes;
+    const int64_t full = a->full, stride = a->stride, step = a->step;
+    const int64_t out_features = a->out_features;
+    const uint8_t *codes = a->codes;
+    const int decoded = a->decoded, activation = a->activation;
+    float *y = a->y;
+    float *wf = decoded ? a->scratch + (int64_t)worker * BLOCK * stride : NULL;
+    const int64_t o0 = ob * step;
+    const int n = out_features - o0 < step ? (int)(out_features - o0) : (int)step;
+    if (!decoded) {
+        const uint8_t *rows[ROWS];
+        for (int r = 0; r < ROWS; r++) rows[r] = codes + (o0 + (r < n ? r : 0)) * row_bytes;
+        for (int64_t b = 0; b < batch; b++) {
+            float sums[ROWS];
+            float_rows(x + b * in_features, xp + b * stride, in_features, full, rows,
+                       ROWS * row_bytes, sums);
+            for (int r = 0; r < n; r++) {
+                const int64_t o = o0 + r;
+                y[b * out_features + o] = pk_activate(
+                    alpha[o] * sums[r] + (bias ? bias[o] : 0.0f), activation);
+            }
+        }
+        return;
+    }
+    decode_rows_float(codes, row_bytes, in_features, full, stride, o0, n, wf);
+    for (int64_t b0 = 0; b0 < batch; b0 += FNC) {
+        const int nc = batch - b0 < FNC ? (int)(batch - b0) : FNC;
+        for (int r0 = 0; r0 < n; r0 += 4) {
+            float res[4][FNC];
+            float_tiles[nc - 1](wf + r0 * stride, stride, xp + b0 * stride, stride, res);
+            for (int r = 0; r < 4 && r0 + r < n; r++) {
+                const int64_t o = o0 + r0 + r;
+                for (int j = 0; j < nc; j++)
+                    y[(b0 + j) * out_features + o] = pk_activate(
+                        alpha[o] * res[r][j] + (bias ? bias[o] : 0.0f), activation);
+            }
+        }
+    }
+}
+
 static int linear_float(const float *x, int64_t batch, int64_t in_features,
                         const uint8_t *codes, const float *alpha, int64_t out_features,
                         const float *bias, int activation, float *y) {
@@ -221,48 +273,9 @@ static int linear_float(const float *x, int64_t batch, int64_t in_features,
     permute_float(x, batch, in_features, decoded ? stride : full, stride, xp);
     const int64_t step = decoded ? BLOCK : ROWS;
     const int64_t blocks = (out_features + step - 1) / step;
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        float *wf = decoded ? scratch + (int64_t)omp_get_thread_num() * BLOCK * stride : NULL;
-#else
-        float *wf = scratch;
-#endif
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t ob = 0; ob < blocks; ob++) {
-            const int64_t o0 = ob * step;
-            const int n = out_features - o0 < step ? (int)(out_features - o0) : (int)step;
-            if (!decoded) {
-                const uint8_t *rows[ROWS];
-                for (int r = 0; r < ROWS; r++) rows[r] = codes + (o0 + (r < n ? r : 0)) * row_bytes;
-                for (int64_t b = 0; b < batch; b++) {
-                    float sums[ROWS];
-                    float_rows(x + b * in_features, xp + b * stride, in_features, full, rows,
-                               ROWS * row_bytes, sums);
-                    for (int r = 0; r < n; r++) {
-                        const int64_t o = o0 + r;
-                        y[b * out_features + o] = pk_activate(
-                            alpha[o] * sums[r] + (bias ? bias[o] : 0.0f), activation);
-                    }
-                }
-                continue;
-            }
-            decode_rows_float(codes, row_bytes, in_features, full, stride, o0, n, wf);
-            for (int64_t b0 = 0; b0 < batch; b0 += FNC) {
-                const int nc = batch - b0 < FNC ? (int)(batch - b0) : FNC;
-                for (int r0 = 0; r0 < n; r0 += 4) {
-                    float res[4][FNC];
-                    float_tiles[nc - 1](wf + r0 * stride, stride, xp + b0 * stride, stride, res);
-                    for (int r = 0; r < 4 && r0 + r < n; r++) {
-                        const int64_t o = o0 + r0 + r;
-                        for (int j = 0; j < nc; j++)
-                            y[(b0 + j) * out_features + o] = pk_activate(
-                                alpha[o] * res[r][j] + (bias ? bias[o] : 0.0f), activation);
-                    }
-                }
-            }
-        }
-    }
+    struct float_args a = {x, xp, alpha, bias, batch, in_features, row_bytes, full, stride,
+                           step, out_features, codes, decoded, activation, scratch, y};
+    pk_parallel(nthreads, blocks, float_block, &a);
     pk_aligned_free(xp);
     pk_aligned_free(scratch);
     return PK_OK;
@@ -423,6 +436,60 @@ static inline float int8_out(int32_t acc, float a, float sx, const float *bias, 
     return pk_activate(v + (bias ? bias[o] : 0.0f), activation);
 }
 
+struct int8_args {
+    const int8_t *xq;
+    const float *xscale, *alpha, *bias;
+    int64_t stride, batch, in_features, row_bytes, full, step, out_features;
+    const uint8_t *codes, *qa, *qs;
+    int decoded, activation;
+    uint8_t *scratch;
+    float *y;
+};
+
+/* Output rows ob * step .. + step, for every batch row. */
+static void int8_block(void *ctx, int64_t ob, int worker) {
+    const struct int8_args *a = ctx;
+    const int8_t *xq = a->xq;
+    const float *xscale = a->xscale, *alpha = a->alpha, *bias = a->bias;
+    const int64_t stride = a->stride, batch = a->batch, in_features = a->in_features;
+    const int64_t row_bytes = a->row_bytes, full = a->full, step = a->step;
+    const int64_t out_features = a->out_features;
+    const uint8_t *codes = a->codes, *qa = a->qa, *qs = a->qs;
+    const int decoded = a->decoded, activation = a->activation;
+    float *y = a->y;
+    uint8_t *wc = decoded ? a->scratch + (int64_t)worker * BLOCK * stride : NULL;
+    const int64_t o0 = ob * step;
+    const int n = out_features - o0 < step ? (int)(out_features - o0) : (int)step;
+    if (!decoded) {
+        const uint8_t *rows[ROWS];
+        for (int r = 0; r < ROWS; r++) rows[r] = codes + (o0 + (r < n ? r : 0)) * row_bytes;
+        for (int64_t b = 0; b < batch; b++) {
+            int32_t sums[ROWS];
+            int8_rows(xq + b * stride, qa + b * stride, qs + b * stride, in_features,
+                      rows, ROWS * row_bytes, sums);
+            for (int r = 0; r < n; r++)
+                y[b * out_features + o0 + r] =
+                    int8_out(sums[r], alpha[o0 + r], xscale[b], bias, o0 + r, activation);
+        }
+        return;
+    }
+    decode_rows_codes(codes, row_bytes, in_features, full, stride, o0, n, wc);
+    for (int64_t b0 = 0; b0 < batch; b0 += INT8_NC) {
+        const int nc = batch - b0 < INT8_NC ? (int)(batch - b0) : INT8_NC;
+        for (int r0 = 0; r0 < n; r0 += INT8_R) {
+            int32_t res[INT8_R][4];
+            int8_tiles[nc - 1](wc + r0 * stride, stride, qa + b0 * stride,
+                               qs + b0 * stride, res);
+            for (int r = 0; r < INT8_R && r0 + r < n; r++) {
+                const int64_t o = o0 + r0 + r;
+                for (int j = 0; j < nc; j++)
+                    y[(b0 + j) * out_features + o] =
+                        int8_out(res[r][j], alpha[o], xscale[b0 + j], bias, o, activation);
+            }
+        }
+    }
+}
+
 static int linear_int8(const int8_t *xq, const float *xscale, int64_t stride, int64_t batch,
                        int64_t in_features, const uint8_t *codes, const float *alpha,
                        int64_t out_features, const float *bias, int activation, float *y) {
@@ -448,47 +515,9 @@ static int linear_int8(const int8_t *xq, const float *xscale, int64_t stride, in
         }
     const int64_t step = decoded ? BLOCK : ROWS;
     const int64_t blocks = (out_features + step - 1) / step;
-#pragma omp parallel num_threads(nthreads)
-    {
-#ifdef _OPENMP
-        uint8_t *wc = decoded ? scratch + (int64_t)omp_get_thread_num() * BLOCK * stride : NULL;
-#else
-        uint8_t *wc = scratch;
-#endif
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t ob = 0; ob < blocks; ob++) {
-            const int64_t o0 = ob * step;
-            const int n = out_features - o0 < step ? (int)(out_features - o0) : (int)step;
-            if (!decoded) {
-                const uint8_t *rows[ROWS];
-                for (int r = 0; r < ROWS; r++) rows[r] = codes + (o0 + (r < n ? r : 0)) * row_bytes;
-                for (int64_t b = 0; b < batch; b++) {
-                    int32_t sums[ROWS];
-                    int8_rows(xq + b * stride, qa + b * stride, qs + b * stride, in_features,
-                              rows, ROWS * row_bytes, sums);
-                    for (int r = 0; r < n; r++)
-                        y[b * out_features + o0 + r] =
-                            int8_out(sums[r], alpha[o0 + r], xscale[b], bias, o0 + r, activation);
-                }
-                continue;
-            }
-            decode_rows_codes(codes, row_bytes, in_features, full, stride, o0, n, wc);
-            for (int64_t b0 = 0; b0 < batch; b0 += INT8_NC) {
-                const int nc = batch - b0 < INT8_NC ? (int)(batch - b0) : INT8_NC;
-                for (int r0 = 0; r0 < n; r0 += INT8_R) {
-                    int32_t res[INT8_R][4];
-                    int8_tiles[nc - 1](wc + r0 * stride, stride, qa + b0 * stride,
-                                       qs + b0 * stride, res);
-                    for (int r = 0; r < INT8_R && r0 + r < n; r++) {
-                        const int64_t o = o0 + r0 + r;
-                        for (int j = 0; j < nc; j++)
-                            y[(b0 + j) * out_features + o] =
-                                int8_out(res[r][j], alpha[o], xscale[b0 + j], bias, o, activation);
-                    }
-                }
-            }
-        }
-    }
+    struct int8_args a = {xq, xscale, alpha, bias, stride, batch, in_features, row_bytes, full,
+                          step, out_features, codes, qa, qs, decoded, activation, scratch, y};
+    pk_parallel(nthreads, blocks, int8_block, &a);
     pk_aligned_free(qa);
     pk_aligned_free(qs);
     pk_aligned_free(scratch);

@@ -60,5 +60,7 @@ static inline int pk_same(float a, float b) { return (isnan(a) && isnan(b)) || a
 
 /* The level changing under running kernels (test_isa_switch.c). */
 void test_isa_switch(void);
+/* The thread pool (test_pool.c). */
+void test_pool(void);
 
 #endif /* PK_TEST_H */

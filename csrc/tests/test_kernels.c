@@ -3,9 +3,9 @@
  * test_<slot>(level): from the first SIMD level on it compares the dispatched kernel
  * with the portable one; at the scalar level it checks the portable kernel against a
  * plain statement of the semantics, or only that bad arguments are refused. Then
- * test_isa_switch: the level changing under running kernels. Built under
- * AddressSanitizer + UBSan by `make -C csrc asan`. Prints "N passed, M failed"; exits
- * non-zero on any failure. */
+ * test_isa_switch: the level changing under running kernels, and test_pool: the thread
+ * pool. Built under AddressSanitizer + UBSan by `make -C csrc asan`. Prints "N passed,
+ * M failed"; exits non-zero on any failure. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +73,9 @@ int main(void) {
     test_isa_switch();
     printf("%-12s %s\n", "isa switch", pk_test_failed == before ? "ok" : "FAILED");
     pk_set_isa_cap(best);
+    const long before_pool = pk_test_failed;
+    test_pool();
+    printf("%-12s %s\n", "pool", pk_test_failed == before_pool ? "ok" : "FAILED");
     printf("%ld passed, %ld failed\n", pk_test_passed, pk_test_failed);
     return pk_test_failed ? 1 : 0;
 }

@@ -6,12 +6,10 @@ modules never build an FFI: they call :func:`library`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +21,6 @@ from kernels.encodings.base import derived
 _PACKAGE = Path(__file__).resolve().parent.parent
 _lock = threading.Lock()
 _state: dict = {}
-
-#: How long (in pause loops) an idle OpenMP worker of ours spins before it sleeps, unless
-#: OMP_WAIT_POLICY or GOMP_SPINCOUNT is set. libgomp's default, 300000, keeps idle workers
-#: busy for milliseconds after each call: where our kernels alternate with another
-#: library's threads (NumPy's BLAS), each then waits for the other's spinning threads,
-#: while back-to-back calls of ours are as fast with this short spin.
-GOMP_SPINCOUNT = "1000"
 
 
 class KernelLibraryError(RuntimeError):
@@ -64,10 +55,9 @@ def _open():
     ffi = cffi.FFI()
     ffi.cdef(_cdef(header))
     try:
-        with _openmp_spin_default():
-            # never unloaded: at exit, libgomp's workers may still be spinning (e.g. with
-            # OMP_WAIT_POLICY=active) and would crash in its unmapped code
-            lib = ffi.dlopen(str(lib_path), ffi.RTLD_NOW | getattr(ffi, "RTLD_NODELETE", 0))
+        # never unloaded: at exit, the thread pool's workers may still be running and
+        # would crash in its unmapped code
+        lib = ffi.dlopen(str(lib_path), ffi.RTLD_NOW | getattr(ffi, "RTLD_NODELETE", 0))
     except OSError as exc:
         return None, f"cannot open {lib_path}: {exc}"
     built_for = ffi.string(lib.pk_version()).decode()
@@ -77,22 +67,6 @@ def _open():
             f"pyinfer {__version__}; rebuild it (pip install . or python kernels/build_lib.py)"
         )
     return (ffi, lib), None
-
-
-@contextlib.contextmanager
-def _openmp_spin_default() -> Iterator[None]:
-    """``GOMP_SPINCOUNT`` while the library (and with it libgomp, which reads it once)
-    loads, unless the user chose a wait policy; the environment is left as it was, so
-    libraries loaded later keep their own defaults. (When libgomp is already loaded, this
-    changes nothing.)"""
-    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        yield
-        return
-    os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
-    try:
-        yield
-    finally:
-        os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 def library():

@@ -1,7 +1,12 @@
-"""Pieces every Numba kernel shares: the fused epilogue and activation codes."""
+"""Pieces every Numba kernel shares: the fused epilogue, activation codes, and serial
+kernels in a process forked after parallel ones ran."""
 
 from __future__ import annotations
 
+import os
+import sys
+
+import numba
 import numpy as np
 from numba import njit
 
@@ -24,3 +29,30 @@ def activate(v, activation):
 def bias_or_empty(bias):
     """The bias array, or an empty one meaning "no bias"."""
     return NO_BIAS if bias is None else bias
+
+
+def _serial_kernels_after_fork() -> None:
+    """In a forked child: replace every ``parallel=True`` kernel of this backend by a
+    serial compilation of the same function, if the parent ran parallel kernels on
+    Numba's OpenMP threading layer. Launching that layer again in a forked child ends
+    the process ("fork() called from a process already using GNU OpenMP"); the
+    workqueue and TBB layers survive a fork. The kernels are called through their
+    module's globals, so the child's calls reach the serial twins (compiled on first
+    use, never cached: the cache would not tell them from the parallel kernels).
+    """
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process
+        return
+    if layer != "omp":
+        return
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("kernels.backend_numba.") or module is None:
+            continue
+        for attr, obj in list(vars(module).items()):
+            if getattr(obj, "targetoptions", {}).get("parallel"):
+                setattr(module, attr, njit(nogil=True)(obj.py_func))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_serial_kernels_after_fork)
