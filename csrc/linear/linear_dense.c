@@ -5,9 +5,10 @@
  * The right operand B [k, n] is read in panels of PK_DENSE_NR columns interleaved along k
  * ([k][16]): packed once per weight for linear, or panel by panel into per-thread scratch
  * for matmul and for unpacked weights. Threads share the panels (tasks of a few panels
- * each, claimed in order); within a task the loop is rows blocked by MC, then k blocked
- * by KC, then panel, so that a KC x 16 panel slice (16 KB) stays in L1 while every row
- * tile of the MC x KC block of A (in L2) passes over it. Every output is summed by one
+ * each, claimed in order); within a task the loop is panel, then rows blocked by MC,
+ * then k blocked by KC: a panel is read in order (weights stream from memory at small
+ * batches), and each KC x 16 slice of it (16 KB) stays in L1 while every row tile of the
+ * MC x KC block of A (in L2) passes over it. Every output is summed by one
  * task in an order fixed by the shape alone, so results do not depend on the thread
  * count. */
 #include <string.h>
@@ -17,9 +18,9 @@
 #define NR PK_DENSE_NR
 /* k per block: a panel slice of KC x 16 floats is 16 KB, half of a 32 KB L1. */
 #define KC 256
-/* rows per block: MC x KC of A (192 KB) stays in a 512 KB L2; a multiple of the row
+/* rows per block: MC x KC of A (384 KB) stays in a 512 KB L2; a multiple of the row
  * tiles of every ISA (6, 12). */
-#define MC 192
+#define MC 384
 /* tasks aimed for per thread, so that a late or slow thread leaves work to others */
 #define TASKS_PER_THREAD 4
 
@@ -63,7 +64,7 @@ typedef struct {
     const float *bias;
     int activation;
     float *c;       /* [batches][m][n] */
-    float *scratch; /* KC * NR floats per worker (on-the-fly packing) */
+    float *scratch; /* k * NR floats per worker (a panel packed on the fly) */
 } dense_job;
 
 /* B rows k0 .. k0+kc-1, columns n0 .. n0+cols-1 into one zero-padded [kc][16] panel. */
@@ -100,22 +101,18 @@ static void dense_task(void *ctx, int64_t task, int worker) {
         j->kt->dense_dot(a, j->k, b + n0 * j->cs, j->cs, cols, bias, j->activation, c + n0);
         return;
     }
-    float *buf = j->scratch ? j->scratch + (int64_t)worker * KC * NR : NULL;
-    for (int64_t m0 = 0; m0 < j->m; m0 += MC) {
-        const int64_t mc = j->m - m0 < MC ? j->m - m0 : MC;
-        for (int64_t k0 = 0; k0 < j->k; k0 += KC) {
-            const int64_t kc = j->k - k0 < KC ? j->k - k0 : KC;
-            const int last = k0 + kc == j->k;
-            for (int64_t p = p0; p < p1; p++) {
-                const int64_t pc = j->n - p * NR < NR ? j->n - p * NR : NR;
-                const float *panel;
-                if (j->packed) {
-                    panel = j->packed + p * j->k * NR + k0 * NR;
-                } else {
-                    pack_panel(b, j->rs, j->cs, k0, kc, p * NR, pc, buf);
-                    panel = buf;
-                }
-                j->kt->dense_gemm(a + m0 * j->k + k0, j->k, mc, panel, kc, pc,
+    float *buf = j->scratch ? j->scratch + (int64_t)worker * j->k * NR : NULL;
+    for (int64_t p = p0; p < p1; p++) {
+        /* the panel's k * 16 floats are read in order, once per row block */
+        const int64_t pc = j->n - p * NR < NR ? j->n - p * NR : NR;
+        const float *panel = j->packed ? j->packed + p * j->k * NR : buf;
+        if (!j->packed) pack_panel(b, j->rs, j->cs, 0, j->k, p * NR, pc, buf);
+        for (int64_t m0 = 0; m0 < j->m; m0 += MC) {
+            const int64_t mc = j->m - m0 < MC ? j->m - m0 : MC;
+            for (int64_t k0 = 0; k0 < j->k; k0 += KC) {
+                const int64_t kc = j->k - k0 < KC ? j->k - k0 : KC;
+                const int last = k0 + kc == j->k;
+                j->kt->dense_gemm(a + m0 * j->k + k0, j->k, mc, panel + k0 * NR, kc, pc,
                                   c + m0 * j->n + p * NR, j->n, k0 > 0,
                                   last && j->bias ? j->bias + p * NR : NULL,
                                   last ? j->activation : PK_ACT_NONE);
@@ -151,7 +148,7 @@ static int run_dense(dense_job *j) {
     j->scratch = NULL;
     const int direct = j->packed || (j->m == 1 && j->rs == 1);
     if (!direct) {
-        j->scratch = pk_aligned_alloc((size_t)threads * KC * NR * sizeof(float));
+        j->scratch = pk_aligned_alloc((size_t)threads * (size_t)j->k * NR * sizeof(float));
         if (!j->scratch) return PK_ERR_NOMEM;
     }
     pk_parallel(threads, j->batches * j->groups, dense_task, j);

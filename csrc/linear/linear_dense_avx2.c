@@ -3,13 +3,16 @@
  * - gemm: a 6 x 16 micro-tile, 12 accumulators in registers; each k broadcasts one value
  *   of each of 6 rows of A and multiplies two vectors of the panel (2 loads + 6
  *   broadcasts per 12 FMAs, so the FMA units, not the loads, set the pace).
- * - gemv: one panel at a time, k unrolled by 4 into independent accumulators so that the
- *   FMA latency never stalls the stream of weights.
+ * - gemv: four panels at a time, so that four streams of weights are in flight (one
+ *   stream reaches well under the memory bandwidth).
  * - dot: 4 rows of B (B's columns) against x at a time, 16 floats per step. */
 #include "pk_avx2.h"
 
 #define NR PK_DENSE_NR
 #define MR 6
+/* Prefetch distance of gemm in k steps (one 64-byte line of a panel each): at small
+ * batches the weights stream from memory, where the hardware prefetcher alone lags. */
+#define PF 64
 
 static inline __m256i lanes_below(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
@@ -68,6 +71,7 @@ PK_ALWAYS_INLINE void tile(const int rows, const float *a, int64_t lda, const fl
     __m256 h0 = l0, h1 = l0, h2 = l0, h3 = l0, h4 = l0, h5 = l0;
     for (int64_t k = 0; k < kc; k++) {
         const __m256 b0 = _mm256_loadu_ps(b + k * NR), b1 = _mm256_loadu_ps(b + k * NR + 8);
+        _mm_prefetch((const char *)(b + (k + PF) * NR), _MM_HINT_T0);
         PK_DENSE_ROW(0, l0, h0)
         PK_DENSE_ROW(1, l1, h1)
         PK_DENSE_ROW(2, l2, h2)
@@ -106,37 +110,53 @@ int pk_dense_gemm_avx2(const float *a, int64_t lda, int64_t rows, const float *b
     return PK_OK;
 }
 
+/* sum_k x[k] * panel[k][0:16] into lo, hi; k unrolled by 2 into independent sums. */
+#define PK_GEMV_STEP(p, i, l, h)                                          \
+    l = _mm256_fmadd_ps(xi, _mm256_loadu_ps((p) + (i) * NR), l);          \
+    h = _mm256_fmadd_ps(xi, _mm256_loadu_ps((p) + (i) * NR + 8), h);
+
 int pk_dense_gemv_avx2(const float *x, int64_t k, const float *b, int64_t cols,
                        const float *bias, int activation, float *y) {
-    for (int64_t n0 = 0; n0 < cols; n0 += NR) {
-        const float *p = b + n0 * k;
+    int64_t n0 = 0;
+    /* four panels at a time: four streams of weights in flight */
+    for (; n0 + 4 * NR <= cols; n0 += 4 * NR) {
+        const float *p0 = b + n0 * k, *p1 = p0 + NR * k, *p2 = p1 + NR * k, *p3 = p2 + NR * k;
         __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0, l3 = l0;
         __m256 h0 = l0, h1 = l0, h2 = l0, h3 = l0;
-        int64_t i = 0;
-        for (; i + 4 <= k; i += 4, p += 4 * NR) {
-            const __m256 x0 = _mm256_broadcast_ss(x + i), x1 = _mm256_broadcast_ss(x + i + 1);
-            const __m256 x2 = _mm256_broadcast_ss(x + i + 2), x3 = _mm256_broadcast_ss(x + i + 3);
-            l0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p), l0);
-            h0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p + 8), h0);
-            l1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p + 16), l1);
-            h1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p + 24), h1);
-            l2 = _mm256_fmadd_ps(x2, _mm256_loadu_ps(p + 32), l2);
-            h2 = _mm256_fmadd_ps(x2, _mm256_loadu_ps(p + 40), h2);
-            l3 = _mm256_fmadd_ps(x3, _mm256_loadu_ps(p + 48), l3);
-            h3 = _mm256_fmadd_ps(x3, _mm256_loadu_ps(p + 56), h3);
-        }
-        for (; i < k; i++, p += NR) {
+        for (int64_t i = 0; i < k; i++) {
             const __m256 xi = _mm256_broadcast_ss(x + i);
-            l0 = _mm256_fmadd_ps(xi, _mm256_loadu_ps(p), l0);
-            h0 = _mm256_fmadd_ps(xi, _mm256_loadu_ps(p + 8), h0);
+            PK_GEMV_STEP(p0, i, l0, h0)
+            PK_GEMV_STEP(p1, i, l1, h1)
+            PK_GEMV_STEP(p2, i, l2, h2)
+            PK_GEMV_STEP(p3, i, l3, h3)
         }
-        const __m256 lo = _mm256_add_ps(_mm256_add_ps(l0, l1), _mm256_add_ps(l2, l3));
-        const __m256 hi = _mm256_add_ps(_mm256_add_ps(h0, h1), _mm256_add_ps(h2, h3));
+        const float *bs = bias ? bias + n0 : NULL;
+        store_row(y + n0, l0, h0, NR, 0, bs, activation);
+        store_row(y + n0 + NR, l1, h1, NR, 0, bs ? bs + NR : NULL, activation);
+        store_row(y + n0 + 2 * NR, l2, h2, NR, 0, bs ? bs + 2 * NR : NULL, activation);
+        store_row(y + n0 + 3 * NR, l3, h3, NR, 0, bs ? bs + 3 * NR : NULL, activation);
+    }
+    for (; n0 < cols; n0 += NR) { /* the last panels, one at a time */
+        const float *p = b + n0 * k;
+        __m256 l0 = _mm256_setzero_ps(), l1 = l0, h0 = l0, h1 = l0;
+        int64_t i = 0;
+        for (; i + 2 <= k; i += 2) {
+            __m256 xi = _mm256_broadcast_ss(x + i);
+            PK_GEMV_STEP(p, i, l0, h0)
+            xi = _mm256_broadcast_ss(x + i + 1);
+            PK_GEMV_STEP(p, i + 1, l1, h1)
+        }
+        if (i < k) {
+            const __m256 xi = _mm256_broadcast_ss(x + i);
+            PK_GEMV_STEP(p, i, l0, h0)
+        }
         const int64_t n = cols - n0 < NR ? cols - n0 : NR;
-        store_row(y + n0, lo, hi, n, 0, bias ? bias + n0 : NULL, activation);
+        store_row(y + n0, _mm256_add_ps(l0, l1), _mm256_add_ps(h0, h1), n, 0,
+                  bias ? bias + n0 : NULL, activation);
     }
     return PK_OK;
 }
+#undef PK_GEMV_STEP
 
 /* One row of dot_rows: two FMAs per 16 columns (skipped for r >= rows). */
 #define PK_DOT_ROW(r, lo, hi)                                                    \

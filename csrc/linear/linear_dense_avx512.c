@@ -3,7 +3,7 @@
  *
  * - gemm: a 12 x 16 micro-tile, 12 accumulators; each k loads the panel row once and
  *   broadcasts one value of each of 12 rows of A (13 loads per 12 FMAs).
- * - gemv: one panel at a time, k unrolled by 4 into independent accumulators.
+ * - gemv: four panels at a time (four streams of weights in flight).
  * - dot: 4 rows of B (B's columns) against x at a time, the k tail masked. */
 #include <immintrin.h>
 #include <string.h>
@@ -12,6 +12,8 @@
 
 #define NR PK_DENSE_NR
 #define MR 12
+/* Prefetch distance of gemm in k steps (one 64-byte line of a panel each). */
+#define PF 64
 
 static inline __m512 activate16(__m512 v, int activation) {
     /* max/min return their second operand when either is NaN: NaN passes */
@@ -51,6 +53,7 @@ PK_ALWAYS_INLINE void tile(const int rows, const float *a, int64_t lda, const fl
     __m512 c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
     for (int64_t k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_loadu_ps(b + k * NR);
+        _mm_prefetch((const char *)(b + (k + PF) * NR), _MM_HINT_T0);
         PK_DENSE_ROW(0, c0)
         PK_DENSE_ROW(1, c1)
         PK_DENSE_ROW(2, c2)
@@ -117,21 +120,35 @@ int pk_dense_gemm_avx512(const float *a, int64_t lda, int64_t rows, const float 
 
 int pk_dense_gemv_avx512(const float *x, int64_t k, const float *b, int64_t cols,
                          const float *bias, int activation, float *y) {
-    for (int64_t n0 = 0; n0 < cols; n0 += NR) {
-        const float *p = b + n0 * k;
+    int64_t n0 = 0;
+    /* four panels at a time: four streams of weights in flight */
+    for (; n0 + 4 * NR <= cols; n0 += 4 * NR) {
+        const float *p0 = b + n0 * k, *p1 = p0 + NR * k, *p2 = p1 + NR * k, *p3 = p2 + NR * k;
         __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        int64_t i = 0;
-        for (; i + 4 <= k; i += 4, p += 4 * NR) {
-            s0 = _mm512_fmadd_ps(_mm512_set1_ps(x[i]), _mm512_loadu_ps(p), s0);
-            s1 = _mm512_fmadd_ps(_mm512_set1_ps(x[i + 1]), _mm512_loadu_ps(p + 16), s1);
-            s2 = _mm512_fmadd_ps(_mm512_set1_ps(x[i + 2]), _mm512_loadu_ps(p + 32), s2);
-            s3 = _mm512_fmadd_ps(_mm512_set1_ps(x[i + 3]), _mm512_loadu_ps(p + 48), s3);
+        for (int64_t i = 0; i < k; i++) {
+            const __m512 xi = _mm512_set1_ps(x[i]);
+            s0 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(p0 + i * NR), s0);
+            s1 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(p1 + i * NR), s1);
+            s2 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(p2 + i * NR), s2);
+            s3 = _mm512_fmadd_ps(xi, _mm512_loadu_ps(p3 + i * NR), s3);
         }
-        for (; i < k; i++, p += NR)
-            s0 = _mm512_fmadd_ps(_mm512_set1_ps(x[i]), _mm512_loadu_ps(p), s0);
-        const __m512 s = _mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3));
+        const float *bs = bias ? bias + n0 : NULL;
+        store_row(y + n0, s0, NR, 0, bs, activation);
+        store_row(y + n0 + NR, s1, NR, 0, bs ? bs + NR : NULL, activation);
+        store_row(y + n0 + 2 * NR, s2, NR, 0, bs ? bs + 2 * NR : NULL, activation);
+        store_row(y + n0 + 3 * NR, s3, NR, 0, bs ? bs + 3 * NR : NULL, activation);
+    }
+    for (; n0 < cols; n0 += NR) { /* the last panels, one at a time */
+        const float *p = b + n0 * k;
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+        int64_t i = 0;
+        for (; i + 2 <= k; i += 2) {
+            s0 = _mm512_fmadd_ps(_mm512_set1_ps(x[i]), _mm512_loadu_ps(p + i * NR), s0);
+            s1 = _mm512_fmadd_ps(_mm512_set1_ps(x[i + 1]), _mm512_loadu_ps(p + i * NR + NR), s1);
+        }
+        if (i < k) s0 = _mm512_fmadd_ps(_mm512_set1_ps(x[i]), _mm512_loadu_ps(p + i * NR), s0);
         const int64_t n = cols - n0 < NR ? cols - n0 : NR;
-        store_row(y + n0, s, n, 0, bias ? bias + n0 : NULL, activation);
+        store_row(y + n0, _mm512_add_ps(s0, s1), n, 0, bias ? bias + n0 : NULL, activation);
     }
     return PK_OK;
 }

@@ -6,4 +6,5 @@ SUITES = {
     "quant": "pyinfer.bench.suites.quant",
     "bitwise": "pyinfer.bench.suites.bitwise",
     "conv": "pyinfer.bench.suites.conv",
+    "dense": "pyinfer.bench.suites.dense",
 }
