@@ -61,19 +61,22 @@ def test_linear_matches_float64(isa, batch, n_in, n_out):
         assert_close(kernels.linear(x, w, b, act), x, w, want)  # plain ndarray: unpacked
 
 
-def test_prepare_packs_once():
+def test_packed_once_on_the_first_batched_call():
     w = kernels.encode(np.ones((20, 9), np.float32), "dense")
     kernels.api.prepare(w)
+    kernels.linear(np.ones((1, 9), np.float32), w)
+    assert "packed" not in w.__dict__.get("_derived", {})  # batch 1 reads W as stored
+    kernels.linear(np.ones((3, 9), np.float32), w)
     packed = w.__dict__["_derived"]["packed"]
     assert packed.shape == (32 * 9,) and not packed.flags.writeable
-    kernels.linear(np.ones((3, 9), np.float32), w)
+    kernels.linear(np.ones((5, 9), np.float32), w)
     assert w.__dict__["_derived"]["packed"] is packed
 
 
 def test_cpu_info_names_the_dense_slots():
     with kernels.using(backend="c"):
         linear = kernels.cpu_info()["serving_detail"]["dense"]["linear"]
-    assert linear["batch 1"].startswith("c:pk_dense_gemv_")
+    assert linear["batch 1"].startswith("c:pk_dense_dot_")
     assert linear["batch > 1"].startswith("c:pk_dense_gemm_")
 
 

@@ -21,6 +21,10 @@
 /* rows per block: MC x KC of A (384 KB) stays in a 512 KB L2; a multiple of the row
  * tiles of every ISA (6, 12). */
 #define MC 384
+/* Up to this many rows of A times a transposed B (B's columns contiguous: unpacked
+ * weights) run as one dot product per output, reading B once per row: packing B's panels
+ * would cost more than those passes. */
+#define DOT_ROWS 8
 /* tasks aimed for per thread, so that a late or slow thread leaves work to others */
 #define TASKS_PER_THREAD 4
 
@@ -97,8 +101,10 @@ static void dense_task(void *ctx, int64_t task, int worker) {
                           c + n0);
         return;
     }
-    if (j->m == 1 && j->rs == 1) { /* GEMV on B's columns as contiguous rows */
-        j->kt->dense_dot(a, j->k, b + n0 * j->cs, j->cs, cols, bias, j->activation, c + n0);
+    if (j->m <= DOT_ROWS && j->rs == 1) { /* GEMVs on B's columns as contiguous rows */
+        for (int64_t r = 0; r < j->m; r++)
+            j->kt->dense_dot(a + r * j->k, j->k, b + n0 * j->cs, j->cs, cols, bias,
+                             j->activation, c + r * j->n + n0);
         return;
     }
     float *buf = j->scratch ? j->scratch + (int64_t)worker * j->k * NR : NULL;
@@ -146,7 +152,7 @@ static int run_dense(dense_job *j) {
     j->per_task = (j->panels + groups - 1) / groups;
     j->groups = (j->panels + j->per_task - 1) / j->per_task;
     j->scratch = NULL;
-    const int direct = j->packed || (j->m == 1 && j->rs == 1);
+    const int direct = j->packed || (j->m <= DOT_ROWS && j->rs == 1);
     if (!direct) {
         j->scratch = pk_aligned_alloc((size_t)threads * (size_t)j->k * NR * sizeof(float));
         if (!j->scratch) return PK_ERR_NOMEM;

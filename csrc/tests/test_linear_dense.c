@@ -122,12 +122,13 @@ static void check_bad_arguments(void) {
 }
 
 /* dense_gemm: batch > 1 on packed weights and matmul with both layouts of B; rows past the
- * 6- and 12-row tiles and the row block, k past the k block, panel tails. */
+ * 6- and 12-row tiles and the row block, k past the k block, panel tails (B transposed
+ * from 9 rows on: fewer run as dot products). */
 void test_dense_gemm(int level) {
     pk_rng r = {0xd15eULL ^ (uint64_t)level};
     static const int64_t shapes[][3] = {
         {2, 1, 1},   {3, 17, 5},  {5, 3, 16},  {6, 64, 33},  {7, 300, 17}, {8, 1023, 20},
-        {12, 9, 48}, {13, 40, 1}, {25, 257, 31}, {64, 100, 70}, {200, 520, 19}, {257, 3, 40},
+        {12, 9, 48}, {13, 40, 1}, {25, 257, 31}, {64, 100, 70}, {200, 520, 19}, {257, 3, 40}, {400, 20, 9},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int mode = 0; mode < 3; mode++)
@@ -150,7 +151,7 @@ void test_dense_gemv(int level) {
     check_shape(&r, level, 1, 3, 1, 40, 21, 0); /* m = 1 with B row-major: the gemm path */
 }
 
-/* dense_dot: m = 1 with B transposed (rows of W), k tails of 8 and 16, row tails of 4. */
+/* dense_dot: m <= 8 with B transposed (rows of W), k tails of 8 and 16, row tails of 4. */
 void test_dense_dot(int level) {
     pk_rng r = {0xd07ULL ^ (uint64_t)level};
     static const int64_t shapes[][2] = {{1, 1},  {3, 5},   {8, 4},    {15, 7},
@@ -158,4 +159,6 @@ void test_dense_dot(int level) {
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_shape(&r, level, 2, 1, 1, shapes[i][0], shapes[i][1], 0);
     check_shape(&r, level, 2, 2, 1, 90, 30, 1);
+    check_shape(&r, level, 2, 1, 5, 37, 19, 1);
+    check_shape(&r, level, 2, 2, 8, 64, 40, 0);
 }

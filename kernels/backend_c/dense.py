@@ -1,10 +1,13 @@
 """C kernels for ``dense`` weights, and the batched matmul of two activations.
 
-A weight is packed once (``pk_dense_pack_f32``: panels of 16 output rows interleaved
-along k) by ``kernels.api.prepare`` -- the runtime calls it when it builds a model -- or
-else on its first call, and kept with the weight. A plain ndarray passed to
-``kernels.linear`` lives for one call only, so it is never packed whole: batch 1 reads
-its rows directly (``dense_dot``), larger batches pack panel by panel inside the call.
+Batch 1 reads the rows of W [out, in] as they are stored (``dense_dot``, four rows at a
+time: as fast as a GEMV on packed panels). Larger batches run on W packed once
+(``pk_dense_pack_f32``: panels of 16 output rows interleaved along k) on the weight's
+first such call and kept with it. Not at ``kernels.api.prepare``: packing there would
+read every page of a memory-mapped model at load and double its memory, where a
+batch-1 model needs no packed copy. A plain ndarray passed to ``kernels.linear`` lives
+for one call only, so it is never packed whole: up to 8 rows run as dot products,
+more pack panel by panel inside the call.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr
 from kernels.encodings.base import derived
 
 
-def _packed(w) -> np.ndarray:
-    """``w`` packed for ``pk_linear_dense_f32`` (made once, kept with the weight)."""
+def _packed(w):
+    """A C pointer to ``w`` packed for ``pk_linear_dense_f32`` (made once, kept with the
+    weight, as is the array under ``"packed"``)."""
     cache = derived(w)
-    packed = cache.get("packed")
-    if packed is None:
+    pointer = cache.get("packed_ptr")
+    if pointer is None:
         ffi, lib = library()
         packed = np.empty(max(lib.pk_dense_packed_floats(w.out_features, w.in_features), 1),
                           np.float32)  # fmt: skip
@@ -30,19 +34,14 @@ def _packed(w) -> np.ndarray:
         check(status, "dense pack")
         packed.flags.writeable = False
         cache["packed"] = packed
-    return packed
-
-
-def prepare(w) -> None:
-    """Pack ``w`` now (``kernels.api.prepare``), not on its first call."""
-    if not w.transient:
-        _packed(w)
+        pointer = cache["packed_ptr"] = ptr(ffi, "float *", packed)
+    return pointer
 
 
 def linear(x, w, bias, activation, out) -> None:
     """y = act(x @ Wᵀ + bias); arguments already validated by kernels.linear."""
     ffi, lib = library()
-    if w.transient:  # W [out, in] as B = Wᵀ [in, out]: row stride 1, column stride in
+    if w.transient or x.shape[0] == 1:  # W as B = Wᵀ [in, out]: row stride 1, column in
         status = lib.pk_matmul_f32(
             ptr(ffi, "float *", x), ffi.NULL, ptr(ffi, "float *", w.data), ffi.NULL, 1,
             w.in_features, 1, x.shape[0], w.in_features, w.out_features,
@@ -50,7 +49,7 @@ def linear(x, w, bias, activation, out) -> None:
         )  # fmt: skip
     else:
         status = lib.pk_linear_dense_f32(
-            ptr(ffi, "float *", x), x.shape[0], w.in_features, ptr(ffi, "float *", _packed(w)),
+            ptr(ffi, "float *", x), x.shape[0], w.in_features, _packed(w),
             w.out_features, ptr(ffi, "float *", bias), ACTIVATION_CODES[activation],
             ptr(ffi, "float *", out),
         )  # fmt: skip

@@ -99,11 +99,11 @@ register(
         },
         reference_conv2d="kernels.conv.reference:float_reference",
         c_slots={
-            "linear": {"batch 1": "dense_gemv", "batch > 1": "dense_gemm"},
+            "linear": {"batch 1": "dense_dot", "batch > 1": "dense_gemm"},
             "conv2d": {"depthwise": "conv_depthwise", "groups < channels": "conv_gemm"},
         },
         bits_per_weight="32",
         activations="float32",
-        description="float32 [out, in]; C GEMV/GEMM on packed panels, else NumPy/BLAS sgemm",
+        description="float32 [out, in]; C GEMV, GEMM on packed panels, else NumPy/BLAS sgemm",
     )
 )
