@@ -110,7 +110,9 @@ def linear(
     b = None if bias is None else check_bias(bias, weight.out_features)
     check_activation(activation)
     shape = (weight.out_features,) if squeeze else (xa.shape[0], weight.out_features)
-    result = check_out(out, shape, inputs=(xa,))
+    # a plain ndarray W is the caller's, so out may alias it too (encoded arrays are frozen)
+    inputs = (xa, weight.data) if getattr(weight, "transient", False) else (xa,)
+    result = check_out(out, shape, inputs=inputs)
     if b is not None and out is not None and np.may_share_memory(b, result):
         b = b.copy()  # the kernel writes out while it reads the bias
     backend, kernel = backends.resolve("linear", weight.encoding)
