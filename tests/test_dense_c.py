@@ -189,3 +189,21 @@ def test_matmul_without_c_is_numpy():
     b = np.arange(8, dtype=np.float32).reshape(4, 2)
     with kernels.using(backend="numpy"):
         np.testing.assert_array_equal(kernels.matmul(a, b), a @ b)
+
+
+def test_matmul_op_of_two_graph_inputs_runs_on_kernels_matmul(monkeypatch):
+    import pyinfer
+
+    calls = []
+    real = kernels.matmul
+    monkeypatch.setattr(kernels, "matmul", lambda a, b: calls.append(1) or real(a, b))
+    g = pyinfer.Graph()
+    q = g.input("q", [None, 4, 9, 16])
+    k = g.input("k", [None, 4, 16, 9])
+    g.output(g.node("MatMul", q, k))
+    rng = np.random.default_rng(2)
+    qa = rng.standard_normal((2, 4, 9, 16)).astype(np.float32)
+    ka = rng.standard_normal((2, 4, 16, 9)).astype(np.float32)
+    (got,) = g.build().run({"q": qa, "k": ka}).values()
+    np.testing.assert_allclose(got, qa @ ka, rtol=1e-5, atol=1e-5)
+    assert calls
