@@ -7,7 +7,7 @@ package compiles and loads nothing.
 """
 
 from kernels._version import __version__
-from kernels.api import encode, linear
+from kernels.api import encode, linear, matmul
 from kernels.backends import (
     available_backends,
     cpu_info,
@@ -35,6 +35,7 @@ __all__ = [
     "get_backend",
     "get_num_threads",
     "linear",
+    "matmul",
     "set_backend",
     "set_isa",
     "set_num_threads",

@@ -1,4 +1,5 @@
-"""The public calls: ``encode`` a weight, run ``linear`` on it. Everything a kernel
+"""The public calls: ``encode`` a weight, run ``linear`` on it (and ``matmul`` on two
+tensors). Everything a kernel
 receives is checked and normalised here, so no kernel ever sees a bad argument."""
 
 from __future__ import annotations
@@ -109,13 +110,60 @@ def linear(
     b = None if bias is None else check_bias(bias, weight.out_features)
     check_activation(activation)
     shape = (weight.out_features,) if squeeze else (xa.shape[0], weight.out_features)
-    result = check_out(out, shape, inputs=(xa,))
+    # a plain ndarray W is the caller's, so out may alias it too (encoded arrays are frozen)
+    inputs = (xa, weight.data) if getattr(weight, "transient", False) else (xa,)
+    result = check_out(out, shape, inputs=inputs)
     if b is not None and out is not None and np.may_share_memory(b, result):
         b = b.copy()  # the kernel writes out while it reads the bias
     backend, kernel = backends.resolve("linear", weight.encoding)
     if backend == "numba":
         backends.apply_numba_threads()
     kernel(xa, weight, b, activation, result.reshape(1, -1) if squeeze else result)
+    return result
+
+
+def matmul(a: Any, b: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """The product of two float32 tensors with ``numpy.matmul`` semantics.
+
+    Runs on the C dense kernels (the micro-kernel of :func:`linear`, packing ``b`` on
+    the fly) when the C backend serves ``dense`` weights, else on ``numpy.matmul``.
+
+    Parameters
+    ----------
+    a : array_like of float, shape [..., m, k] or [k]
+    b : array_like of float, shape [..., k, n] or [k]
+        Converted to float32 (other dtypes raise TypeError). Leading (batch) axes
+        broadcast against each other; a 1-D operand gains an axis that the result drops,
+        as in ``numpy.matmul``.
+    out : ndarray of float32, optional
+        C-contiguous buffer of the result's shape, not overlapping ``a`` or ``b``.
+
+    Returns
+    -------
+    ndarray of float32, shape [..., m, n] (without the axes of 1-D operands)
+    """
+    aa, bb = _as_float32("a", a), _as_float32("b", b)
+    if aa.ndim == 0 or bb.ndim == 0:
+        raise ValueError("matmul operands must have at least one dimension")
+    a2 = aa[None, :] if aa.ndim == 1 else aa
+    b2 = bb[:, None] if bb.ndim == 1 else bb
+    m, k = a2.shape[-2:]
+    n = b2.shape[-1]
+    if b2.shape[-2] != k:
+        raise ValueError(f"matmul shapes {aa.shape} @ {bb.shape}: inner dimensions differ")
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    shape = (*batch, m, n)
+    if aa.ndim == 1:
+        shape = shape[:-2] + shape[-1:]
+    if bb.ndim == 1:
+        shape = shape[:-1]
+    result = check_out(out, shape, inputs=(aa, bb))
+    if backends.resolve("linear", "dense")[0] != "c":
+        np.matmul(aa, bb, out=result)
+        return result
+    from kernels.backend_c import dense
+
+    dense.matmul(a2, b2, batch, result.reshape(*batch, m, n))
     return result
 
 

@@ -123,6 +123,28 @@ int pk_linear_pow2_f32(const float *x, int64_t batch, int64_t in_features,
                        const uint8_t *codes, const float *alpha, int64_t out_features,
                        int int8_activations, const float *bias, int activation, float *y);
 
+/* Dense float32 weights W [out, in], packed once by pk_dense_pack_f32 into panels of
+ * PK_DENSE_NR output rows interleaved along k: packed[p][k][j] = W[16p + j][k], 0 for rows
+ * past out; pk_dense_packed_floats(out, in) floats (-1 for a negative size). */
+#define PK_DENSE_NR 16
+int64_t pk_dense_packed_floats(int64_t out_features, int64_t in_features);
+int pk_dense_pack_f32(const float *w, int64_t out_features, int64_t in_features,
+                      float *packed);
+
+/* Dense linear on packed weights: a GEMV at batch 1, a blocked GEMM above. */
+int pk_linear_dense_f32(const float *x, int64_t batch, int64_t in_features,
+                        const float *packed, int64_t out_features, const float *bias,
+                        int activation, float *y);
+
+/* Batched matmul c[z] = act(A[z] @ B[z] + bias) for z < batches: A[z] row-major [m, k]
+ * at a + a_offsets[z]; B[z][i][j] = b[b_offsets[z] + i * b_row_stride + j * b_col_stride]
+ * (strides in floats, >= 0); c[z] row-major [m, n] at c + z * m * n. NULL offsets: all
+ * 0. bias [n] may be NULL. */
+int pk_matmul_f32(const float *a, const int64_t *a_offsets, const float *b,
+                  const int64_t *b_offsets, int64_t b_row_stride, int64_t b_col_stride,
+                  int64_t batches, int64_t m, int64_t k, int64_t n, const float *bias,
+                  int activation, float *c);
+
 /* ---- conv2d building blocks (NCHW float32; kernels/conv/shapes.py validates every size) ---- */
 
 /* xpad[n, c] = x[n, c] with pad_* zero rows/columns around it. */

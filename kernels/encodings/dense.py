@@ -1,4 +1,5 @@
-"""``dense``: float32 weights multiplied through NumPy's BLAS -- the baseline.
+"""``dense``: float32 weights; C kernels with packed weights (``kernels.backend_c.dense``),
+NumPy's BLAS on the other backends -- the baseline.
 
 Overflow: sums are float32 on every backend (the reference is NumPy's BLAS), in
 different orders: products of one sign that overflow give that infinity everywhere; with
@@ -9,6 +10,7 @@ cancellation, an output the reference finds non-finite is non-finite on every ba
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
@@ -26,6 +28,9 @@ class DenseWeight(EncodedWeight):
     """
 
     encoding = "dense"
+    #: True for a view made by :meth:`wrap` for one call: kernels keep nothing derived
+    #: from it (no packed copy).
+    transient: ClassVar[bool] = False
     data: np.ndarray
 
     def __post_init__(self):
@@ -52,7 +57,9 @@ class DenseWeight(EncodedWeight):
         weight = object.__new__(cls)
         object.__setattr__(weight, "shape", matrix.shape)
         object.__setattr__(weight, "data", matrix)
-        weight.__dict__.update(out_features=matrix.shape[0], in_features=matrix.shape[1])
+        weight.__dict__.update(
+            out_features=matrix.shape[0], in_features=matrix.shape[1], transient=True
+        )
         return weight
 
 
@@ -86,13 +93,17 @@ register(
         reference_linear=linear_reference,
         kernels={
             **{f"linear/{b}": "kernels.encodings.dense:linear_blas" for b in BACKENDS},
+            "linear/c": "kernels.backend_c.dense:linear",
             "conv2d/numba": "kernels.conv.lowerings:dense",
             "conv2d/c": "kernels.conv.lowerings:dense",
         },
         reference_conv2d="kernels.conv.reference:float_reference",
-        c_slots={"conv2d": {"depthwise": "conv_depthwise", "groups < channels": "conv_gemm"}},
+        c_slots={
+            "linear": {"batch 1": "dense_dot", "batch > 1": "dense_gemm"},
+            "conv2d": {"depthwise": "conv_depthwise", "groups < channels": "conv_gemm"},
+        },
         bits_per_weight="32",
         activations="float32",
-        description="float32 [out, in]; NumPy/BLAS sgemm, the baseline",
+        description="float32 [out, in]; C GEMV, GEMM on packed panels, else NumPy/BLAS sgemm",
     )
 )

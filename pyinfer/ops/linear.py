@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+import kernels
 from kernels import backends
 from kernels.api import check_activation, prepare
 from kernels.encodings.base import EncodedWeight
@@ -138,13 +139,20 @@ def _infer_matmul(node: Node):
     return out
 
 
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``kernels.matmul`` for float32 tensors (attention products), numpy.matmul else."""
+    if a.dtype == F32 and b.dtype == F32:
+        return kernels.matmul(a, b)
+    return np.matmul(a, b)
+
+
 register(
     OpSpec(
         "MatMul",
         ("tensor", "tensor"),
         {},
         infer=_infer_matmul,
-        build=lambda node: np.matmul,
-        description="numpy.matmul semantics",
+        build=lambda node: _matmul,
+        description="numpy.matmul semantics; float32 on the C dense kernels",
     )
 )

@@ -7,5 +7,6 @@ SUITES = {
     "quant": "pyinfer.bench.suites.quant",
     "bitwise": "pyinfer.bench.suites.bitwise",
     "conv": "pyinfer.bench.suites.conv",
+    "dense": "pyinfer.bench.suites.dense",
     "mixed": "pyinfer.bench.suites.mixed",
 }
