@@ -5,7 +5,9 @@ package; the converter (``pyinfer.convert``) produces them.
 """
 
 from kernels._version import __version__
-from pyinfer.convert import Report, compare, compress, from_onnx, from_torch
+from pyinfer.convert import from_onnx, from_torch
+from pyinfer.convert.compare import Report, compare
+from pyinfer.convert.compress import compress
 from pyinfer.files import load, save
 from pyinfer.format import FormatError
 from pyinfer.graph import Graph

@@ -8,9 +8,9 @@ needs NumPy only; onnx and torch are imported when a model is converted
 (``pip install ".[convert]"``).
 """
 
-from pyinfer.convert.compare import Report, compare
-from pyinfer.convert.compress import compress
 from pyinfer.convert.onnx_import import OnnxImportError, from_onnx
 from pyinfer.convert.torch_import import from_torch
 
-__all__ = ["OnnxImportError", "Report", "compare", "compress", "from_onnx", "from_torch"]
+# compress and compare stay in their modules (pyinfer.compress, pyinfer.compare): a
+# function of the same name here would hide its module.
+__all__ = ["OnnxImportError", "from_onnx", "from_torch"]
