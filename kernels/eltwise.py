@@ -82,10 +82,7 @@ def softmax(x: np.ndarray, axis: int = -1, out: np.ndarray | None = None) -> np.
     -------
     numpy.ndarray
     """
-    x = _input(x, "softmax")
-    if x.ndim == 0:
-        raise ValueError("softmax: needs an array with at least one dimension")
-    axis = _axis(axis, x.ndim, "softmax")
+    x, axis = _input_axis(x, axis, "softmax")
     if x.shape[axis] == 0:
         raise ValueError("softmax: the axis has size 0")
     y = _output(out, x.shape, "softmax")
@@ -130,10 +127,7 @@ def layer_norm(
     -------
     numpy.ndarray
     """
-    x = _input(x, "layer_norm")
-    if x.ndim == 0:
-        raise ValueError("layer_norm: needs an array with at least one dimension")
-    axis = _axis(axis, x.ndim, "layer_norm")
+    x, axis = _input_axis(x, axis, "layer_norm")
     norm = x.shape[axis:]
     params = []
     for name, p in (("scale", scale), ("bias", bias)):
@@ -158,7 +152,9 @@ def layer_norm(
     return y
 
 
-def _axis(axis: int, ndim: int, name: str) -> int:
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}: axis {axis} out of range for {ndim} dimensions")
-    return axis % ndim
+def _input_axis(x: np.ndarray, axis: int, name: str) -> tuple[np.ndarray, int]:
+    """x as a contiguous float32 array of at least one dimension, and axis made >= 0."""
+    x = _input(x, name)
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"{name}: axis {axis} out of range for {x.ndim} dimensions")
+    return x, axis % x.ndim

@@ -9,13 +9,8 @@ static inline __m256 gelu_erf8(__m256 x) {
     const __m256 nonneg = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ);
     /* |x| < sqrt 2: Phi = 1/2 +- erf(|x| / sqrt 2) / 2 */
     const __m256 z = _mm256_mul_ps(a, _mm256_set1_ps(PK_SQRT1_2)), z2 = _mm256_mul_ps(z, z);
-    __m256 p = _mm256_set1_ps(PK_ERF_P0);
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(PK_ERF_P1));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(PK_ERF_P2));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(PK_ERF_P3));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(PK_ERF_P4));
-    p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(PK_ERF_P5));
-    const __m256 half_erf = _mm256_mul_ps(half, _mm256_mul_ps(z, p));
+    const __m256 erf = _mm256_mul_ps(z, pk_poly8(z2, PK_ERF_POLY, 6));
+    const __m256 half_erf = _mm256_mul_ps(half, erf);
     const __m256 phi_small = _mm256_blendv_ps(_mm256_sub_ps(half, half_erf),
                                               _mm256_add_ps(half, half_erf), nonneg);
     /* larger |x|: Phi = 1 - erfc / 2 or erfc / 2, erfc taken as 0 from |x| = 14 on */

@@ -14,13 +14,7 @@ static float gelu_erf(float x) {
     float phi;
     if (a < PK_GELU_ERFC_FROM) {
         const float z = a * PK_SQRT1_2, z2 = z * z;
-        float p = PK_ERF_P0;
-        p = p * z2 + PK_ERF_P1;
-        p = p * z2 + PK_ERF_P2;
-        p = p * z2 + PK_ERF_P3;
-        p = p * z2 + PK_ERF_P4;
-        p = p * z2 + PK_ERF_P5;
-        const float half_erf = 0.5f * (z * p);
+        const float half_erf = 0.5f * (z * pk_poly_scalar(z2, PK_ERF_POLY, 6));
         phi = x >= 0.0f ? 0.5f + half_erf : 0.5f - half_erf;
     } else {
         float half_erfc = 0.0f; /* from |x| = 14 on, and for NaN (x * phi is NaN anyway) */

@@ -6,6 +6,13 @@
 #include "ops/eltwise_math.h"
 #include "pk_avx2.h"
 
+/* c[0] t^(n-1) + ... + c[n-1] per lane, Horner with FMA. */
+PK_ALWAYS_INLINE __m256 pk_poly8(__m256 t, const float *c, int n) {
+    __m256 p = _mm256_set1_ps(c[0]);
+    for (int i = 1; i < n; i++) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(c[i]));
+    return p;
+}
+
 /* e^(hi + lo) per lane, as pk_exp_scalar: Inf above PK_EXP_MAX, 0 below PK_EXP_MIN,
  * NaN stays NaN. */
 static inline __m256 pk_exp8(__m256 hi, __m256 lo) {
@@ -17,13 +24,9 @@ static inline __m256 pk_exp8(__m256 hi, __m256 lo) {
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PK_LN2_HI), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(PK_LN2_LO), r);
     r = _mm256_add_ps(r, lo);
-    __m256 p = _mm256_set1_ps(PK_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PK_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PK_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PK_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PK_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(PK_EXP_P5));
-    p = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, r));
+    const __m256 poly = pk_poly8(r, PK_EXP_POLY, 6);
+    const __m256 p = _mm256_add_ps(_mm256_set1_ps(1.0f),
+                                   _mm256_fmadd_ps(_mm256_mul_ps(r, r), poly, r));
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
     const __m256i bias = _mm256_set1_epi32(127);
@@ -38,24 +41,16 @@ static inline __m256 pk_exp8(__m256 hi, __m256 lo) {
 
 /* erfc(a / sqrt 2) per lane, for sqrt 2 <= a < 14 (other lanes: anything). */
 static inline __m256 pk_erfc_tail8(__m256 a) {
-    const __m256 ah = _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32((int)PK_SPLIT_MASK)));
+    const __m256 mask = _mm256_castsi256_ps(_mm256_set1_epi32((int)PK_SPLIT_MASK));
+    const __m256 ah = _mm256_and_ps(a, mask);
     const __m256 mhalf = _mm256_set1_ps(-0.5f);
     const __m256 hi = _mm256_mul_ps(mhalf, _mm256_mul_ps(ah, ah));
-    const __m256 lo = _mm256_mul_ps(mhalf, _mm256_mul_ps(_mm256_sub_ps(a, ah), _mm256_add_ps(a, ah)));
+    const __m256 lo_sq = _mm256_mul_ps(_mm256_sub_ps(a, ah), _mm256_add_ps(a, ah));
+    const __m256 lo = _mm256_mul_ps(mhalf, lo_sq);
     const __m256 t = _mm256_div_ps(
         _mm256_set1_ps(1.0f),
         _mm256_fmadd_ps(_mm256_set1_ps(0.5f * PK_SQRT1_2), a, _mm256_set1_ps(1.0f)));
-    __m256 r = _mm256_set1_ps(PK_ERFC_R0);
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R1));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R2));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R3));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R4));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R5));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R6));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R7));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R8));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(PK_ERFC_R9));
-    return _mm256_mul_ps(pk_exp8(hi, lo), r);
+    return _mm256_mul_ps(pk_exp8(hi, lo), pk_poly8(t, PK_ERFC_POLY, 10));
 }
 
 #endif /* PK_ELTWISE_AVX2_H */

@@ -18,32 +18,19 @@
 #define PK_LOG2E 1.44269504f
 #define PK_LN2_HI 0.693359375f
 #define PK_LN2_LO -2.12194440e-4f
-#define PK_EXP_P0 1.99075555e-4f
-#define PK_EXP_P1 1.39336428e-3f
-#define PK_EXP_P2 8.33328627e-3f
-#define PK_EXP_P3 4.16664667e-2f
-#define PK_EXP_P4 1.66666672e-1f
-#define PK_EXP_P5 0.5f
+/* P(r), highest power first */
+static const float PK_EXP_POLY[6] = {1.99075555e-4f, 1.39336428e-3f, 8.33328627e-3f,
+                                     4.16664667e-2f, 1.66666672e-1f, 0.5f};
 
 /* erf(z) / z as a polynomial in z^2, z < 1 */
-#define PK_ERF_P0 -5.63175650e-4f
-#define PK_ERF_P1 4.91764396e-3f
-#define PK_ERF_P2 -2.67114043e-2f
-#define PK_ERF_P3 1.12801842e-1f
-#define PK_ERF_P4 -3.76123279e-1f
-#define PK_ERF_P5 1.12837911f
+static const float PK_ERF_POLY[6] = {-5.63175650e-4f, 4.91764396e-3f, -2.67114043e-2f,
+                                     1.12801842e-1f,  -3.76123279e-1f, 1.12837911f};
 
 /* erfc(z) e^(z^2) as a polynomial in t = 1 / (1 + z/2), 1 <= z <= 10 */
-#define PK_ERFC_R0 -6.34249449e-2f
-#define PK_ERFC_R1 3.11701387e-1f
-#define PK_ERFC_R2 -5.49392760e-1f
-#define PK_ERFC_R3 3.52025390e-1f
-#define PK_ERFC_R4 -7.82108679e-2f
-#define PK_ERFC_R5 2.24803030e-1f
-#define PK_ERFC_R6 2.37252250e-1f
-#define PK_ERFC_R7 2.83297509e-1f
-#define PK_ERFC_R8 2.82007903e-1f
-#define PK_ERFC_R9 2.74866079e-6f
+static const float PK_ERFC_POLY[10] = {-6.34249449e-2f, 3.11701387e-1f, -5.49392760e-1f,
+                                       3.52025390e-1f,  -7.82108679e-2f, 2.24803030e-1f,
+                                       2.37252250e-1f,  2.83297509e-1f,  2.82007903e-1f,
+                                       2.74866079e-6f};
 
 #define PK_SQRT1_2 0.707106781f
 /* GELU's exact form switches from erf to erfc at |x| = sqrt 2 (z = 1) and is x or 0

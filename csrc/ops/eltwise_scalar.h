@@ -8,6 +8,13 @@
 
 #include "ops/eltwise_math.h"
 
+/* c[0] t^(n-1) + ... + c[n-1], Horner. */
+static inline float pk_poly_scalar(float t, const float *c, int n) {
+    float p = c[0];
+    for (int i = 1; i < n; i++) p = p * t + c[i];
+    return p;
+}
+
 /* 2^n as a float, -126 <= n <= 127. */
 static inline float pk_pow2i_scalar(int n) {
     const uint32_t bits = (uint32_t)(n + 127) << 23;
@@ -25,13 +32,7 @@ static inline float pk_exp_scalar(float hi, float lo) {
     float r = hi - n * PK_LN2_HI;
     r = r - n * PK_LN2_LO;
     r = r + lo;
-    float p = PK_EXP_P0;
-    p = p * r + PK_EXP_P1;
-    p = p * r + PK_EXP_P2;
-    p = p * r + PK_EXP_P3;
-    p = p * r + PK_EXP_P4;
-    p = p * r + PK_EXP_P5;
-    p = 1.0f + (r + (r * r) * p);
+    const float p = 1.0f + (r + (r * r) * pk_poly_scalar(r, PK_EXP_POLY, 6));
     const int ni = (int)n, n1 = ni / 2; /* two factors: 2^n may be subnormal */
     return p * pk_pow2i_scalar(n1) * pk_pow2i_scalar(ni - n1);
 }
@@ -46,17 +47,7 @@ static inline float pk_erfc_tail_scalar(float a) {
     /* -a^2 / 2 = hi + lo, hi exact */
     const float hi = -0.5f * (ah * ah), lo = -0.5f * ((a - ah) * (a + ah));
     const float t = 1.0f / (1.0f + 0.5f * (a * PK_SQRT1_2));
-    float r = PK_ERFC_R0;
-    r = r * t + PK_ERFC_R1;
-    r = r * t + PK_ERFC_R2;
-    r = r * t + PK_ERFC_R3;
-    r = r * t + PK_ERFC_R4;
-    r = r * t + PK_ERFC_R5;
-    r = r * t + PK_ERFC_R6;
-    r = r * t + PK_ERFC_R7;
-    r = r * t + PK_ERFC_R8;
-    r = r * t + PK_ERFC_R9;
-    return pk_exp_scalar(hi, lo) * r;
+    return pk_exp_scalar(hi, lo) * pk_poly_scalar(t, PK_ERFC_POLY, 10);
 }
 
 #endif /* PK_ELTWISE_SCALAR_H */
