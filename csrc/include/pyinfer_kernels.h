@@ -227,6 +227,26 @@ int pk_conv_int8_f32(const float *x, int64_t images, int64_t channels, int64_t h
                      int64_t pad_top, int64_t pad_left, int64_t out_h, int64_t out_w,
                      const float *bias, int activation, float *y);
 
+/* ---- activations and normalisation (float32, row-major; y may be x) ---- */
+
+/* GELU of n values: approximate PK_GELU_ERF, x * Phi(x) = x/2 (1 + erf(x / sqrt 2));
+ * PK_GELU_TANH, x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). Within 1e-6
+ * relative of the float64 formulas (the tanh form: 1e-6 + 3e-7 |2u|, as its exponent is
+ * rounded to float32); NaN and Inf as those formulas give them (GELU(-Inf) is NaN). */
+#define PK_GELU_ERF 0
+#define PK_GELU_TANH 1
+int pk_gelu_f32(const float *x, int64_t n, int approximate, float *y);
+
+/* Softmax of each row of x [rows, cols]: e^(x - max) / sum, float32 throughout. A row
+ * holding NaN or +Inf, or only -Inf, gives NaN, as NumPy does. */
+int pk_softmax_f32(const float *x, int64_t rows, int64_t cols, float *y);
+
+/* LayerNorm of each row of x [rows, cols]: (x - mean) / sqrt(var + eps) * scale + bias,
+ * var the mean of (x - mean)^2; scale and bias [cols] may be NULL. A row holding NaN or
+ * Inf gives NaN. */
+int pk_layer_norm_f32(const float *x, int64_t rows, int64_t cols, const float *scale,
+                      const float *bias, float eps, float *y);
+
 /* cdef-end */
 
 #ifdef __cplusplus

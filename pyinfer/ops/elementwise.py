@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from kernels import eltwise
 from pyinfer.ops import Attr, Node, OpSpec, broadcast_shapes, register, same_shape
 
 
@@ -89,20 +90,23 @@ def erf(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 - erfc, erfc - 1)
 
 
-def _build_gelu(node: Node):
-    if node.attrs["approximate"] == "tanh":
+def gelu_reference(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    """GELU in NumPy float64 math, rounded to float32 (the reference of the C kernel)."""
+    x64 = x.astype(np.float64)
+    if approximate == "tanh":
         c = math.sqrt(2 / math.pi)
+        return (0.5 * x64 * (1 + np.tanh(c * (x64 + 0.044715 * x64**3)))).astype(np.float32)
+    # x * Phi(x) = x/2 * erfc(-x / sqrt 2), written so negative tails keep precision
+    return (0.5 * x64 * (1 + erf(x64 * (1 / math.sqrt(2))))).astype(np.float32)
 
-        def gelu_tanh(x):
-            x64 = x.astype(np.float64)
-            return (0.5 * x64 * (1 + np.tanh(c * (x64 + 0.044715 * x64**3)))).astype(np.float32)
 
-        return gelu_tanh
+def _build_gelu(node: Node):
+    approximate = node.attrs["approximate"]
 
     def gelu(x):
-        x64 = x.astype(np.float64)
-        # x * Phi(x) = x/2 * erfc(-x / sqrt 2), written so negative tails keep precision
-        return (0.5 * x64 * (1 + erf(x64 * (1 / math.sqrt(2))))).astype(np.float32)
+        if x.dtype == np.float32 and eltwise.available():
+            return eltwise.gelu(x, approximate)
+        return gelu_reference(x, approximate)
 
     return gelu
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels import eltwise
 from pyinfer.ops import F32, Attr, Node, OpSpec, axis_index, fmt_shape, register, static_input
 
 
@@ -14,14 +15,21 @@ def _infer_softmax(node: Node):
     return s
 
 
+def softmax_reference(x: np.ndarray, axis: int) -> np.ndarray:
+    """Softmax in NumPy (the reference of the C kernel): max-subtracted, in x's dtype."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
 def _build_softmax(node: Node):
     axis = node.attrs["axis"]
 
     def softmax(x):
         axis_index(axis, x.ndim)
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
-        e /= e.sum(axis=axis, keepdims=True)
-        return e
+        if x.dtype == F32 and x.size and eltwise.available():
+            return eltwise.softmax(x, axis)
+        return softmax_reference(x, axis)
 
     return softmax
 
@@ -68,20 +76,31 @@ def _build_layernorm(node: Node):
     shift = static_input(node, 2)
 
     def layer_norm(x):
-        axes = tuple(range(axis_index(axis, x.ndim), x.ndim))
-        if scale is not None and x.shape[axes[0] :] != scale.shape:
-            raise ValueError(f"LayerNorm: input {x.shape} does not end with {scale.shape}")
-        mean = x.mean(axis=axes, keepdims=True)
-        d = x - mean
-        var = np.mean(np.square(d), axis=axes, keepdims=True)
-        d /= np.sqrt(var + eps)
-        if scale is not None:
-            d *= scale
-        if shift is not None:
-            d += shift
-        return d
+        first = axis_index(axis, x.ndim)
+        for p in (scale, shift):
+            if p is not None and x.shape[first:] != p.shape:
+                raise ValueError(f"LayerNorm: input {x.shape} does not end with {p.shape}")
+        if x.dtype == F32 and x.size and eltwise.available():
+            return eltwise.layer_norm(x, scale, shift, eps, first)
+        return layer_norm_reference(x, scale, shift, eps, first)
 
     return layer_norm
+
+
+def layer_norm_reference(
+    x: np.ndarray, scale: np.ndarray | None, shift: np.ndarray | None, eps, axis: int
+) -> np.ndarray:
+    """LayerNorm in NumPy over the axes from ``axis`` on (the reference of the C kernel)."""
+    axes = tuple(range(axis, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    d = x - mean
+    var = np.mean(np.square(d), axis=axes, keepdims=True)
+    d /= np.sqrt(var + eps)
+    if scale is not None:
+        d *= scale
+    if shift is not None:
+        d += shift
+    return d
 
 
 register(
