@@ -21,9 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--after",
-        choices=["numpy", "torch", "onnxruntime"],
+        choices=["numpy", "torch", "onnxruntime", "sweep"],
         default="numpy",
-        help="the library whose 1024x1024 matmul runs before each timed call",
+        help="the library whose 1024x1024 matmul runs before each timed call; 'sweep' "
+        "copies as many bytes as that matmul touches on one thread, without its threads: "
+        "what evicting the caches alone costs",
     )
     parser.add_argument(
         "--import-torch", action="store_true", help="import torch before anything else"
@@ -67,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _other_call(library: str, a):
     """A zero-argument call of ``library``'s matmul on ``a`` (square float32)."""
+    import numpy as np
+
     if library == "numpy":
         return lambda: a @ a
+    if library == "sweep":
+        src = np.concatenate([a, a, a])
+        dst = np.empty_like(src)
+        return lambda: np.copyto(dst, src)
     if library == "torch":
         import torch
 
