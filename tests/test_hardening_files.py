@@ -504,6 +504,70 @@ def test_inspect_of_one_large_int4_weight_stays_in_bounded_memory(tmp_path):
     assert peak < 32 << 20, peak  # 1/16 of the decoded weight (decoding it took several)
 
 
+# Peak RSS as VmHWM: ru_maxrss of a child also counts the parent's peak (Linux keeps the
+# larger of the two across exec), which would hide the child's own.
+INSPECT_RSS = """
+import contextlib, io, sys
+import pyinfer
+if sys.argv[1:]:  # without a file: the baseline, pyinfer imported
+    from pyinfer.cli import main
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(["inspect", sys.argv[1], "--verify"])
+    assert code == 0 and "(verified)" in out.getvalue(), out.getvalue()
+with open("/proc/self/status") as status:
+    print(next(int(line.split()[1]) << 10 for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def _one_large_weight(kind: str):
+    """A weight of 240 MiB or more, its arrays written directly (no float32 matrix)."""
+    from kernels.encodings.csr import CSRWeight
+    from kernels.encodings.int4 import Int4Weight
+    from kernels.encodings.int8 import Int8Weight
+
+    if kind == "csr":  # [2560, 65536] at density 1/4: 160 MiB of values, 80 of indices
+        rows, cols, per_row = 2560, 65536, 16384
+        return CSRWeight(
+            (rows, cols),
+            np.arange(0, rows * per_row + 1, per_row, dtype=np.int32),
+            np.tile(np.arange(0, cols, cols // per_row, dtype=np.uint16), rows),
+            np.full(rows * per_row, 0.5, np.float32),
+        )
+    if kind == "int8":  # [8192, 32768]: 256 MiB of tiles
+        packed = np.empty((1024, 8192, 8, 4), np.int8)
+        packed[...] = np.array([0, 1, -1, 7], np.int8)
+        return Int8Weight((8192, 32768), packed, np.ones(8192, np.float32))
+    # int4 [28672, 32768]: 448 MiB of tiles, 112 MiB of scales (validation reads them all)
+    packed = np.empty((3584, 4096, 8, 4), np.uint8)
+    packed[...] = np.array([0x98, 0x08, 0xF0, 0x88], np.uint8)
+    return Int4Weight((28672, 32768), packed, np.ones((3584, 1024, 8), np.float32))
+
+
+def _peak_rss(*args: str) -> int:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", INSPECT_RSS, *args], cwd=root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+@pytest.mark.slow  # about 25 s: files of 240, 256 and 560 MiB
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
+@pytest.mark.parametrize("kind", ["csr", "int8", "int4"])
+def test_inspect_verify_of_one_large_weight_stays_under_100_mb_of_rss(tmp_path, kind):
+    """Validation reads each array a block at a time, dropping the file's pages between
+    blocks, and no derived layout (the csr batch-1 copy) is built for a description."""
+    w = _one_large_weight(kind)
+    g = pyinfer.Graph()
+    g.output(g.linear(g.input("x", (None, w.in_features)), w, name="fc"))
+    path = tmp_path / f"{kind}.pinf"
+    pyinfer.save(g, path)
+    del w, g
+    assert os.path.getsize(path) > 240 << 20
+    increment = _peak_rss(str(path)) - _peak_rss()
+    assert increment < 100 << 20, f"{kind}: {increment / 2**20:.0f} MiB"
+
+
 def test_nonzero_count_matches_the_decoded_matrix_for_every_encoding():
     from kernels import registry
 
