@@ -591,6 +591,46 @@ def test_nonzero_count_calls_after_chunk_between_chunks():
         assert len(calls) > 1, name
 
 
+def test_validation_calls_after_chunk_between_chunks_of_a_large_array():
+    """What lets a loader reading a mapped file once drop the pages validation read."""
+    from kernels.encodings.binary import BinaryWeight
+    from kernels.encodings.int4 import Int4Weight
+    from kernels.encodings.pow2 import Pow2Weight
+
+    w = sparse_gaussian(np.random.default_rng(6), (2048, 3000), 0.5)  # 24 MiB as float32
+    weights = [kernels.encode(w, name) for name in ("int8", "csr")]  # 6 MiB of int8, indices
+    packed = np.full((160, 4096, 8, 4), 0x88, np.uint8)  # int4 [1280, 32768]: 5 MiB of scales
+    weights.append(Int4Weight((1280, 32768), packed, np.ones((160, 1024, 8), np.float32)))
+    alpha = np.ones(4096, np.float32)
+    weights.append(Pow2Weight((4096, 4096), np.zeros((4096, 2048), np.uint8), alpha))  # 8 MiB
+    weights.append(BinaryWeight((4096, 10200), np.zeros((4096, 160), np.uint64), alpha))  # 5 MiB
+    for enc in weights:
+        calls = []
+        after_chunk = functools.partial(calls.append, 1)
+        type(enc).from_arrays(enc.shape, enc.arrays(), enc.params(), after_chunk)
+        assert len(calls) > 1, enc.encoding
+    bad = weights[0].packed.copy()
+    bad[-1, -1, -1, -1] = -128  # in the last chunk: still found
+    with pytest.raises(ValueError, match="-128"):
+        arrays = {"packed": bad, "scale": weights[0].scale}
+        type(weights[0]).from_arrays(w.shape, arrays, weights[0].params())
+
+
+def test_csr_validation_checks_rows_across_chunk_boundaries():
+    from kernels.encodings.csr import CSRWeight
+
+    boundary = 1 << 18  # positions per chunk of uint16 indices
+    for per_row in (512, 500):  # a row begins at the boundary, then a row spans it
+        rows = 2 * boundary // per_row + 1
+        indptr = np.arange(0, rows * per_row + 1, per_row, dtype=np.int32)
+        indices = np.tile(np.arange(per_row, dtype=np.uint16), rows)
+        values = np.ones(rows * per_row, np.float32)
+        CSRWeight((rows, per_row), indptr, indices, values)
+    indices[boundary] = indices[boundary - 1]  # a repeat within a row, across the boundary
+    with pytest.raises(ValueError, match="strictly increasing"):
+        CSRWeight((rows, per_row), indptr, indices, values)
+
+
 def test_nonzero_count_is_exact_where_the_arrays_decode_to_zero_in_unusual_ways():
     from kernels.encodings.binary import BinaryWeight
     from kernels.encodings.int4 import Int4Weight

@@ -113,7 +113,9 @@ def _rows_strictly_increasing(indptr: np.ndarray, indices: np.ndarray) -> bool:
     for chunk in row_chunks(indices, 1 << 19):
         hi = lo + chunk.shape[0]
         wide = chunk.astype(np.int64)
-        step = np.diff(wide, prepend=last)
+        step = np.empty_like(wide)  # step[i]: index at position lo + i minus the one before
+        step[0] = wide[0] - last
+        np.subtract(wide[1:], wide[:-1], out=step[1:])
         first, end = np.searchsorted(starts, (lo, hi))
         step[starts[first:end] - lo] = 1
         if np.any(step <= 0):
