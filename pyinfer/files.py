@@ -34,7 +34,7 @@ def private_copy(a: np.ndarray) -> np.ndarray:
     return copy
 
 
-def _weights_from_file(container: Container, table: Any) -> tuple[dict, set]:
+def _weights_from_file(container: Container, table: Any, describe_only: bool) -> tuple[dict, set]:
     if not isinstance(table, dict):
         raise FormatError("__metadata__.weights must be a JSON object")
     weights, used = {}, set()
@@ -72,10 +72,11 @@ def _weights_from_file(container: Container, table: Any) -> tuple[dict, set]:
                 raise FormatError(f"{where}: tensor {tensor!r} is used by two weights")
             used.add(tensor)
             arrays[field_name] = container.tensors[tensor]
-            if field_name in row.weight_type.address_fields:
+            if field_name in row.weight_type.address_fields and not describe_only:
                 arrays[field_name] = private_copy(arrays[field_name])
+        after_chunk = container.release_pages if describe_only else None
         try:
-            weights[name] = row.weight_type.from_arrays(shape, arrays, params)
+            weights[name] = row.weight_type.from_arrays(shape, arrays, params, after_chunk)
         except Exception as exc:  # any complaint of the encoding's own validation
             raise FormatError(f"{where} ({row.name}): {exc}") from None
         # validation read every page of it: let the map hold at most one weight resident
@@ -114,6 +115,27 @@ def load(path: str | os.PathLike, verify: bool = False, mmap: bool = True) -> Mo
     FormatError
         If the file is malformed or hostile, naming what is wrong.
     """
+    return _load(path, verify, mmap, describe_only=False)
+
+
+def load_to_describe(path: str | os.PathLike) -> Model:
+    """Load a ``.pinf`` file only to describe it (``pyinfer inspect``), in bounded memory.
+
+    Validated as by :func:`load`, but read once: validation reads each large array a
+    chunk at a time and drops the file's pages between chunks, positions (row pointers,
+    indices) are validated in the map instead of copied, and no kernel's derived layout
+    is built. The model must not be run: its positions are read from the map, which a
+    later change of the file would change after validation.
+
+    Raises
+    ------
+    FormatError
+        If the file is malformed or hostile, naming what is wrong.
+    """
+    return _load(path, verify=False, mmap=True, describe_only=True)
+
+
+def _load(path: str | os.PathLike, verify: bool, mmap: bool, describe_only: bool) -> Model:
     container = read_container(path, mmap=mmap)
     if verify:
         container.verify()
@@ -123,7 +145,7 @@ def load(path: str | os.PathLike, verify: bool = False, mmap: bool = True) -> Mo
             raise FormatError(f"{container.path}: __metadata__ has no {key!r}")
     graph = parse_json(meta["graph"], "__metadata__.graph")
     weights, used = _weights_from_file(
-        container, parse_json(meta["weights"], "__metadata__.weights")
+        container, parse_json(meta["weights"], "__metadata__.weights"), describe_only
     )
     # integer constants (indices, shapes) are small: private, like weights' positions
     constants = {
@@ -131,7 +153,7 @@ def load(path: str | os.PathLike, verify: bool = False, mmap: bool = True) -> Mo
         for n, a in container.tensors.items()
         if n not in used
     }
-    model = Model(graph, weights, constants, source=container)
+    model = Model(graph, weights, constants, source=container, prepare=not describe_only)
     if container.mapped:  # a pickled model refers to its file; one read privately holds a copy
         model.path = os.path.abspath(container.path)
     return model

@@ -29,6 +29,7 @@ from kernels import backends
 from kernels.encodings.base import EncodedWeight
 from pyinfer import ops, plan
 from pyinfer.format import Container, FormatError
+from pyinfer.ops import linear
 from pyinfer.plan import InputSpec
 
 #: A Model built in memory pickles with its weights and constants up to this many bytes;
@@ -50,6 +51,10 @@ class Model:
         Encoded weights, by the names nodes use.
     constants : dict of str -> ndarray
         Plain arrays (biases, LayerNorm scales, embedding tables, operands).
+    prepare : bool
+        Build the kernels' derived layouts of the weights (the C ``csr`` kernel's batch-1
+        slices) with the model (the default), or leave them to each kernel's first call
+        (a model built only to be described).
 
     Raises
     ------
@@ -65,8 +70,10 @@ class Model:
         *,
         source: Container | None = None,
         reuse_buffers: bool = True,
+        prepare: bool = True,
     ):
         self.reuse_buffers = reuse_buffers
+        self._prepare = prepare
         self.graph = graph
         self.weights = dict(weights or {})
         self.constants = dict(constants or {})
@@ -81,9 +88,13 @@ class Model:
         self._build_steps()
 
     def _build_steps(self) -> None:
-        self.planned_nodes, self._compiled = plan.build_steps(
-            self._checked, self.constants, self.reuse_buffers
-        )
+        token = linear.prepare_at_build.set(self._prepare)
+        try:
+            self.planned_nodes, self._compiled = plan.build_steps(
+                self._checked, self.constants, self.reuse_buffers
+            )
+        finally:
+            linear.prepare_at_build.reset(token)
 
     # ------------------------------------------------------------------ running
 

@@ -504,6 +504,70 @@ def test_inspect_of_one_large_int4_weight_stays_in_bounded_memory(tmp_path):
     assert peak < 32 << 20, peak  # 1/16 of the decoded weight (decoding it took several)
 
 
+# Peak RSS as VmHWM: ru_maxrss of a child also counts the parent's peak (Linux keeps the
+# larger of the two across exec), which would hide the child's own.
+INSPECT_RSS = """
+import contextlib, io, sys
+import pyinfer
+if sys.argv[1:]:  # without a file: the baseline, pyinfer imported
+    from pyinfer.cli import main
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main(["inspect", sys.argv[1], "--verify"])
+    assert code == 0 and "(verified)" in out.getvalue(), out.getvalue()
+with open("/proc/self/status") as status:
+    print(next(int(line.split()[1]) << 10 for line in status if line.startswith("VmHWM:")))
+"""
+
+
+def _one_large_weight(kind: str):
+    """A weight of 240 MiB or more, its arrays written directly (no float32 matrix)."""
+    from kernels.encodings.csr import CSRWeight
+    from kernels.encodings.int4 import Int4Weight
+    from kernels.encodings.int8 import Int8Weight
+
+    if kind == "csr":  # [2560, 65536] at density 1/4: 160 MiB of values, 80 of indices
+        rows, cols, per_row = 2560, 65536, 16384
+        return CSRWeight(
+            (rows, cols),
+            np.arange(0, rows * per_row + 1, per_row, dtype=np.int32),
+            np.tile(np.arange(0, cols, cols // per_row, dtype=np.uint16), rows),
+            np.full(rows * per_row, 0.5, np.float32),
+        )
+    if kind == "int8":  # [8192, 32768]: 256 MiB of tiles
+        packed = np.empty((1024, 8192, 8, 4), np.int8)
+        packed[...] = np.array([0, 1, -1, 7], np.int8)
+        return Int8Weight((8192, 32768), packed, np.ones(8192, np.float32))
+    # int4 [28672, 32768]: 448 MiB of tiles, 112 MiB of scales (validation reads them all)
+    packed = np.empty((3584, 4096, 8, 4), np.uint8)
+    packed[...] = np.array([0x98, 0x08, 0xF0, 0x88], np.uint8)
+    return Int4Weight((28672, 32768), packed, np.ones((3584, 1024, 8), np.float32))
+
+
+def _peak_rss(*args: str) -> int:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", INSPECT_RSS, *args], cwd=root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+@pytest.mark.slow  # about 25 s: files of 240, 256 and 560 MiB
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads Linux's VmHWM")
+@pytest.mark.parametrize("kind", ["csr", "int8", "int4"])
+def test_inspect_verify_of_one_large_weight_stays_under_100_mb_of_rss(tmp_path, kind):
+    """Validation reads each array a block at a time, dropping the file's pages between
+    blocks, and no derived layout (the csr batch-1 copy) is built for a description."""
+    w = _one_large_weight(kind)
+    g = pyinfer.Graph()
+    g.output(g.linear(g.input("x", (None, w.in_features)), w, name="fc"))
+    path = tmp_path / f"{kind}.pinf"
+    pyinfer.save(g, path)
+    del w, g
+    assert os.path.getsize(path) > 240 << 20
+    increment = _peak_rss(str(path)) - _peak_rss()
+    assert increment < 100 << 20, f"{kind}: {increment / 2**20:.0f} MiB"
+
+
 def test_nonzero_count_matches_the_decoded_matrix_for_every_encoding():
     from kernels import registry
 
@@ -525,6 +589,46 @@ def test_nonzero_count_calls_after_chunk_between_chunks():
         got = enc.nonzero_count(chunk_bytes=1024, after_chunk=functools.partial(calls.append, 1))
         assert got == np.count_nonzero(enc.decode_matrix()), name
         assert len(calls) > 1, name
+
+
+def test_validation_calls_after_chunk_between_chunks_of_a_large_array():
+    """What lets a loader reading a mapped file once drop the pages validation read."""
+    from kernels.encodings.binary import BinaryWeight
+    from kernels.encodings.int4 import Int4Weight
+    from kernels.encodings.pow2 import Pow2Weight
+
+    w = sparse_gaussian(np.random.default_rng(6), (2048, 3000), 0.5)  # 24 MiB as float32
+    weights = [kernels.encode(w, name) for name in ("int8", "csr")]  # 6 MiB of int8, indices
+    packed = np.full((160, 4096, 8, 4), 0x88, np.uint8)  # int4 [1280, 32768]: 5 MiB of scales
+    weights.append(Int4Weight((1280, 32768), packed, np.ones((160, 1024, 8), np.float32)))
+    alpha = np.ones(4096, np.float32)
+    weights.append(Pow2Weight((4096, 4096), np.zeros((4096, 2048), np.uint8), alpha))  # 8 MiB
+    weights.append(BinaryWeight((4096, 10200), np.zeros((4096, 160), np.uint64), alpha))  # 5 MiB
+    for enc in weights:
+        calls = []
+        after_chunk = functools.partial(calls.append, 1)
+        type(enc).from_arrays(enc.shape, enc.arrays(), enc.params(), after_chunk)
+        assert len(calls) > 1, enc.encoding
+    bad = weights[0].packed.copy()
+    bad[-1, -1, -1, -1] = -128  # in the last chunk: still found
+    with pytest.raises(ValueError, match="-128"):
+        arrays = {"packed": bad, "scale": weights[0].scale}
+        type(weights[0]).from_arrays(w.shape, arrays, weights[0].params())
+
+
+def test_csr_validation_checks_rows_across_chunk_boundaries():
+    from kernels.encodings.csr import CSRWeight
+
+    boundary = 1 << 18  # positions per chunk of uint16 indices
+    for per_row in (512, 500):  # a row begins at the boundary, then a row spans it
+        rows = 2 * boundary // per_row + 1
+        indptr = np.arange(0, rows * per_row + 1, per_row, dtype=np.int32)
+        indices = np.tile(np.arange(per_row, dtype=np.uint16), rows)
+        values = np.ones(rows * per_row, np.float32)
+        CSRWeight((rows, per_row), indptr, indices, values)
+    indices[boundary] = indices[boundary - 1]  # a repeat within a row, across the boundary
+    with pytest.raises(ValueError, match="strictly increasing"):
+        CSRWeight((rows, per_row), indptr, indices, values)
 
 
 def test_nonzero_count_is_exact_where_the_arrays_decode_to_zero_in_unusual_ways():

@@ -7,16 +7,23 @@ checked once, before any kernel sees it) and mark their arrays read-only.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 
 #: Epilogue activations understood by every kernel.
 ACTIVATIONS = (None, "relu", "relu6")
+
+#: What validation calls after each chunk of a stored array it reads (see ``row_chunks``).
+_after_chunk: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "after_chunk", default=None
+)
 
 
 def apply_epilogue(y: np.ndarray, bias: np.ndarray | None, activation: str | None) -> np.ndarray:
@@ -76,8 +83,18 @@ class EncodedWeight:
         }
 
     @classmethod
-    def from_arrays(cls, shape, arrays: dict[str, np.ndarray], params: dict[str, Any]):
+    def from_arrays(
+        cls,
+        shape,
+        arrays: dict[str, np.ndarray],
+        params: dict[str, Any],
+        after_chunk: Callable[[], None] | None = None,
+    ):
         """Rebuild (and validate) a weight from what :meth:`arrays` and :meth:`params` gave.
+
+        Validation reads large arrays a chunk at a time; ``after_chunk`` is called after
+        each chunk (a caller reading a memory-mapped file once drops the pages read so far
+        there, so that not even one large weight is resident whole).
 
         Raises ValueError naming the field when anything is missing or inconsistent.
         """
@@ -92,7 +109,8 @@ class EncodedWeight:
         row = registry.ENCODINGS.get(cls.encoding)
         if row is not None:  # options follow the rule kernels.encode applies
             registry.check_options(row, {k: v for k, v in params.items() if k in row.options})
-        return cls(shape=tuple(int(s) for s in shape), **arrays, **params)
+        with _calling_after_chunk(after_chunk):
+            return cls(shape=tuple(int(s) for s in shape), **arrays, **params)
 
     @property
     def nbytes(self) -> int:
@@ -216,6 +234,28 @@ def check_array(
     a = a.view()
     a.flags.writeable = False
     return a
+
+
+@contextlib.contextmanager
+def _calling_after_chunk(after_chunk: Callable[[], None] | None) -> Iterator[None]:
+    token = _after_chunk.set(after_chunk)
+    try:
+        yield
+    finally:
+        _after_chunk.reset(token)
+
+
+def row_chunks(a: np.ndarray, chunk_bytes: int = 1 << 22) -> Iterator[np.ndarray]:
+    """``a`` a chunk of leading-axis rows at a time (about ``chunk_bytes`` each), for
+    checks over a large stored array: no temporary of its size, and after each chunk the
+    ``after_chunk`` hook of :meth:`EncodedWeight.from_arrays`, if one was given."""
+    rows = a.shape[0]
+    step = max(1, chunk_bytes * rows // max(1, a.nbytes))
+    after_chunk = _after_chunk.get()
+    for lo in range(0, rows, step):
+        yield a[lo : lo + step]
+        if after_chunk is not None:
+            after_chunk()
 
 
 def _mutable(a: np.ndarray) -> bool:

@@ -32,7 +32,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernels.encodings.base import EncodedWeight, apply_epilogue, check_array, freeze
+from kernels.encodings.base import (
+    EncodedWeight,
+    apply_epilogue,
+    check_array,
+    freeze,
+    row_chunks,
+)
 from kernels.registry import Encoding, register
 
 #: Activation treatments, the first is the default.
@@ -99,7 +105,7 @@ class BinaryWeight(EncodedWeight):
             raise ValueError("binary alpha must be finite and non-negative")
         if cols % 64 and words and rows:
             pad_mask = np.uint64(~((1 << (cols % 64)) - 1) & (2**64 - 1))
-            if np.any(bits[:, -1] & pad_mask):
+            if any(np.any(chunk[:, -1] & pad_mask) for chunk in row_chunks(bits)):
                 raise ValueError(
                     f"binary bits: padding bits {cols % 64}..63 of the last word must be 0"
                 )

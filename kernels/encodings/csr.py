@@ -18,7 +18,13 @@ import dataclasses
 
 import numpy as np
 
-from kernels.encodings.base import EncodedWeight, apply_epilogue, check_array, freeze
+from kernels.encodings.base import (
+    EncodedWeight,
+    apply_epilogue,
+    check_array,
+    freeze,
+    row_chunks,
+)
 from kernels.registry import Encoding, register
 
 #: Largest ``in`` whose column indices are stored as uint16.
@@ -64,11 +70,12 @@ class CSRWeight(EncodedWeight):
             )
         if np.any(np.diff(indptr) < 0):
             raise ValueError("csr indptr must be non-decreasing")
-        if nnz and (int(indices.min()) < 0 or int(indices.max()) >= cols):
-            raise ValueError(
-                f"csr column indices must lie in [0, {cols}), got "
-                f"[{int(indices.min())}, {int(indices.max())}]"
-            )
+        if nnz:
+            low = high = int(indices[0])
+            for chunk in row_chunks(indices):  # one pass, no temporary of its size
+                low, high = min(low, int(chunk.min())), max(high, int(chunk.max()))
+            if low < 0 or high >= cols:
+                raise ValueError(f"csr column indices must lie in [0, {cols}), got [{low}, {high}]")
         if not _rows_strictly_increasing(indptr, indices):
             # sorted and distinct within each row: what encode() makes, and what makes
             # decode() (an assignment) agree with the kernels (which would sum duplicates)
@@ -98,20 +105,22 @@ class CSRWeight(EncodedWeight):
         return dense
 
 
-def _rows_strictly_increasing(
-    indptr: np.ndarray, indices: np.ndarray, chunk: int = 1 << 18
-) -> bool:
-    """Are the column indices strictly increasing within each row? Checked ``chunk``
+def _rows_strictly_increasing(indptr: np.ndarray, indices: np.ndarray) -> bool:
+    """Are the column indices strictly increasing within each row? Checked a chunk of
     positions at a time, so a large weight needs no temporary of its size."""
-    nnz = indices.shape[0]
     starts = indptr[1:-1]  # positions that begin a row: no step to check there
-    for lo in range(1, nnz, chunk):
-        hi = min(nnz, lo + chunk)
-        step = indices[lo:hi].astype(np.int64) - indices[lo - 1 : hi - 1]
-        first, last = np.searchsorted(starts, (lo, hi))
-        step[starts[first:last] - lo] = 1
+    lo, last = 0, -1  # any index is greater than the one "before" position 0
+    for chunk in row_chunks(indices, 1 << 19):
+        hi = lo + chunk.shape[0]
+        wide = chunk.astype(np.int64)
+        step = np.empty_like(wide)  # step[i]: index at position lo + i minus the one before
+        step[0] = wide[0] - last
+        np.subtract(wide[1:], wide[:-1], out=step[1:])
+        first, end = np.searchsorted(starts, (lo, hi))
+        step[starts[first:end] - lo] = 1
         if np.any(step <= 0):
             return False
+        lo, last = hi, wide[-1]
     return True
 
 

@@ -47,7 +47,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernels.encodings.base import EncodedWeight, check_array, freeze
+from kernels.encodings.base import EncodedWeight, check_array, freeze, row_chunks
 from kernels.encodings.quant import (
     ROW_BLOCK,
     blocks,
@@ -186,11 +186,10 @@ class Int4Weight(EncodedWeight):
         )
 
 
-def _all_finite(a: np.ndarray, chunk: int = 1 << 20) -> bool:
-    """Is every value finite? Checked ``chunk`` values at a time (a large weight's
-    scales are an eighth of its size: no temporary of their size)."""
-    flat = a.reshape(-1)
-    return all(np.isfinite(flat[lo : lo + chunk]).all() for lo in range(0, flat.size, chunk))
+def _all_finite(a: np.ndarray) -> bool:
+    """Is every value finite? Checked a chunk at a time (a large weight's scales are an
+    eighth of its size: no temporary of their size)."""
+    return all(np.isfinite(chunk).all() for chunk in row_chunks(a))
 
 
 def pack(q: np.ndarray, scales: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:

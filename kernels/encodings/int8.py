@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernels.encodings.base import EncodedWeight, check_array, freeze
+from kernels.encodings.base import EncodedWeight, check_array, freeze, row_chunks
 from kernels.encodings.quant import (
     QMAX,
     ROW_BLOCK,
@@ -85,7 +85,7 @@ class Int8Weight(EncodedWeight):
         layout = (blocks(out), -(-k // K_CHUNK), ROW_BLOCK, K_CHUNK)
         packed = check_array("packed", self.packed, np.int8, layout, "int8")
         scale = check_array("scale", self.scale, np.float32, (out,), "int8")
-        if packed.size and int(packed.min()) < -QMAX:
+        if packed.size and any(chunk.min() < -QMAX for chunk in row_chunks(packed)):
             raise ValueError("int8 packed weights must lie in -127..127 (found -128)")
         if not np.all(np.isfinite(scale)) or np.any(scale < 0):
             raise ValueError("int8 scale must be finite and >= 0")

@@ -48,7 +48,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from kernels.encodings.base import EncodedWeight, apply_epilogue, check_array, freeze
+from kernels.encodings.base import (
+    EncodedWeight,
+    apply_epilogue,
+    check_array,
+    freeze,
+    row_chunks,
+)
 from kernels.registry import Encoding, register
 
 #: Activation treatments, the first is the default.
@@ -119,10 +125,11 @@ class Pow2Weight(EncodedWeight):
             )
         if not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
             raise ValueError("pow2 alpha must be finite and non-negative")
-        if _has_invalid_code(codes):
-            raise ValueError(f"pow2 codes: code {INVALID_CODE} (negative zero) is invalid")
-        if cols & 1 and rows and np.any(codes[:, -1] >> 4):
-            raise ValueError("pow2 codes: the padding (high) nibble of the last byte must be 0")
+        for chunk in row_chunks(codes):  # no temporary of a large weight's size
+            if _INVALID_BYTES[chunk].any():
+                raise ValueError(f"pow2 codes: code {INVALID_CODE} (negative zero) is invalid")
+            if cols & 1 and np.any(chunk[:, -1] >> 4):
+                raise ValueError("pow2 codes: the padding (high) nibble of the last byte must be 0")
         if self.activations == "int8" and cols > MAX_IN_INT8:
             raise OverflowError(
                 f"pow2 with int8 activations supports in <= {MAX_IN_INT8} "
@@ -171,13 +178,6 @@ class Pow2Weight(EncodedWeight):
 _INVALID_BYTES = np.array(
     [(b & 0x0F) == INVALID_CODE or (b >> 4) == INVALID_CODE for b in range(256)], np.bool_
 )
-
-
-def _has_invalid_code(codes: np.ndarray, chunk: int = 1 << 22) -> bool:
-    """Does any nibble hold the invalid code? Checked ``chunk`` bytes at a time, so a
-    large weight needs no temporary of its size."""
-    flat = codes.reshape(-1)
-    return any(_INVALID_BYTES[flat[lo : lo + chunk]].any() for lo in range(0, flat.size, chunk))
 
 
 def _nearest_codes(magnitude_ratio: np.ndarray, negative: np.ndarray) -> np.ndarray:

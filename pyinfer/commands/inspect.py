@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     """Print the table; with --verify, fail (exit 2) unless the checksum matches."""
     import os
 
-    import pyinfer
     from pyinfer.cli import UserError
+    from pyinfer.files import load_to_describe
 
     try:
-        model = pyinfer.load(args.model)
+        model = load_to_describe(args.model)  # bounded memory, whatever the file's size
     except PermissionError as exc:
         raise UserError(str(exc)) from None
     meta = model.source.metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 
 import numpy as np
@@ -47,6 +48,13 @@ def _infer_linear(node: Node):
     return (*s[:-1], w.out_features)
 
 
+#: False while a model that is only described is built: its steps leave the derived
+#: layouts to each kernel's first call (``Model(prepare=False)`` sets it).
+prepare_at_build: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "prepare_at_build", default=True
+)
+
+
 def _linear_step(node: Node, slots: Slots) -> Step:
     """The step ``env[out] = act(env[x] @ W.T + b)``.
 
@@ -61,7 +69,8 @@ def _linear_step(node: Node, slots: Slots) -> Step:
     activation = node.attrs["activation"]
     check_activation(activation)
     kernel, numba_threads = linear_kernel(w)
-    prepare(w)  # derived layouts (CSR batch-1 slices) now, at build, not on the first call
+    if prepare_at_build.get():
+        prepare(w)  # derived layouts (CSR batch-1 slices) now, at build, not on the first call
     k, n = w.in_features, w.out_features
     name = node.name
     (a,) = slots.inputs
