@@ -124,8 +124,8 @@ def load_to_describe(path: str | os.PathLike) -> Model:
     Validated as by :func:`load`, but read once: validation reads each large array a
     chunk at a time and drops the file's pages between chunks, positions (row pointers,
     indices) are validated in the map instead of copied, and no kernel's derived layout
-    is built. The model must not be run: its positions are read from the map, which a
-    later change of the file would change after validation.
+    is built. The model refuses to run (``RuntimeError``): its positions are read from
+    the map, which a later change of the file would change after validation.
 
     Raises
     ------
@@ -154,6 +154,7 @@ def _load(path: str | os.PathLike, verify: bool, mmap: bool, describe_only: bool
         if n not in used
     }
     model = Model(graph, weights, constants, source=container, prepare=not describe_only)
+    model.describe_only = describe_only
     if container.mapped:  # a pickled model refers to its file; one read privately holds a copy
         model.path = os.path.abspath(container.path)
     return model

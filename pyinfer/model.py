@@ -79,6 +79,9 @@ class Model:
         self.constants = dict(constants or {})
         self.source = source
         self.path: str | None = None  # the file it maps (set by pyinfer.load unless mmap=False)
+        # set by pyinfer.files.load_to_describe: positions were checked in the map, not
+        # copied, so a later change of the file could make a kernel read out of bounds
+        self.describe_only = False
         self._file_sha256: str | None = None
         self._checked = plan.check_graph(graph, self.weights, self.constants)
         self.inputs: list[InputSpec] = self._checked.inputs
@@ -99,6 +102,11 @@ class Model:
     # ------------------------------------------------------------------ running
 
     def _execute(self, values: list[np.ndarray]) -> list[np.ndarray]:
+        if self.describe_only:
+            raise RuntimeError(
+                "this model was loaded only to be described (pyinfer inspect); "
+                "load it with pyinfer.load(path) to run it"
+            )
         with backends.model_run():  # the thread budget as it is now; workers kept ready
             return self._run_steps(values)
 

@@ -707,3 +707,22 @@ def test_fuzz_harness_runs_without_atheris():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "no finding" in proc.stdout
+
+
+def test_a_model_loaded_only_to_be_described_refuses_to_run(tmp_path):
+    """load_to_describe checks positions in the map without copying them: running such a
+    model would trust a file that may change, so it refuses, naming what to do."""
+    from pyinfer.files import load_to_describe
+
+    g = pyinfer.Graph()
+    x = g.input("x", (None, 8))
+    w = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    w[:, ::2] = 0
+    g.output(g.linear(x, kernels.encode(w, "csr")))
+    path = tmp_path / "m.pinf"
+    pyinfer.save(g.build(), path)
+    described = load_to_describe(path)
+    assert [row["encoding"] for row in described.layers() if row["encoding"]] == ["csr"]
+    with pytest.raises(RuntimeError, match="pyinfer.load"):
+        described(np.ones((1, 8), np.float32))
+    assert pyinfer.load(path)(np.ones((1, 8), np.float32)).shape == (1, 4)
