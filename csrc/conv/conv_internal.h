@@ -15,6 +15,24 @@
 /* Largest kh * kw * ceil(cg / 64) the binary conv kernel takes (its patch lives on the stack). */
 #define PK_CONV_BINARY_WORDS 256
 
+/* The shape of one conv2d call (input planes, taps, strides, dilations, leading padding and
+ * output size), shared by the args structs of the threaded kernels. */
+struct pk_conv_geom {
+    int64_t channels, height, width, kh, kw, stride_h, stride_w, dil_h, dil_w;
+    int64_t pad_top, pad_left, out_h, out_w;
+};
+
+static inline struct pk_conv_geom pk_conv_geom_of(int64_t channels, int64_t height,
+                                                  int64_t width, int64_t kh, int64_t kw,
+                                                  int64_t stride_h, int64_t stride_w,
+                                                  int64_t dil_h, int64_t dil_w, int64_t pad_top,
+                                                  int64_t pad_left, int64_t out_h,
+                                                  int64_t out_w) {
+    struct pk_conv_geom g = {channels, height, width, kh, kw, stride_h, stride_w,
+                             dil_h, dil_w, pad_top, pad_left, out_h, out_w};
+    return g;
+}
+
 /* Work (multiply-adds or elements moved) below which a call runs on the calling thread:
  * a parallel region costs more than it saves there, and far more on a busy machine. */
 #define PK_CONV_SERIAL_WORK 1.0e6
