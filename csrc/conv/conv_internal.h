@@ -56,6 +56,30 @@ static inline int pk_conv_bad_grouped(int64_t images, int64_t channels, int64_t 
            activation > PK_ACT_RELU6;
 }
 
+/* What the output task of either binary conv kernel reads: the packed input (signs and
+ * per-pixel |x| sums), the weights and the output, with the call's shape. */
+struct pk_conv_binary_out {
+    const uint64_t *wbits, *xbits;
+    const double *absum;
+    const float *alpha, *bias;
+    float *y;
+    struct pk_conv_geom geom;
+    int64_t out_channels, groups, cg, og, cw, taps, pixels, kg;
+    int activation;
+};
+
+/* The pk_conv_binary_out of a call (sizes derived as both kernels derive them). */
+static inline struct pk_conv_binary_out pk_conv_binary_out_of(
+    const uint64_t *wbits, const uint64_t *xbits, const double *absum, const float *alpha,
+    const float *bias, float *y, struct pk_conv_geom geom, int64_t out_channels,
+    int64_t groups, int activation) {
+    const int64_t cg = geom.channels / groups, taps = geom.kh * geom.kw;
+    struct pk_conv_binary_out o = {wbits, xbits, absum, alpha, bias, y, geom, out_channels,
+                                   groups, cg, out_channels / groups, (cg + 63) / 64, taps,
+                                   geom.height * geom.width, cg * taps, activation};
+    return o;
+}
+
 /* Binary conv: gathers the sign words of the patch whose top-left input position is
  * (ih0, iw0) into pw[taps][cw] and its in-bounds mask into mw (all ones inside, 0 for
  * padding: Larq's rule, padding contributes nothing); returns the sum of |x| over the
