@@ -33,6 +33,19 @@ static inline struct pk_conv_geom pk_conv_geom_of(int64_t channels, int64_t heig
     return g;
 }
 
+/* What the row-tile task of either CSR conv kernel reads (the entries' arguments, the
+ * tiles per output row and the output plane size). */
+struct pk_conv_csr_args {
+    const float *x;
+    const int32_t *indptr;
+    const int64_t *offsets;
+    const float *values;
+    const float *bias;
+    float *y;
+    int64_t x_image, x_row, out_channels, out_h, out_w, tiles, plane;
+    int activation;
+};
+
 /* Work (multiply-adds or elements moved) below which a call runs on the calling thread:
  * a parallel region costs more than it saves there, and far more on a busy machine. */
 #define PK_CONV_SERIAL_WORK 1.0e6
