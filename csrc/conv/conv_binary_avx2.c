@@ -182,19 +182,13 @@ struct pack_args {
 /* Chunks t0..t1 of PACK_PIXELS pixels of one image and group: signs packed, |x| summed. */
 static void pack_chunks(void *ctx, int64_t t0, int64_t t1, int worker) {
     const struct pack_args *a = ctx;
-    const float *x = a->x;
-    int64_t cg = a->cg;
-    int64_t cw = a->cw;
-    int64_t pixels = a->pixels;
-    int64_t chunks = a->chunks;
-    uint64_t *xbits = a->xbits;
-    double *absum = a->absum;
+    const int64_t cg = a->cg, pixels = a->pixels;
     for (int64_t t = t0; t < t1; t++) {
-        const int64_t ng = t / chunks; /* n * groups + g: its cg planes start at x + ng * cg */
-        const int64_t p0 = (t % chunks) * PACK_PIXELS;
+        const int64_t ng = t / a->chunks; /* n * groups + g: its cg planes start at x + ng * cg */
+        const int64_t p0 = (t % a->chunks) * PACK_PIXELS;
         const int64_t p1 = pixels - p0 < PACK_PIXELS ? pixels : p0 + PACK_PIXELS;
-        pack_signs(x + ng * cg * pixels, cg, pixels, cw, p0, p1, xbits + ng * pixels * cw,
-                   absum + ng * pixels);
+        pack_signs(a->x + ng * cg * pixels, cg, pixels, a->cw, p0, p1,
+                   a->xbits + ng * pixels * a->cw, a->absum + ng * pixels);
     }
 }
 

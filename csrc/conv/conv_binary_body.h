@@ -30,24 +30,16 @@ struct pack_args {
 /* Input rows row0..row1 (of one image and group): signs packed, |x| summed per pixel. */
 static void pack_rows(void *ctx, int64_t row0, int64_t row1, int worker) {
     const struct pack_args *a = ctx;
-    const float *x = a->x;
-    int64_t channels = a->channels;
-    int64_t height = a->height;
-    int64_t width = a->width;
-    int64_t groups = a->groups;
-    int64_t cg = a->cg;
-    int64_t cw = a->cw;
-    int64_t pixels = a->pixels;
-    uint64_t *xbits = a->xbits;
-    double *absum = a->absum;
+    const int64_t height = a->height, width = a->width, groups = a->groups;
+    const int64_t cg = a->cg, cw = a->cw, pixels = a->pixels;
     for (int64_t row = row0; row < row1; row++) {
         const int64_t n = row / (groups * height), g = (row / height) % groups;
         const int64_t h = row % height;
-        uint64_t *bits = xbits + ((n * groups + g) * pixels + h * width) * cw;
-        double *sums = absum + (n * groups + g) * pixels + h * width;
+        uint64_t *bits = a->xbits + ((n * groups + g) * pixels + h * width) * cw;
+        double *sums = a->absum + (n * groups + g) * pixels + h * width;
         for (int64_t w = 0; w < width; w++) sums[w] = 0.0;
         for (int64_t c = 0; c < cg; c++) {
-            const float *src = x + ((n * channels + g * cg + c) * height + h) * width;
+            const float *src = a->x + ((n * a->channels + g * cg + c) * height + h) * width;
             const uint64_t bit = (uint64_t)1 << (c % 64);
             for (int64_t w = 0; w < width; w++) {
                 const float v = src[w];
