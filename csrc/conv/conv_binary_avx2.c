@@ -182,52 +182,20 @@ struct pack_args {
 /* Chunks t0..t1 of PACK_PIXELS pixels of one image and group: signs packed, |x| summed. */
 static void pack_chunks(void *ctx, int64_t t0, int64_t t1, int worker) {
     const struct pack_args *a = ctx;
-    const float *x = a->x;
-    int64_t cg = a->cg;
-    int64_t cw = a->cw;
-    int64_t pixels = a->pixels;
-    int64_t chunks = a->chunks;
-    uint64_t *xbits = a->xbits;
-    double *absum = a->absum;
+    const int64_t cg = a->cg, pixels = a->pixels;
     for (int64_t t = t0; t < t1; t++) {
-        const int64_t ng = t / chunks; /* n * groups + g: its cg planes start at x + ng * cg */
-        const int64_t p0 = (t % chunks) * PACK_PIXELS;
+        const int64_t ng = t / a->chunks; /* n * groups + g: its cg planes start at x + ng * cg */
+        const int64_t p0 = (t % a->chunks) * PACK_PIXELS;
         const int64_t p1 = pixels - p0 < PACK_PIXELS ? pixels : p0 + PACK_PIXELS;
-        pack_signs(x + ng * cg * pixels, cg, pixels, cw, p0, p1, xbits + ng * pixels * cw,
-                   absum + ng * pixels);
+        pack_signs(a->x + ng * cg * pixels, cg, pixels, a->cw, p0, p1,
+                   a->xbits + ng * pixels * a->cw, a->absum + ng * pixels);
     }
 }
 
 struct rows_args {
-    const uint64_t *wbits;
-    const float *alpha;
-    int64_t out_channels;
-    int64_t height;
-    int64_t width;
-    int64_t groups;
-    int64_t kh;
-    int64_t kw;
-    int64_t stride_h;
-    int64_t stride_w;
-    int64_t dil_h;
-    int64_t dil_w;
-    int64_t pad_top;
-    int64_t pad_left;
-    int64_t out_h;
-    int64_t out_w;
-    const float *bias;
-    int activation;
-    float *y;
-    int64_t cg;
-    int64_t og;
-    int64_t cw;
-    int64_t taps;
-    int64_t pixels;
-    int64_t kg;
+    struct pk_conv_binary_out out;
     int64_t words;
     dots_fn row_dots;
-    const uint64_t *xbits;
-    const double *absum;
     const int32_t *wpop;
     const int64_t *tap_at;
     char *scratch;
@@ -238,65 +206,37 @@ struct rows_args {
 /* Output rows t0..t1 (of one image and group), every channel of the group. */
 static void output_rows(void *ctx, int64_t t0, int64_t t1, int worker) {
     const struct rows_args *a = ctx;
-    const uint64_t *wbits = a->wbits;
-    const float *alpha = a->alpha;
-    int64_t out_channels = a->out_channels;
-    int64_t height = a->height;
-    int64_t width = a->width;
-    int64_t groups = a->groups;
-    int64_t kh = a->kh;
-    int64_t kw = a->kw;
-    int64_t stride_h = a->stride_h;
-    int64_t stride_w = a->stride_w;
-    int64_t dil_h = a->dil_h;
-    int64_t dil_w = a->dil_w;
-    int64_t pad_top = a->pad_top;
-    int64_t pad_left = a->pad_left;
-    int64_t out_h = a->out_h;
-    int64_t out_w = a->out_w;
-    const float *bias = a->bias;
-    int activation = a->activation;
-    float *y = a->y;
-    int64_t cg = a->cg;
-    int64_t og = a->og;
-    int64_t cw = a->cw;
-    int64_t taps = a->taps;
-    int64_t pixels = a->pixels;
-    int64_t kg = a->kg;
-    int64_t words = a->words;
-    dots_fn row_dots = a->row_dots;
-    const uint64_t *xbits = a->xbits;
-    const double *absum = a->absum;
-    const int32_t *wpop = a->wpop;
+    const struct pk_conv_binary_out *bo = &a->out;
+    const struct pk_conv_geom geo = bo->geom; /* a local copy: the loops read registers */
+    const int64_t cg = bo->cg, og = bo->og, cw = bo->cw, taps = bo->taps;
+    const int64_t pixels = bo->pixels, kg = bo->kg, words = a->words;
     const int64_t *tap_at = a->tap_at;
-    char *scratch = a->scratch;
-    size_t worker_bytes = a->worker_bytes;
-    const size_t *sizes = a->sizes;
     for (int64_t t = t0; t < t1; t++) {
         void *part[ROW_BUFFERS];
-        char *mine = scratch + worker * worker_bytes;
+        char *mine = a->scratch + worker * a->worker_bytes;
         for (int i = 0; i < ROW_BUFFERS; i++) {
             part[i] = mine;
-            mine += (sizes[i] + 63) / 64 * 64;
+            mine += (a->sizes[i] + 63) / 64 * 64;
         }
         uint64_t *patches = part[0];
         float *betas = part[1];
         int64_t *base = part[2]; /* in-bounds taps x cg */
         int64_t *border = part[3];
         int32_t *padded = part[4], *dots = part[5], *fix = part[6];
-        const int64_t n = t / (groups * out_h), g = (t / out_h) % groups, oh = t % out_h;
-        const uint64_t *bits = xbits + (n * groups + g) * pixels * cw;
-        const double *sums = absum + (n * groups + g) * pixels;
+        const int64_t n = t / (bo->groups * geo.out_h), g = (t / geo.out_h) % bo->groups;
+        const int64_t oh = t % geo.out_h;
+        const uint64_t *bits = bo->xbits + (n * bo->groups + g) * pixels * cw;
+        const double *sums = bo->absum + (n * bo->groups + g) * pixels;
         uint64_t mw[PK_CONV_BINARY_WORDS];
         int64_t nborder = 0; /* columns with padded taps, listed first in `border` */
-        const int64_t ih0 = oh * stride_h - pad_top;
-        const int rows_inside = ih0 >= 0 && ih0 + (kh - 1) * dil_h < height;
-        for (int64_t ow = 0; ow < out_w; ow++) {
-            const int64_t iw0 = ow * stride_w - pad_left;
-            if (rows_inside && iw0 >= 0 && iw0 + (kw - 1) * dil_w < width) {
+        const int64_t ih0 = oh * geo.stride_h - geo.pad_top;
+        const int rows_inside = ih0 >= 0 && ih0 + (geo.kh - 1) * geo.dil_h < geo.height;
+        for (int64_t ow = 0; ow < geo.out_w; ow++) {
+            const int64_t iw0 = ow * geo.stride_w - geo.pad_left;
+            if (rows_inside && iw0 >= 0 && iw0 + (geo.kw - 1) * geo.dil_w < geo.width) {
                 /* every tap in bounds: copy the words, sum |x| in the same tap order */
                 uint64_t *pw = patches + ow * words;
-                const int64_t at = ih0 * width + iw0;
+                const int64_t at = ih0 * geo.width + iw0;
                 double s = 0.0;
                 if (cw == 1) /* one word per tap (up to 64 channels): no inner loop */
                     for (int64_t tp = 0; tp < taps; tp++) {
@@ -314,9 +254,9 @@ static void output_rows(void *ctx, int64_t t0, int64_t t1, int worker) {
                 continue;
             }
             int64_t nv;
-            const double s = pk_conv_binary_patch(bits, sums, cw, height, width, kh, kw,
-                oh * stride_h - pad_top, ow * stride_w - pad_left,
-                dil_h, dil_w, patches + ow * words, mw, &nv);
+            const double s = pk_conv_binary_patch(bits, sums, cw, geo.height, geo.width, geo.kh,
+                geo.kw, oh * geo.stride_h - geo.pad_top, ow * geo.stride_w - geo.pad_left,
+                geo.dil_h, geo.dil_w, patches + ow * words, mw, &nv);
             betas[ow] = (float)(s / (double)kg);
             base[ow] = nv * cg;
             if (nv != taps) {
@@ -328,7 +268,7 @@ static void output_rows(void *ctx, int64_t t0, int64_t t1, int worker) {
                 border[nborder++] = ow;
             }
         }
-        row_dots(wbits + g * og * words, patches, words, og, out_w, base, dots);
+        a->row_dots(bo->wbits + g * og * words, patches, words, og, geo.out_w, base, dots);
         /* padded taps were counted as popcount(0 ^ w): give them back, per channel;
          * neighbours along a border row share their padded taps, hence their fix */
         const int32_t *fixed = NULL; /* the padded-tap list `fix` was made for */
@@ -336,27 +276,27 @@ static void output_rows(void *ctx, int64_t t0, int64_t t1, int worker) {
             const int32_t *pl = padded + i * (taps + 1);
             if (!fixed || memcmp(pl, fixed, (size_t)(pl[0] + 1) * sizeof(int32_t))) {
                 for (int64_t ol = 0; ol < og; ol++) {
-                    const int32_t *wp = wpop + (g * og + ol) * taps;
+                    const int32_t *wp = a->wpop + (g * og + ol) * taps;
                     int32_t f = 0;
                     for (int32_t k = 1; k <= pl[0]; k++) f += wp[pl[k]];
                     fix[ol] = 2 * f;
                 }
                 fixed = pl;
             }
-            for (int64_t ol = 0; ol < og; ol++) dots[ol * out_w + border[i]] += fix[ol];
+            for (int64_t ol = 0; ol < og; ol++) dots[ol * geo.out_w + border[i]] += fix[ol];
         }
         /* epilogue, one channel row at a time: (alpha * beta) * n + bias, activation */
-        float *out = y + ((n * out_channels + g * og) * out_h + oh) * out_w;
+        float *out = bo->y + ((n * bo->out_channels + g * og) * geo.out_h + oh) * geo.out_w;
         for (int64_t ol = 0; ol < og; ol++) {
-            const float a = alpha[g * og + ol];
-            const float b = bias ? bias[g * og + ol] : 0.0f;
-            float *yo = out + ol * out_h * out_w;
-            const int32_t *d = dots + ol * out_w;
-            for (int64_t ow = 0; ow < out_w; ow++) {
+            const float a = bo->alpha[g * og + ol];
+            const float b = bo->bias ? bo->bias[g * og + ol] : 0.0f;
+            float *yo = out + ol * geo.out_h * geo.out_w;
+            const int32_t *d = dots + ol * geo.out_w;
+            for (int64_t ow = 0; ow < geo.out_w; ow++) {
                 const float scale = a * betas[ow]; /* float32 product, then times n */
                 float v = scale * (float)d[ow];
-                if (bias) v += b;
-                yo[ow] = pk_activate(v, activation);
+                if (bo->bias) v += b;
+                yo[ow] = pk_activate(v, bo->activation);
             }
         }
     }
@@ -419,12 +359,15 @@ int pk_conv_binary_avx2(const float *x, int64_t images, int64_t channels, int64_
         free(tap_at);
         return PK_ERR_NOMEM;
     }
-    struct rows_args rows_args_ = {wbits, alpha, out_channels, height, width, groups, kh, kw,
-                                   stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, out_h,
-                                   out_w, bias, activation, y, cg, og, cw, taps, pixels, kg,
-                                   words, row_dots, xbits, absum, wpop, tap_at, scratch,
-                                   worker_bytes, sizes};
-    pk_parallel_for(nthreads, tasks, 1, output_rows, &rows_args_);
+    struct rows_args args = {
+        .out = pk_conv_binary_out_of(
+            wbits, xbits, absum, alpha, bias, y,
+            pk_conv_geom_of(channels, height, width, kh, kw, stride_h, stride_w, dil_h, dil_w,
+                            pad_top, pad_left, out_h, out_w),
+            out_channels, groups, activation),
+        .words = words, .row_dots = row_dots, .wpop = wpop, .tap_at = tap_at,
+        .scratch = scratch, .worker_bytes = worker_bytes, .sizes = sizes};
+    pk_parallel_for(nthreads, tasks, 1, output_rows, &args);
     pk_aligned_free(scratch);
     free(xbits);
     free(absum);

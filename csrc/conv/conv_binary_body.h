@@ -30,24 +30,16 @@ struct pack_args {
 /* Input rows row0..row1 (of one image and group): signs packed, |x| summed per pixel. */
 static void pack_rows(void *ctx, int64_t row0, int64_t row1, int worker) {
     const struct pack_args *a = ctx;
-    const float *x = a->x;
-    int64_t channels = a->channels;
-    int64_t height = a->height;
-    int64_t width = a->width;
-    int64_t groups = a->groups;
-    int64_t cg = a->cg;
-    int64_t cw = a->cw;
-    int64_t pixels = a->pixels;
-    uint64_t *xbits = a->xbits;
-    double *absum = a->absum;
+    const int64_t height = a->height, width = a->width, groups = a->groups;
+    const int64_t cg = a->cg, cw = a->cw, pixels = a->pixels;
     for (int64_t row = row0; row < row1; row++) {
         const int64_t n = row / (groups * height), g = (row / height) % groups;
         const int64_t h = row % height;
-        uint64_t *bits = xbits + ((n * groups + g) * pixels + h * width) * cw;
-        double *sums = absum + (n * groups + g) * pixels + h * width;
+        uint64_t *bits = a->xbits + ((n * groups + g) * pixels + h * width) * cw;
+        double *sums = a->absum + (n * groups + g) * pixels + h * width;
         for (int64_t w = 0; w < width; w++) sums[w] = 0.0;
         for (int64_t c = 0; c < cg; c++) {
-            const float *src = x + ((n * channels + g * cg + c) * height + h) * width;
+            const float *src = a->x + ((n * a->channels + g * cg + c) * height + h) * width;
             const uint64_t bit = (uint64_t)1 << (c % 64);
             for (int64_t w = 0; w < width; w++) {
                 const float v = src[w];
@@ -58,81 +50,28 @@ static void pack_rows(void *ctx, int64_t row0, int64_t row1, int worker) {
     }
 }
 
-struct output_args {
-    const uint64_t *wbits;
-    const float *alpha;
-    int64_t out_channels;
-    int64_t height;
-    int64_t width;
-    int64_t groups;
-    int64_t kh;
-    int64_t kw;
-    int64_t stride_h;
-    int64_t stride_w;
-    int64_t dil_h;
-    int64_t dil_w;
-    int64_t pad_top;
-    int64_t pad_left;
-    int64_t out_h;
-    int64_t out_w;
-    const float *bias;
-    int activation;
-    float *y;
-    int64_t cg;
-    int64_t og;
-    int64_t cw;
-    int64_t taps;
-    int64_t pixels;
-    int64_t kg;
-    const uint64_t *xbits;
-    const double *absum;
-};
-
 /* Output rows t0..t1 (of one image and group), every channel of the group. */
 static void output_rows(void *ctx, int64_t t0, int64_t t1, int worker) {
-    const struct output_args *a = ctx;
-    const uint64_t *wbits = a->wbits;
-    const float *alpha = a->alpha;
-    int64_t out_channels = a->out_channels;
-    int64_t height = a->height;
-    int64_t width = a->width;
-    int64_t groups = a->groups;
-    int64_t kh = a->kh;
-    int64_t kw = a->kw;
-    int64_t stride_h = a->stride_h;
-    int64_t stride_w = a->stride_w;
-    int64_t dil_h = a->dil_h;
-    int64_t dil_w = a->dil_w;
-    int64_t pad_top = a->pad_top;
-    int64_t pad_left = a->pad_left;
-    int64_t out_h = a->out_h;
-    int64_t out_w = a->out_w;
-    const float *bias = a->bias;
-    int activation = a->activation;
-    float *y = a->y;
-    int64_t cg = a->cg;
-    int64_t og = a->og;
-    int64_t cw = a->cw;
-    int64_t taps = a->taps;
-    int64_t pixels = a->pixels;
-    int64_t kg = a->kg;
-    const uint64_t *xbits = a->xbits;
-    const double *absum = a->absum;
+    const struct pk_conv_binary_out *bo = ctx;
+    const struct pk_conv_geom geo = bo->geom; /* a local copy: the loops read registers */
+    const int64_t cg = bo->cg, og = bo->og, cw = bo->cw, taps = bo->taps;
+    const int64_t pixels = bo->pixels, kg = bo->kg;
     for (int64_t t = t0; t < t1; t++) {
-        const int64_t n = t / (groups * out_h), g = (t / out_h) % groups, oh = t % out_h;
-        const uint64_t *bits = xbits + (n * groups + g) * pixels * cw;
-        const double *sums = absum + (n * groups + g) * pixels;
+        const int64_t n = t / (bo->groups * geo.out_h), g = (t / geo.out_h) % bo->groups;
+        const int64_t oh = t % geo.out_h;
+        const uint64_t *bits = bo->xbits + (n * bo->groups + g) * pixels * cw;
+        const double *sums = bo->absum + (n * bo->groups + g) * pixels;
         uint64_t pw[PK_CONV_BINARY_WORDS]; /* the patch's sign words, taps * cw */
         uint64_t mw[PK_CONV_BINARY_WORDS]; /* all ones for in-bounds taps, 0 for padding */
-        for (int64_t ow = 0; ow < out_w; ow++) {
+        for (int64_t ow = 0; ow < geo.out_w; ow++) {
             int64_t valid;
-            const double s = pk_conv_binary_patch(bits, sums, cw, height, width, kh, kw,
-                oh * stride_h - pad_top, ow * stride_w - pad_left,
-                dil_h, dil_w, pw, mw, &valid);
+            const double s = pk_conv_binary_patch(bits, sums, cw, geo.height, geo.width, geo.kh,
+                geo.kw, oh * geo.stride_h - geo.pad_top, ow * geo.stride_w - geo.pad_left,
+                geo.dil_h, geo.dil_w, pw, mw, &valid);
             const float beta = (float)(s / (double)kg);
             const int64_t words = taps * cw, full = valid == taps;
             for (int64_t o = g * og; o < (g + 1) * og; o++) {
-                const uint64_t *wo = wbits + o * words;
+                const uint64_t *wo = bo->wbits + o * words;
                 int64_t differ = 0;
                 if (full) {
                     for (int64_t i = 0; i < words; i++) differ += __builtin_popcountll(pw[i] ^ wo[i]);
@@ -141,10 +80,11 @@ static void output_rows(void *ctx, int64_t t0, int64_t t1, int worker) {
                         differ += __builtin_popcountll((pw[i] ^ wo[i]) & mw[i]);
                 }
                 const int64_t dot = valid * cg - 2 * differ;
-                const float scale = alpha[o] * beta; /* float32 product, then times n */
+                const float scale = bo->alpha[o] * beta; /* float32 product, then times n */
                 float v = scale * (float)dot;
-                if (bias) v += bias[o];
-                y[((n * out_channels + o) * out_h + oh) * out_w + ow] = pk_activate(v, activation);
+                if (bo->bias) v += bo->bias[o];
+                bo->y[((n * bo->out_channels + o) * geo.out_h + oh) * geo.out_w + ow] =
+                    pk_activate(v, bo->activation);
             }
         }
     }
@@ -174,11 +114,12 @@ int PK_CONV_BINARY_NAME(const float *x, int64_t images, int64_t channels, int64_
                                    absum};
     pk_parallel_for(nthreads, images * groups * height, 1, pack_rows, &pack_args_);
     const int64_t tasks = images * groups * out_h;
-    struct output_args output_args_ = {wbits, alpha, out_channels, height, width, groups, kh,
-                                       kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                                       out_h, out_w, bias, activation, y, cg, og, cw, taps,
-                                       pixels, kg, xbits, absum};
-    pk_parallel_for(nthreads, tasks, 1, output_rows, &output_args_);
+    struct pk_conv_binary_out out = pk_conv_binary_out_of(
+        wbits, xbits, absum, alpha, bias, y,
+        pk_conv_geom_of(channels, height, width, kh, kw, stride_h, stride_w, dil_h, dil_w,
+                        pad_top, pad_left, out_h, out_w),
+        out_channels, groups, activation);
+    pk_parallel_for(nthreads, tasks, 1, output_rows, &out);
     free(xbits);
     free(absum);
     return PK_OK;

@@ -36,48 +36,20 @@ PK_ALWAYS_INLINE void run(const float *xb, const int32_t *indptr, const int64_t 
     }
 }
 
-#define RUN(NV, M) run(xb, indptr, offsets, values, out_channels, NV, M, mask, yb, plane, bias, activation)
-
-struct csr_args {
-    const float *x;
-    int64_t x_image;
-    int64_t x_row;
-    const int32_t *indptr;
-    const int64_t *offsets;
-    const float *values;
-    int64_t out_channels;
-    int64_t out_h;
-    int64_t out_w;
-    const float *bias;
-    int activation;
-    float *y;
-    int64_t tiles;
-    int64_t plane;
-};
+#define RUN(NV, M)                                                                       \
+    run(xb, a->indptr, a->offsets, a->values, a->out_channels, NV, M, mask, yb, a->plane, \
+        a->bias, a->activation)
 
 /* Tasks t0..t1: one output row tile each, every channel. */
 static void row_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
-    const struct csr_args *a = ctx;
-    const float *x = a->x;
-    int64_t x_image = a->x_image;
-    int64_t x_row = a->x_row;
-    const int32_t *indptr = a->indptr;
-    const int64_t *offsets = a->offsets;
-    const float *values = a->values;
-    int64_t out_channels = a->out_channels;
-    int64_t out_h = a->out_h;
-    int64_t out_w = a->out_w;
-    const float *bias = a->bias;
-    int activation = a->activation;
-    float *y = a->y;
-    int64_t tiles = a->tiles;
-    int64_t plane = a->plane;
+    const struct pk_conv_csr_args *a = ctx;
+    const int64_t out_h = a->out_h, out_w = a->out_w, tiles = a->tiles;
     for (int64_t t = t0; t < t1; t++) {
         const int64_t tl = t % tiles, oh = (t / tiles) % out_h, n = t / (tiles * out_h);
         const int64_t ow0 = tl * TILE;
         const int64_t cols = out_w - ow0 < TILE ? out_w - ow0 : TILE;
-        const float *xb = x + n * x_image + oh * x_row + ow0;
-        float *yb = y + n * out_channels * plane + oh * out_w + ow0;
+        const float *xb = a->x + n * a->x_image + oh * a->x_row + ow0;
+        float *yb = a->y + n * a->out_channels * a->plane + oh * out_w + ow0;
         const int nv = (int)((cols + 7) / 8);
         const int masked = cols % 8 != 0;
         const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(cols - 8 * (nv - 1))),
@@ -109,9 +81,10 @@ int pk_conv_csr_avx2(const float *x, int64_t images, int64_t x_image, int64_t x_
                      int activation, float *y) {
     const int64_t tiles = (out_w + TILE - 1) / TILE, plane = out_h * out_w;
     const int64_t tasks = images * out_h * tiles;
-    struct csr_args csr_args_ = {x, x_image, x_row, indptr, offsets, values, out_channels,
-                                 out_h, out_w, bias, activation, y, tiles, plane};
+    struct pk_conv_csr_args args = {x,       indptr, offsets,      values, bias,  y,
+                                    x_image, x_row,  out_channels, out_h,  out_w, tiles,
+                                    plane,   activation};
     pk_parallel_for(pk_conv_threads((double)indptr[out_channels] * images * out_h * out_w),
-                    tasks, 1, row_tiles, &csr_args_);
+                    tasks, 1, row_tiles, &args);
     return PK_OK;
 }

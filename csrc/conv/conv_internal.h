@@ -15,6 +15,37 @@
 /* Largest kh * kw * ceil(cg / 64) the binary conv kernel takes (its patch lives on the stack). */
 #define PK_CONV_BINARY_WORDS 256
 
+/* The shape of one conv2d call (input planes, taps, strides, dilations, leading padding and
+ * output size), shared by the args structs of the threaded kernels. */
+struct pk_conv_geom {
+    int64_t channels, height, width, kh, kw, stride_h, stride_w, dil_h, dil_w;
+    int64_t pad_top, pad_left, out_h, out_w;
+};
+
+static inline struct pk_conv_geom pk_conv_geom_of(int64_t channels, int64_t height,
+                                                  int64_t width, int64_t kh, int64_t kw,
+                                                  int64_t stride_h, int64_t stride_w,
+                                                  int64_t dil_h, int64_t dil_w, int64_t pad_top,
+                                                  int64_t pad_left, int64_t out_h,
+                                                  int64_t out_w) {
+    struct pk_conv_geom g = {channels, height, width, kh, kw, stride_h, stride_w,
+                             dil_h, dil_w, pad_top, pad_left, out_h, out_w};
+    return g;
+}
+
+/* What the row-tile task of either CSR conv kernel reads (the entries' arguments, the
+ * tiles per output row and the output plane size). */
+struct pk_conv_csr_args {
+    const float *x;
+    const int32_t *indptr;
+    const int64_t *offsets;
+    const float *values;
+    const float *bias;
+    float *y;
+    int64_t x_image, x_row, out_channels, out_h, out_w, tiles, plane;
+    int activation;
+};
+
 /* Work (multiply-adds or elements moved) below which a call runs on the calling thread:
  * a parallel region costs more than it saves there, and far more on a busy machine. */
 #define PK_CONV_SERIAL_WORK 1.0e6
@@ -36,6 +67,30 @@ static inline int pk_conv_bad_grouped(int64_t images, int64_t channels, int64_t 
            stride_h < 1 || stride_w < 1 || dil_h < 1 || dil_w < 1 || pad_top < 0 ||
            pad_left < 0 || out_h < 0 || out_w < 0 || activation < PK_ACT_NONE ||
            activation > PK_ACT_RELU6;
+}
+
+/* What the output task of either binary conv kernel reads: the packed input (signs and
+ * per-pixel |x| sums), the weights and the output, with the call's shape. */
+struct pk_conv_binary_out {
+    const uint64_t *wbits, *xbits;
+    const double *absum;
+    const float *alpha, *bias;
+    float *y;
+    struct pk_conv_geom geom;
+    int64_t out_channels, groups, cg, og, cw, taps, pixels, kg;
+    int activation;
+};
+
+/* The pk_conv_binary_out of a call (sizes derived as both kernels derive them). */
+static inline struct pk_conv_binary_out pk_conv_binary_out_of(
+    const uint64_t *wbits, const uint64_t *xbits, const double *absum, const float *alpha,
+    const float *bias, float *y, struct pk_conv_geom geom, int64_t out_channels,
+    int64_t groups, int activation) {
+    const int64_t cg = geom.channels / groups, taps = geom.kh * geom.kw;
+    struct pk_conv_binary_out o = {wbits, xbits, absum, alpha, bias, y, geom, out_channels,
+                                   groups, cg, out_channels / groups, (cg + 63) / 64, taps,
+                                   geom.height * geom.width, cg * taps, activation};
+    return o;
 }
 
 /* Binary conv: gathers the sign words of the patch whose top-left input position is

@@ -42,109 +42,63 @@ static void channel_absmax(void *ctx, int64_t p0, int64_t p1, int worker) {
 
 struct planes_args {
     const float *x;
-    int64_t channels;
-    int64_t height;
-    int64_t width;
     const int8_t *wq;
     const float *scale;
-    int64_t out_channels;
-    int64_t kh;
-    int64_t kw;
-    int64_t stride_h;
-    int64_t stride_w;
-    int64_t dil_h;
-    int64_t dil_w;
-    int64_t pad_top;
-    int64_t pad_left;
-    int64_t out_h;
-    int64_t out_w;
     const float *bias;
-    int activation;
     float *y;
-    int64_t mult;
-    int64_t taps;
-    int64_t pixels;
-    int64_t out_plane;
-    int64_t hp;
-    int64_t wp;
     const float *img_scale;
     const unsigned char *img_bad;
     int32_t *scratch;
-    int64_t scratch_lanes;
+    struct pk_conv_geom geom;
+    int64_t out_channels, mult, taps, pixels, out_plane, hp, wp, scratch_lanes;
+    int activation;
 };
 
 /* Output planes pl0..pl1: quantized window, exact integer sums, epilogue. */
 static void planes_part(void *ctx, int64_t pl0, int64_t pl1, int worker) {
     const struct planes_args *a = ctx;
-    const float *x = a->x;
-    int64_t channels = a->channels;
-    int64_t height = a->height;
-    int64_t width = a->width;
-    const int8_t *wq = a->wq;
-    const float *scale = a->scale;
-    int64_t out_channels = a->out_channels;
-    int64_t kh = a->kh;
-    int64_t kw = a->kw;
-    int64_t stride_h = a->stride_h;
-    int64_t stride_w = a->stride_w;
-    int64_t dil_h = a->dil_h;
-    int64_t dil_w = a->dil_w;
-    int64_t pad_top = a->pad_top;
-    int64_t pad_left = a->pad_left;
-    int64_t out_h = a->out_h;
-    int64_t out_w = a->out_w;
-    const float *bias = a->bias;
-    int activation = a->activation;
-    float *y = a->y;
-    int64_t mult = a->mult;
-    int64_t taps = a->taps;
-    int64_t pixels = a->pixels;
-    int64_t out_plane = a->out_plane;
-    int64_t hp = a->hp;
-    int64_t wp = a->wp;
-    const float *img_scale = a->img_scale;
-    const unsigned char *img_bad = a->img_bad;
-    int32_t *scratch = a->scratch;
-    int64_t scratch_lanes = a->scratch_lanes;
+    const struct pk_conv_geom geo = a->geom; /* a local copy: the loops read registers */
+    const int64_t hp = a->hp, wp = a->wp, taps = a->taps, out_plane = a->out_plane;
+    const int activation = a->activation;
     for (int64_t pl = pl0; pl < pl1; pl++) {
-        int32_t *win = scratch + worker * scratch_lanes, *acc = win + hp * wp;
-        const int64_t n = pl / out_channels, o = pl % out_channels;
-        float *yo = y + pl * out_plane;
-        if (img_bad[n]) {
+        int32_t *win = a->scratch + worker * a->scratch_lanes, *acc = win + hp * wp;
+        const int64_t n = pl / a->out_channels, o = pl % a->out_channels;
+        float *yo = a->y + pl * out_plane;
+        if (a->img_bad[n]) {
             for (int64_t i = 0; i < out_plane; i++) yo[i] = NAN;
             continue;
         }
-        const float s = img_scale[n];
-        const float *src = x + (n * channels + o / mult) * pixels;
+        const float s = a->img_scale[n];
+        const float *src = a->x + (n * geo.channels + o / a->mult) * a->pixels;
         for (int64_t r = 0; r < hp; r++) {
-            const int64_t ih = r - pad_top;
+            const int64_t ih = r - geo.pad_top;
             for (int64_t c = 0; c < wp; c++) {
-                const int64_t iw = c - pad_left;
+                const int64_t iw = c - geo.pad_left;
                 int32_t q = 0;
-                if (s > 0.0f && ih >= 0 && ih < height && iw >= 0 && iw < width) {
-                    float v = nearbyintf(src[ih * width + iw] / s);
+                if (s > 0.0f && ih >= 0 && ih < geo.height && iw >= 0 && iw < geo.width) {
+                    float v = nearbyintf(src[ih * geo.width + iw] / s);
                     v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
                     q = (int32_t)v;
                 }
                 win[r * wp + c] = q;
             }
         }
-        const int8_t *wo = wq + o * taps;
-        const float mul = s * scale[o];
-        for (int64_t oh = 0; oh < out_h; oh++) {
-            for (int64_t ow = 0; ow < out_w; ow++) acc[ow] = 0;
-            for (int64_t ky = 0; ky < kh; ky++) {
-                const int32_t *row = win + (oh * stride_h + ky * dil_h) * wp;
-                for (int64_t kx = 0; kx < kw; kx++) {
-                    const int32_t wv = wo[ky * kw + kx];
-                    const int32_t *b = row + kx * dil_w;
-                    for (int64_t ow = 0; ow < out_w; ow++) acc[ow] += wv * b[ow * stride_w];
+        const int8_t *wo = a->wq + o * taps;
+        const float mul = s * a->scale[o];
+        for (int64_t oh = 0; oh < geo.out_h; oh++) {
+            for (int64_t ow = 0; ow < geo.out_w; ow++) acc[ow] = 0;
+            for (int64_t ky = 0; ky < geo.kh; ky++) {
+                const int32_t *row = win + (oh * geo.stride_h + ky * geo.dil_h) * wp;
+                for (int64_t kx = 0; kx < geo.kw; kx++) {
+                    const int32_t wv = wo[ky * geo.kw + kx];
+                    const int32_t *b = row + kx * geo.dil_w;
+                    for (int64_t ow = 0; ow < geo.out_w; ow++) acc[ow] += wv * b[ow * geo.stride_w];
                 }
             }
-            for (int64_t ow = 0; ow < out_w; ow++) {
+            for (int64_t ow = 0; ow < geo.out_w; ow++) {
                 float v = (float)acc[ow] * mul;
-                if (bias) v = v + bias[o];
-                yo[oh * out_w + ow] = pk_activate(v, activation);
+                if (a->bias) v = v + a->bias[o];
+                yo[oh * geo.out_w + ow] = pk_activate(v, activation);
             }
         }
     }
@@ -205,12 +159,15 @@ int pk_conv_depthwise_int8_f32(const float *x, int64_t images, int64_t channels,
         free(img_bad);
         return PK_ERR_NOMEM;
     }
-    struct planes_args planes_args_ = {x, channels, height, width, wq, scale, out_channels, kh,
-                                       kw, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left,
-                                       out_h, out_w, bias, activation, y, mult, taps, pixels,
-                                       out_plane, hp, wp, img_scale, img_bad, scratch,
-                                       scratch_lanes};
-    pk_parallel_for(nthreads, planes, 1, planes_part, &planes_args_);
+    struct planes_args args = {
+        .x = x, .wq = wq, .scale = scale, .bias = bias, .y = y, .img_scale = img_scale,
+        .img_bad = img_bad, .scratch = scratch,
+        .geom = pk_conv_geom_of(channels, height, width, kh, kw, stride_h, stride_w, dil_h,
+                                dil_w, pad_top, pad_left, out_h, out_w),
+        .out_channels = out_channels, .mult = mult, .taps = taps, .pixels = pixels,
+        .out_plane = out_plane, .hp = hp, .wp = wp, .scratch_lanes = scratch_lanes,
+        .activation = activation};
+    pk_parallel_for(nthreads, planes, 1, planes_part, &args);
     free(scratch);
     free(img_scale);
     free(img_bad);
