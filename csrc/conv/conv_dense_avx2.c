@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include "conv_internal.h"
+#include "pk_avx2.h"
 
 #define MR PK_CONV_MR
 #define NR PK_CONV_NR
@@ -69,6 +70,15 @@ PK_ALWAYS_INLINE void tile(const float *xb, const int64_t *off, int64_t kc, cons
     _mm256_storeu_ps(buf + 5 * NR + 8, c51);
 }
 #undef PK_ROW
+
+/* y[0:n] = act(src[0:n] + bv), n <= NR. */
+static inline void store_run(const float *src, int64_t n, float bv, int activation, float *y) {
+    const __m256 b = _mm256_set1_ps(bv);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, pk_activate8(_mm256_add_ps(_mm256_loadu_ps(src + i), b), activation));
+    for (; i < n; i++) y[i] = pk_activate(src[i] + bv, activation);
+}
 
 struct gemm_args {
     const float *x;
@@ -148,20 +158,12 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
                     tile(xb, off, kc, wp, 1, 1, mask, bb);
             }
         }
-        for (int64_t o = 0; o < og; o++) { /* epilogue; skips the padding columns */
+        for (int64_t o = 0; o < og; o++) { /* epilogue */
             const float bv = bias ? bias[g * og + o] : 0.0f;
             float *yo = y + (n * out_c + g * og + o) * plane;
-            const float *src = buf + o * NR;
-            if (contiguous) {
-                for (int64_t jj = 0; jj < cols; jj++)
-                    yo[j0 + jj] = pk_activate(src[jj] + bv, activation);
-                continue;
-            }
-            int64_t oh = j0 / x_row, ow = j0 % x_row;
-            for (int64_t jj = 0; jj < cols; jj++) {
-                if (ow < out_w) yo[oh * out_w + ow] = pk_activate(src[jj] + bv, activation);
-                if (++ow == x_row) ow = 0, oh++;
-            }
+            float vals[NR];
+            store_run(buf + o * NR, cols, bv, activation, contiguous ? yo + j0 : vals);
+            if (!contiguous) pk_conv_store_flat(vals, j0, cols, x_row, out_w, yo);
         }
     }
 }

@@ -210,15 +210,10 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
                 ci8_finish(buf + o * CI8_NR, s * a->scale[oc], a->bias ? a->bias[oc] : 0.0f,
                            a->bias != NULL, a->activation, dst);
             if (direct) continue;
-            if (contiguous) {
-                for (int64_t jj = 0; jj < cols; jj++) yo[j0 + jj] = vals[jj];
-                continue;
-            }
-            int64_t oh = j0 / wq, ow = j0 % wq;
-            for (int64_t jj = 0; jj < cols; jj++) {
-                if (ow < out_w) yo[oh * out_w + ow] = vals[jj];
-                if (++ow == wq) ow = 0, oh++;
-            }
+            if (contiguous)
+                memcpy(yo + j0, vals, (size_t)cols * sizeof(float));
+            else
+                pk_conv_store_flat(vals, j0, cols, wq, out_w, yo);
         }
     }
 }

@@ -46,6 +46,24 @@ struct pk_conv_csr_args {
     int activation;
 };
 
+/* Stores vals[0:cols], the values of flat columns j0.. (j = oh * x_row + ow) of one
+ * output channel, into its plane y (rows of out_w): runs within a row are copied and the
+ * columns ow >= out_w (read across the padding between input rows) skipped. */
+static inline void pk_conv_store_flat(const float *vals, int64_t j0, int64_t cols,
+                                      int64_t x_row, int64_t out_w, float *y) {
+    int64_t oh = j0 / x_row, ow = j0 % x_row;
+    for (int64_t jj = 0; jj < cols;) {
+        if (ow >= out_w) { /* to the next row */
+            jj += x_row - ow;
+            ow = 0, oh++;
+            continue;
+        }
+        const int64_t run = cols - jj < out_w - ow ? cols - jj : out_w - ow;
+        memcpy(y + oh * out_w + ow, vals + jj, (size_t)run * sizeof(float));
+        jj += run, ow += run;
+    }
+}
+
 /* Work (multiply-adds or elements moved) below which a call runs on the calling thread:
  * a parallel region costs more than it saves there, and far more on a busy machine. */
 #define PK_CONV_SERIAL_WORK 1.0e6

@@ -247,6 +247,20 @@ int pk_softmax_f32(const float *x, int64_t rows, int64_t cols, float *y);
 int pk_layer_norm_f32(const float *x, int64_t rows, int64_t cols, const float *scale,
                       const float *bias, float eps, float *y);
 
+/* ---- pooling (NCHW float32 planes; pyinfer/ops/pooling.py validates every size) ---- */
+
+/* y[p] = each out_h x out_w window of x[p] (planes p of height x width; window (i, j)
+ * covers rows i*stride_h - pad_top + [0, kh) and columns alike, clipped to the input):
+ * PK_POOL_MAX its largest value (NaN if it holds NaN); PK_POOL_AVG its sum / (kh*kw)
+ * (padding counts as zeros); PK_POOL_AVG_VALID its sum / the in-bounds taps. Every
+ * window must hold an input element. */
+#define PK_POOL_MAX 0
+#define PK_POOL_AVG 1
+#define PK_POOL_AVG_VALID 2
+int pk_pool2d_f32(const float *x, int64_t planes, int64_t height, int64_t width, int64_t kh,
+                  int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                  int64_t pad_left, int64_t out_h, int64_t out_w, int mode, float *y);
+
 /* cdef-end */
 
 #ifdef __cplusplus

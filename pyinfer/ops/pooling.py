@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels import eltwise, pooling
 from kernels.conv import conv_output_shape
 from pyinfer.ops import REQUIRED, Attr, Node, OpSpec, input_shape, register
 
@@ -66,6 +67,8 @@ def _build_maxpool(node: Node):
         if x.ndim != 4:
             raise ValueError(f"MaxPool2d: input must be NCHW, got shape {x.shape}")
         oh, ow = sizes(x.shape[2:])
+        if eltwise.available():
+            return pooling.pool2d(x, k, s, p, (oh, ow), "max")
         xp = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
         windows = _windows(xp, k, s, oh, ow)
         out = np.array(next(windows))
@@ -81,10 +84,14 @@ def _build_avgpool(node: Node):
     include_pad = node.attrs["count_include_pad"]
     sizes = _sizes(k, s, p)
 
+    mode = "avg" if include_pad or not any(p) else "avg_valid"
+
     def avg_pool(x):
         if x.ndim != 4:
             raise ValueError(f"AvgPool2d: input must be NCHW, got shape {x.shape}")
         oh, ow = sizes(x.shape[2:])
+        if eltwise.available():
+            return pooling.pool2d(x, k, s, p, (oh, ow), mode)
         xp = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2))
         out = np.zeros((x.shape[0], x.shape[1], oh, ow), np.float32)
         for win in _windows(xp, k, s, oh, ow):

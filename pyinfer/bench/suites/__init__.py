@@ -9,4 +9,5 @@ SUITES = {
     "conv": "pyinfer.bench.suites.conv",
     "dense": "pyinfer.bench.suites.dense",
     "mixed": "pyinfer.bench.suites.mixed",
+    "converted": "pyinfer.bench.suites.converted",
 }

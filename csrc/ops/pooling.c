@@ -1,0 +1,89 @@
+/* Max and average pooling of NCHW float32 planes (pk_pool2d_f32): the planes split into
+ * runs on the thread pool. Portable C with no per-ISA variants: a window op reads each
+ * input once and does a compare or an add per read, which the compiler's vector code
+ * keeps well under the cost of the convs around it.
+ *
+ * Results equal the NumPy reference (pyinfer/ops/pooling.py) bit for bit: max propagates
+ * NaN as np.maximum does, and averages add a window's taps in the reference's order
+ * (row by row of the kernel) in float32, then divide once. */
+#include "pk_internal.h"
+
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t h, w, kh, kw, sh, sw, pt, pl, oh, ow;
+    int mode;
+} pool_job;
+
+/* m, or v where v is larger or NaN (np.maximum keeps NaN from either side; a NaN m stays). */
+static inline float max_nan(float m, float v) {
+    return (v > m || v != v) ? v : m;
+}
+
+/* The 2x2 stride-2 max-pool of CNNs: two input rows -> one output row. */
+static void max_2x2(const float *x, int64_t w, int64_t oh, int64_t ow, float *y) {
+    for (int64_t i = 0; i < oh; i++) {
+        const float *r0 = x + 2 * i * w, *r1 = r0 + w;
+        float *yo = y + i * ow;
+        for (int64_t j = 0; j < ow; j++)
+            yo[j] = max_nan(max_nan(max_nan(r0[2 * j], r0[2 * j + 1]), r1[2 * j]), r1[2 * j + 1]);
+    }
+}
+
+static void pool_plane(const pool_job *a, const float *x, float *y) {
+    if (a->mode == PK_POOL_MAX && a->kh == 2 && a->kw == 2 && a->sh == 2 && a->sw == 2 &&
+        a->pt == 0 && a->pl == 0) {
+        max_2x2(x, a->w, a->oh, a->ow, y);
+        return;
+    }
+    const float taps = (float)(a->kh * a->kw);
+    for (int64_t i = 0; i < a->oh; i++) {
+        const int64_t top = i * a->sh - a->pt;
+        const int64_t r0 = top < 0 ? 0 : top;
+        const int64_t r1 = top + a->kh < a->h ? top + a->kh : a->h;
+        for (int64_t j = 0; j < a->ow; j++) {
+            const int64_t left = j * a->sw - a->pl;
+            const int64_t c0 = left < 0 ? 0 : left;
+            const int64_t c1 = left + a->kw < a->w ? left + a->kw : a->w;
+            float v;
+            if (a->mode == PK_POOL_MAX) {
+                v = x[r0 * a->w + c0];
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t c = c0; c < c1; c++) v = max_nan(v, x[r * a->w + c]);
+            } else {
+                v = 0.0f;
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t c = c0; c < c1; c++) v += x[r * a->w + c];
+                v /= a->mode == PK_POOL_AVG ? taps : (float)((r1 - r0) * (c1 - c0));
+            }
+            y[i * a->ow + j] = v;
+        }
+    }
+}
+
+static void pool_planes(void *ctx, int64_t p0, int64_t p1, int worker) {
+    (void)worker;
+    const pool_job *a = ctx;
+    for (int64_t p = p0; p < p1; p++)
+        pool_plane(a, a->x + p * a->h * a->w, a->y + p * a->oh * a->ow);
+}
+
+int pk_pool2d_f32(const float *x, int64_t planes, int64_t height, int64_t width, int64_t kh,
+                  int64_t kw, int64_t stride_h, int64_t stride_w, int64_t pad_top,
+                  int64_t pad_left, int64_t out_h, int64_t out_w, int mode, float *y) {
+    if (planes < 0 || height < 1 || width < 1 || kh < 1 || kw < 1 || stride_h < 1 ||
+        stride_w < 1 || pad_top < 0 || pad_left < 0 || pad_top >= kh || pad_left >= kw ||
+        out_h < 0 || out_w < 0 || mode < PK_POOL_MAX || mode > PK_POOL_AVG_VALID)
+        return PK_ERR_ARG;
+    /* every window must hold at least one input element (and start inside the input) */
+    if ((out_h > 0 && (out_h - 1) * stride_h - pad_top >= height) ||
+        (out_w > 0 && (out_w - 1) * stride_w - pad_left >= width))
+        return PK_ERR_ARG;
+    if (planes == 0 || out_h == 0 || out_w == 0) return PK_OK;
+    if (!x || !y) return PK_ERR_ARG;
+    pool_job a = {x, y, height, width, kh, kw, stride_h, stride_w, pad_top, pad_left,
+                  out_h, out_w, mode};
+    const double work = (double)planes * (double)(out_h * out_w) * (double)(kh * kw);
+    pk_parallel_for(pk_threads_for(work), planes, 1, pool_planes, &a);
+    return PK_OK;
+}
