@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr, weight_pointers
+from kernels.backend_c.ffi import (
+    ACTIVATION_CODES,
+    bound_linear,
+    call_xy,
+    library,
+    ptr,
+    weight_pointers,
+)
 from kernels.encodings.base import derived
 
 _WEIGHT = (("indptr", "int32_t *"), ("indices", "char *"), ("values", "float *"))
@@ -97,24 +104,28 @@ def prepare(w) -> None:
     _slice_pointers(w)
 
 
-def linear(x, w, bias, activation, out) -> None:
-    """y = act(x @ Wᵀ + bias) with W in CSR; arguments already validated by kernels.linear."""
+def bind_linear(w, bias, activation):
+    """``run(x, out)``: y = act(x @ Wᵀ + bias) with W in CSR; arguments already validated
+    by kernels.linear. Batch 1 runs on the slices (built on its first batch-1 call unless
+    ``prepare`` built them)."""
     ffi, lib = library()
-    epilogue = (
-        ptr(ffi, "float *", bias),
-        ACTIVATION_CODES[activation],
-        ptr(ffi, "float *", out),
-    )
-    if x.shape[0] == 1:
-        slices, index_bytes, (slice_ptr, slice_rows, indices, values) = _slice_pointers(w)
-        status = lib.pk_linear_csr_slices_f32(
-            ptr(ffi, "float *", x), w.in_features, slices, slice_ptr, slice_rows, indices,
-            index_bytes, values, w.out_features, *epilogue,
-        )  # fmt: skip
-    else:
-        indptr, indices, values = weight_pointers(w, _WEIGHT)
-        status = lib.pk_linear_csr_f32(
-            ptr(ffi, "float *", x), x.shape[0], w.in_features, indptr, indices,
-            w.indices.itemsize, values, w.out_features, *epilogue,
-        )  # fmt: skip
-    check(status, "csr linear")
+    epilogue = (ptr(ffi, "float *", bias), ACTIVATION_CODES[activation])
+    indptr, indices, values = weight_pointers(w, _WEIGHT)
+    args = (w.in_features, indptr, indices, w.indices.itemsize, values, w.out_features)
+    batched = call_xy(lib.pk_linear_csr_f32, (*args, *epilogue), "csr linear")
+    one = []  # the batch-1 call, bound on first use
+
+    def run(x, y):
+        if x.shape[0] != 1:
+            return batched(x, y)
+        if not one:
+            slices, index_bytes, pointers = _slice_pointers(w)
+            args = (w.in_features, slices, *pointers[:3], index_bytes, pointers[3],
+                    w.out_features, *epilogue)  # fmt: skip
+            one.append(call_xy(lib.pk_linear_csr_slices_f32, args, "csr linear", batch=False))
+        return one[0](x, y)
+
+    return run
+
+
+linear = bound_linear(bind_linear)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.backend_c.ffi import ACTIVATION_CODES, check, library, ptr
+from kernels.backend_c.ffi import ACTIVATION_CODES, bound_linear, call_xy, check, library, ptr
 from kernels.encodings.base import derived
 
 
@@ -38,22 +38,32 @@ def _packed(w):
     return pointer
 
 
-def linear(x, w, bias, activation, out) -> None:
-    """y = act(x @ Wᵀ + bias); arguments already validated by kernels.linear."""
+def bind_linear(w, bias, activation):
+    """``run(x, out)``: y = act(x @ Wᵀ + bias); arguments already validated by
+    kernels.linear. Batch 1 (and a transient W) reads W as stored; larger batches run on
+    W packed on the first such call."""
     ffi, lib = library()
-    if w.transient or x.shape[0] == 1:  # W as B = Wᵀ [in, out]: row stride 1, column in
-        status = lib.pk_matmul_f32(
-            ptr(ffi, "float *", x), ffi.NULL, ptr(ffi, "float *", w.data), ffi.NULL, 1,
-            w.in_features, 1, x.shape[0], w.in_features, w.out_features,
-            ptr(ffi, "float *", bias), ACTIVATION_CODES[activation], ptr(ffi, "float *", out),
-        )  # fmt: skip
-    else:
-        status = lib.pk_linear_dense_f32(
-            ptr(ffi, "float *", x), x.shape[0], w.in_features, _packed(w),
-            w.out_features, ptr(ffi, "float *", bias), ACTIVATION_CODES[activation],
-            ptr(ffi, "float *", out),
-        )  # fmt: skip
-    check(status, "dense linear")
+    epilogue = (ptr(ffi, "float *", bias), ACTIVATION_CODES[activation])
+    k, n, data = w.in_features, w.out_features, ptr(ffi, "float *", w.data)
+    from_buffer, fp = ffi.from_buffer, ffi.typeof("float *")
+    batched = []  # the packed-panel call, bound on first use
+
+    def run(x, y):
+        if w.transient or x.shape[0] == 1:  # W as B = Wᵀ [in, out]: row stride 1, column in
+            status = lib.pk_matmul_f32(from_buffer(fp, x), ffi.NULL, data, ffi.NULL, 1, k, 1,
+                                       x.shape[0], k, n, *epilogue, from_buffer(fp, y))  # fmt: skip
+            if status:
+                check(status, "dense linear")
+            return
+        if not batched:
+            args = (k, _packed(w), n, *epilogue)
+            batched.append(call_xy(lib.pk_linear_dense_f32, args, "dense linear"))
+        batched[0](x, y)
+
+    return run
+
+
+linear = bound_linear(bind_linear)
 
 
 def _batch_offsets(t: np.ndarray, batch: tuple[int, ...]) -> np.ndarray:

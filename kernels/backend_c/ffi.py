@@ -140,3 +140,41 @@ def _ctype(ffi, ctype: str):
 
 
 ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 2}
+
+
+def call_xy(fn, args: tuple, what: str, batch: bool = True):
+    """``run(x, y)``: ``fn(x, [x.shape[0],] *args, y)`` for float32 C-contiguous x and y,
+    raising on a bad status. The weight-side ``args`` are converted once, here: a model
+    step binds its kernel once and then pays only for x and y per call."""
+    ffi = library()[0]
+    from_buffer, fp = ffi.from_buffer, _ctype(ffi, "float *")
+    if batch:
+
+        def run(x, y):
+            status = fn(from_buffer(fp, x), x.shape[0], *args, from_buffer(fp, y))
+            if status:
+                check(status, what)
+
+    else:
+
+        def run(x, y):
+            status = fn(from_buffer(fp, x), *args, from_buffer(fp, y))
+            if status:
+                check(status, what)
+
+    return run
+
+
+def bound_linear(bind):
+    """The registry's ``linear(x, w, bias, activation, out)`` made from
+    ``bind(w, bias, activation) -> run(x, out)``, which it keeps as ``linear.bind``: the
+    runtime binds once per model step (``kernels.api.bind_linear``), a one-off call binds
+    and runs."""
+
+    def linear(x, w, bias, activation, out) -> None:
+        bind(w, bias, activation)(x, out)
+
+    linear.bind = bind
+    linear.__doc__ = bind.__doc__
+    linear.__module__ = bind.__module__
+    return linear

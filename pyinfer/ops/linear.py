@@ -71,6 +71,15 @@ def _linear_step(node: Node, slots: Slots) -> Step:
     kernel, numba_threads = linear_kernel(w)
     if prepare_at_build.get():
         prepare(w)  # derived layouts (CSR batch-1 slices) now, at build, not on the first call
+    # a C kernel binds its weight-side arguments once, here: a call converts only x and y
+    bind = getattr(kernel, "bind", None)
+    if bind is not None:
+        run = bind(w, bias, activation)
+    else:
+
+        def run(x, y):
+            kernel(x, w, bias, activation, y)
+
     k, n = w.in_features, w.out_features
     name = node.name
     (a,) = slots.inputs
@@ -87,7 +96,7 @@ def _linear_step(node: Node, slots: Slots) -> Step:
         if x.shape[0]:
             if numba_threads:
                 backends.apply_numba_threads()
-            kernel(x, w, bias, activation, y)
+            run(x, y)
         return y.reshape(*lead, n)
 
     def linear_step(env: list) -> None:
@@ -103,7 +112,7 @@ def _linear_step(node: Node, slots: Slots) -> Step:
                     y = arena[buffer] = np.empty((shape[0], n), F32)
             if numba_threads:
                 backends.apply_numba_threads()
-            kernel(x, w, bias, activation, y)
+            run(x, y)
             env[out] = y
         else:
             env[out] = general(x)
