@@ -118,7 +118,7 @@ def test_unknown_encoding_and_bad_extension(files, tmp_path, capsys):
     other = tmp_path / "model.bin"
     other.write_bytes(b"0")
     assert _convert(other, "-o", tmp_path / "o.pinf", "--recipe", "int8") == 2
-    assert "expected a .onnx or .pinf model" in _error(capsys)
+    assert "expected a .onnx, .pt2 or .pinf model" in _error(capsys)
 
 
 @pytest.mark.parametrize("where", ["compressing", "writing"])
@@ -170,3 +170,53 @@ def test_convert_onnx_input(tmp_path):
     x = rng.standard_normal((4, 8)).astype(np.float32)
     y = pyinfer.load(out)(x)
     np.testing.assert_allclose(y, x @ w.T + b, rtol=0.05, atol=0.05)
+
+
+def _pt2_mlp(tmp_path):
+    """A small MLP saved by ``torch.export.save`` with a free batch axis, and the MLP."""
+    torch = pytest.importorskip("torch", reason="torch is not installed; .pt2 untested")
+    pytest.importorskip("onnxscript", reason="onnxscript is not installed; .pt2 untested")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(net.eval(), (torch.randn(2, 8),), dynamic_shapes=({0: batch},))
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(program, path)
+    return path, net
+
+
+def test_convert_pt2_input(tmp_path, capsys):
+    import torch
+
+    src, net = _pt2_mlp(tmp_path)
+    out = tmp_path / "mlp.pinf"
+    assert _convert(src, "-o", out, "--recipe", "int8", "--force") == 0
+    assert "dense -> int8" in capsys.readouterr().out
+    converted = pyinfer.load(out)
+    assert converted.inputs[0].shape == (None, 8)
+    assert {w.encoding for w in converted.weights.values()} == {"int8"}
+    x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(converted(x), want, rtol=0.05, atol=0.05)
+
+
+def test_unreadable_pt2(tmp_path, capsys):
+    pytest.importorskip("torch", reason="torch is not installed; .pt2 untested")
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip archive")
+    out = tmp_path / "o.pinf"
+    assert _convert(bad, "-o", out, "--recipe", "int8") == 2
+    err = _error(capsys)
+    assert "bad.pt2: not a torch.export program" in err and "File is not a zip file" in err
+    assert not out.exists()
+
+
+def test_pt2_without_torch_names_the_extras(tmp_path, monkeypatch, capsys):
+    import sys
+
+    src = tmp_path / "model.pt2"
+    src.write_bytes(b"PK")
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    assert _convert(src, "-o", tmp_path / "o.pinf", "--recipe", "int8") == 2
+    assert 'needs torch: pip install ".[convert,torch]"' in _error(capsys)

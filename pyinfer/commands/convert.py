@@ -1,11 +1,12 @@
-"""``pyinfer convert``: an ONNX or .pinf model in, a compressed .pinf out, and a report."""
+"""``pyinfer convert``: an ONNX, .pt2 or .pinf model in, a compressed .pinf out, and a
+report."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-HELP = "compress a model (.onnx or .pinf) by a recipe into a .pinf file, and report the gains"
+HELP = "compress a model (.onnx, .pt2 or .pinf) by a recipe into a .pinf file, and report the gains"
 
 #: Keys of a --data .npz file that hold labels rather than inputs.
 LABEL_KEYS = ("labels", "label", "y")
@@ -13,7 +14,11 @@ LABEL_KEYS = ("labels", "label", "y")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``pyinfer convert``."""
-    parser.add_argument("model", help="the model: .onnx (needs pyinfer[convert]) or .pinf")
+    parser.add_argument(
+        "model",
+        help="the model: .onnx (needs pyinfer[convert]), .pt2 from torch.export.save (needs "
+        "pyinfer[convert,torch]; torch unpickles parts of it: only files you trust) or .pinf",
+    )
     parser.add_argument("-o", "--output", required=True, help="the .pinf file to write")
     parser.add_argument(
         "--recipe",
@@ -43,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(path: str):
-    """A dense ``pyinfer.Model`` from a .pinf or .onnx file."""
+    """A dense ``pyinfer.Model`` from a .pinf, .onnx or .pt2 file."""
     import pyinfer
     from pyinfer.cli import UserError
 
@@ -63,7 +68,30 @@ def load_model(path: str):
                 f"reading ONNX needs the converter extra: pip install 'pyinfer[convert]' ({exc})"
             ) from None
         return from_onnx(path)
-    raise UserError(f"{path}: expected a .onnx or .pinf model")
+    if ext == ".pt2":
+        return _from_pt2(path)
+    raise UserError(f"{path}: expected a .onnx, .pt2 or .pinf model")
+
+
+def _from_pt2(path: str):
+    """A dense ``pyinfer.Model`` from a ``torch.export.save`` file, every failure of
+    reading or exporting it as one line."""
+    from pyinfer.cli import UserError
+    from pyinfer.convert.torch_import import from_torch, load_pt2
+
+    try:
+        program = load_pt2(path)  # torch missing, or not a program: one line each
+    except (ImportError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    import torch
+
+    try:
+        return from_torch(program)
+    except ImportError as exc:  # onnx or onnxscript
+        raise UserError(str(exc)) from None
+    except torch.onnx.errors.OnnxExporterError as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{path}: torch.onnx.export failed: {first_line}") from None
 
 
 def read_data(path: str, input_names: list[str]):
