@@ -68,6 +68,20 @@ def test_pool_ops_equal_the_numpy_reference_bit_for_bit(
     np.testing.assert_array_equal(got, want)
 
 
+def test_max_pool_keeps_signed_zeros_and_nan_as_the_reference_does():
+    # every order of -0.0 / 0.0 / NaN / 1 within 2x2 windows, 4+ windows per row
+    values = np.array([-0.0, 0.0, np.nan, 1.0, -1.0], np.float32)
+    rng = np.random.default_rng(7)
+    x = values[rng.integers(0, len(values), size=(3, 2, 8, 18))]
+    attrs = {"kernel_size": [2, 2]}
+    with kernels.using(backend="numpy"):
+        want = one_op("MaxPool2d", x, **attrs)
+    got = one_op("MaxPool2d", x, **attrs)
+    np.testing.assert_array_equal(got, want)
+    numbers = ~np.isnan(want)
+    np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))
+
+
 def test_pool2d_of_a_strided_view_reads_the_view():
     x = inputs((2, 4, 8, 8))[:, ::2]
     got = pooling.pool2d(x, (2, 2), (2, 2), (0, 0), (4, 4), "max")

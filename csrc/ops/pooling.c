@@ -3,10 +3,14 @@
  * input once and does a compare or an add per read, which the compiler's vector code
  * keeps well under the cost of the convs around it.
  *
- * Results equal the NumPy reference (pyinfer/ops/pooling.py) bit for bit: max propagates
- * NaN as np.maximum does, and averages add a window's taps in the reference's order
+ * Results equal the NumPy reference (pyinfer/ops/pooling.py) bit for bit: max is
+ * np.maximum's (NaN propagates, signed zeros as it orders them), and averages add a window's taps in the reference's order
  * (row by row of the kernel) in float32, then divide once. */
 #include "pk_internal.h"
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 typedef struct {
     const float *x;
@@ -15,17 +19,41 @@ typedef struct {
     int mode;
 } pool_job;
 
-/* m, or v where v is larger or NaN (np.maximum keeps NaN from either side; a NaN m stays). */
+/* np.maximum(m, v): NaN if either is (m's first), else m > v ? m : v (so v on a tie:
+ * max(0.0, -0.0) is -0.0, as NumPy gives it). */
 static inline float max_nan(float m, float v) {
-    return (v > m || v != v) ? v : m;
+    return (m != m || m > v) ? m : v;
 }
 
-/* The 2x2 stride-2 max-pool of CNNs: two input rows -> one output row. */
+#ifdef __SSE2__
+/* max_nan on 4 lanes: maxps(m, v) is m > v ? m : v, v when either is NaN, so only a
+ * NaN in m needs putting back. */
+static inline __m128 max_nan4(__m128 m, __m128 v) {
+    const __m128 m_nan = _mm_cmpunord_ps(m, m);
+    return _mm_or_ps(_mm_and_ps(m_nan, m), _mm_andnot_ps(m_nan, _mm_max_ps(m, v)));
+}
+#endif
+
+/* The 2x2 stride-2 max-pool of CNNs: two input rows -> one output row (4 outputs at a
+ * time where SSE2 is there: every x86-64). */
 static void max_2x2(const float *x, int64_t w, int64_t oh, int64_t ow, float *y) {
     for (int64_t i = 0; i < oh; i++) {
         const float *r0 = x + 2 * i * w, *r1 = r0 + w;
         float *yo = y + i * ow;
-        for (int64_t j = 0; j < ow; j++)
+        int64_t j = 0;
+#ifdef __SSE2__
+        for (; j + 4 <= ow; j += 4) {
+            const __m128 a0 = _mm_loadu_ps(r0 + 2 * j), a1 = _mm_loadu_ps(r0 + 2 * j + 4);
+            const __m128 b0 = _mm_loadu_ps(r1 + 2 * j), b1 = _mm_loadu_ps(r1 + 2 * j + 4);
+            /* even and odd columns of each row, in the scalar loop's order */
+            const __m128 ae = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
+            const __m128 ao = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
+            const __m128 be = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0));
+            const __m128 bo = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1));
+            _mm_storeu_ps(yo + j, max_nan4(max_nan4(max_nan4(ae, ao), be), bo));
+        }
+#endif
+        for (; j < ow; j++)
             yo[j] = max_nan(max_nan(max_nan(r0[2 * j], r0[2 * j + 1]), r1[2 * j]), r1[2 * j + 1]);
     }
 }

@@ -62,5 +62,7 @@ static inline int pk_same(float a, float b) { return (isnan(a) && isnan(b)) || a
 void test_isa_switch(void);
 /* The thread pool (test_pool.c). */
 void test_pool(void);
+/* Max and average pooling (test_pooling.c). */
+void test_pool2d(void);
 
 #endif /* PK_TEST_H */

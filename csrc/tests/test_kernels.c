@@ -3,8 +3,8 @@
  * test_<slot>(level): from the first SIMD level on it compares the dispatched kernel
  * with the portable one; at the scalar level it checks the portable kernel against a
  * plain statement of the semantics, or only that bad arguments are refused. Then
- * test_isa_switch: the level changing under running kernels, and test_pool: the thread
- * pool. Built under AddressSanitizer + UBSan by `make -C csrc asan`. Prints "N passed,
+ * test_isa_switch: the level changing under running kernels, test_pool: the thread
+ * pool, and test_pool2d: max and average pooling. Built under AddressSanitizer + UBSan by `make -C csrc asan`. Prints "N passed,
  * M failed"; exits non-zero on any failure. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,6 +76,9 @@ int main(void) {
     const long before_pool = pk_test_failed;
     test_pool();
     printf("%-12s %s\n", "pool", pk_test_failed == before_pool ? "ok" : "FAILED");
+    const long before_pool2d = pk_test_failed;
+    test_pool2d();
+    printf("%-12s %s\n", "pool2d", pk_test_failed == before_pool2d ? "ok" : "FAILED");
     printf("%ld passed, %ld failed\n", pk_test_passed, pk_test_failed);
     return pk_test_failed ? 1 : 0;
 }
