@@ -88,6 +88,7 @@ class Model:
         self.nodes = self._checked.nodes
         self.output_names = self._checked.output_names
         self.shapes = self._checked.shapes
+        self.dtypes = self._checked.dtypes  # value name -> NumPy dtype
         self._build_steps()
 
     def _build_steps(self) -> None:

@@ -23,7 +23,7 @@ from pyinfer import ops
 from pyinfer.format import FormatError, is_int
 
 #: dtypes a graph input may declare.
-INPUT_DTYPES = ("float32", "int64", "int32")
+INPUT_DTYPES = ("float32", "int64", "int32", "bool")
 #: Largest dimension of a weight (kernels index with 32-bit integers).
 MAX_DIM = 2**31 - 1
 
@@ -37,7 +37,11 @@ class InputSpec:
     dtype: str
 
     def check(self, value: Any) -> np.ndarray:
-        """The value as an array of this input's dtype; TypeError/ValueError otherwise."""
+        """The value as an array of this input's dtype; TypeError/ValueError otherwise.
+
+        Floats convert to float32 and integers to the declared integer dtype (ValueError
+        if a value does not fit); any other kind is a TypeError.
+        """
         a = np.asarray(value)
         if self.dtype == "float32":
             if a.dtype != np.float32:
@@ -46,8 +50,15 @@ class InputSpec:
                         f"input {self.name!r} must hold floats (float32), got dtype {a.dtype}"
                     )
                 a = a.astype(np.float32)
-        elif a.dtype.kind not in "iu":
-            raise TypeError(f"input {self.name!r} must hold integers, got dtype {a.dtype}")
+        elif self.dtype == "bool":
+            if a.dtype != np.bool_:
+                raise TypeError(f"input {self.name!r} must hold bools, got dtype {a.dtype}")
+        elif a.dtype != self.dtype:
+            if a.dtype.kind not in "iu":
+                raise TypeError(
+                    f"input {self.name!r} must hold integers ({self.dtype}), got dtype {a.dtype}"
+                )
+            a = _as_int(self.name, a, np.dtype(self.dtype))
         if a.ndim != len(self.shape) or any(
             want is not None and got != want for got, want in zip(a.shape, self.shape)
         ):
@@ -58,11 +69,24 @@ class InputSpec:
         return a
 
 
+def _as_int(name: str, a: np.ndarray, want: np.dtype) -> np.ndarray:
+    """Integer array ``a`` as ``want``; ValueError if a value lies outside its range."""
+    if not np.can_cast(a.dtype, want) and a.size:
+        info = np.iinfo(want)
+        low, high = int(a.min()), int(a.max())
+        if low < info.min or high > info.max:
+            raise ValueError(
+                f"input {name!r} holds values in [{low}, {high}], outside the range of {want}"
+            )
+    return a.astype(want)
+
+
 class CheckedGraph(NamedTuple):
     inputs: list[InputSpec]
     nodes: list[ops.Node]  # as stored, in topological order
     output_names: list[str]
     shapes: dict[str, Any]  # value name -> shape
+    dtypes: dict[str, np.dtype]  # value name -> dtype
 
 
 class Steps(NamedTuple):
@@ -120,7 +144,13 @@ def check_graph(
             raise FormatError(
                 f"graph output {o!r} is not produced by any node, nor an input or constant"
             )
-    return CheckedGraph(inputs, checked, list(outputs), {n: s for n, (s, _) in info.items()})
+    return CheckedGraph(
+        inputs,
+        checked,
+        list(outputs),
+        {n: s for n, (s, _) in info.items()},
+        {n: d for n, (_, d) in info.items()},
+    )
 
 
 def _check_inputs(raw: Any, info: dict) -> list[InputSpec]:
@@ -187,7 +217,7 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
     except ValueError as exc:
         raise FormatError(str(exc)) from None
 
-    static, in_shapes = [], []
+    static, in_shapes, in_dtypes = [], [], []
     for pos, value in enumerate(inputs):
         role = spec.role(pos)
         if role == "weight":
@@ -196,6 +226,7 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
                 raise FormatError(f"{label}: input {pos} ({value!r}) must be an encoded weight")
             static.append(w)
             in_shapes.append(w.shape)
+            in_dtypes.append(None)
             continue
         if value in weights:
             raise FormatError(
@@ -208,11 +239,7 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
                 "produced by an earlier node (nodes must be in topological order)"
             )
         shape, dtype = info[value]
-        want_int = pos in spec.index_inputs
-        if want_int and dtype.kind not in "iu":
-            raise FormatError(f"{label}: input {value!r} must hold integers, got {dtype}")
-        if not want_int and dtype != np.float32:
-            raise FormatError(f"{label}: input {value!r} must be float32, got {dtype}")
+        in_dtypes.append(dtype)
         if role == "param":
             if value not in constants:
                 raise FormatError(f"{label}: input {pos} ({value!r}) must be a constant")
@@ -222,13 +249,15 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
         in_shapes.append(shape)
     node = ops.Node(name, op, list(inputs), list(outputs), attrs, static, in_shapes)
     try:
+        # dtypes first: shape inference and builders may rely on them
+        node.out_dtype = spec.out_dtype(node, in_dtypes)
         node.out_shape = spec.infer(node)
     except ValueError as exc:
         raise FormatError(f"{label}: {exc}") from None
     out = outputs[0]
     if out in info or out in weights:
         raise FormatError(f"{label}: output {out!r} is already defined")
-    info[out] = (node.out_shape, np.dtype(np.float32))  # Gather data is float32 too
+    info[out] = (node.out_shape, node.out_dtype)
     return node
 
 
@@ -264,6 +293,7 @@ def fuse(nodes: list[ops.Node], output_names: list[str]) -> list[ops.Node]:
                 src.static,
                 src.in_shapes,
                 node.out_shape,
+                node.out_dtype,
             )
             result[id(src)] = merged  # the activation node itself is not kept
         else:

@@ -15,7 +15,7 @@ import numpy as np
 
 from pyinfer.convert.onnx_import import (
     _BIG,
-    _FLOAT_TYPES,
+    _CAST_TYPES,
     _TYPE_CODES,
     Arange,
     OnnxImportError,
@@ -438,12 +438,16 @@ def _binary(op):
                     if folded is not None:
                         return [folded]
         ta, tb = imp.as_tensor(a, op), imp.as_tensor(b, op)
-        for t in (ta, tb):
-            if t.dtype != "float32":
-                raise OnnxImportError(f"{op} of {t.dtype} tensors at run time is not supported")
+        # the runtime op's dtype rule decides (integer Add/Sub/Mul, float32 Div/Pow)
         return [imp.emit(op, [ta, tb], _broadcast(ta.shape, tb.shape), node.output[0])]
 
     return handler
+
+
+def _h_where(imp, node, ins, attrs):
+    cond, a, b = (imp.as_tensor(v, "Where") for v in ins)
+    shape = _broadcast(_broadcast(cond.shape, a.shape), b.shape)
+    return [imp.emit("Where", [cond, a, b], shape, node.output[0])]
 
 
 def _unary(op):
@@ -472,25 +476,30 @@ def _h_identity(imp, node, ins, attrs):
 
 
 def _h_cast(imp, node, ins, attrs):
-    x = ins[0]
-    if attrs["to"] in _FLOAT_TYPES and x.dtype == "float32":
+    x = imp.as_tensor(ins[0], "Cast")
+    to = _CAST_TYPES.get(attrs["to"])
+    if to is None:
+        raise OnnxImportError(
+            f"Cast of a run-time tensor to {imp.onnx.TensorProto.DataType.Name(attrs['to'])} "
+            f"is not supported; the runtime computes in {sorted(set(_CAST_TYPES.values()))}"
+        )
+    if to == x.dtype:  # float16/double math runs in float32 here
         return _alias(imp, node, x)
-    raise OnnxImportError(
-        f"Cast of a run-time {x.dtype} tensor to "
-        f"{imp.onnx.TensorProto.DataType.Name(attrs['to'])} is not supported"
-    )
+    return [imp.emit("Cast", [x], x.shape, node.output[0], {"to": to})]
 
 
 def _h_castlike(imp, node, ins, attrs):
     src, like = ins
+    like_dtype = str(like.dtype)
     if isinstance(src, Tensor):
-        return _h_cast(imp, node, [src], {"to": _TYPE_CODES[like.dtype]})
+        code = _TYPE_CODES.get(like_dtype, 1 if np.dtype(like_dtype).kind == "f" else 0)
+        return _h_cast(imp, node, [src], {"to": code})
     a = np.asarray(src)
     if is_symbolic(a):
-        if like.dtype == "float32":
+        if like_dtype == "float32":
             raise NotStatic("sizes known only at run time cast to float")
         return [a]
-    return [a.astype(like.dtype)]
+    return [a.astype(like_dtype)]
 
 
 def _h_clip(imp, node, ins, attrs):
@@ -712,8 +721,8 @@ def _h_concat(imp, node, ins, attrs):
 
 def _h_gather(imp, node, ins, attrs):
     data, idx = ins
-    if isinstance(idx, Tensor) and idx.dtype == "float32":
-        raise OnnxImportError("Gather indices computed at run time are not supported")
+    if isinstance(idx, Tensor) and idx.dtype not in ("int64", "int32"):
+        raise OnnxImportError(f"Gather indices must be integers, got a {idx.dtype} tensor")
     if is_symbolic(idx):
         raise NotStatic("Gather at indices known only at run time")
     d = imp.as_tensor(data, "Gather")
@@ -876,7 +885,28 @@ HANDLERS: dict[str, Callable] = {
     "Gemm": _h_gemm,
     "Conv": _h_conv,
     "BatchNormalization": _h_batchnorm,
-    **{op: _binary(op) for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")},
+    **{
+        op: _binary(op)
+        for op in (
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Pow",
+            "Max",
+            "Min",
+            "Equal",
+            "Less",
+            "Greater",
+            "LessOrEqual",
+            "GreaterOrEqual",
+            "And",
+            "Or",
+            "Xor",
+        )
+    },  # fmt: skip
+    "Where": _h_where,
+    "Not": _unary("Not"),
     **{
         op: _unary(op)
         for op in (
