@@ -30,11 +30,17 @@ MAX_DIM = 2**31 - 1
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A graph input: name, shape (None for a free dim such as the batch) and dtype."""
+    """A graph input: name, shape (None for a free dim such as the batch) and dtype.
+
+    ``dim_names`` optionally names the free dims (None for an unnamed one): free dims of
+    the same name, in this input or another, must have the same size in a call (the
+    ``batch`` and ``seq`` of ``input_ids`` and ``attention_mask``).
+    """
 
     name: str
     shape: tuple
     dtype: str
+    dim_names: tuple | None = None
 
     def check(self, value: Any) -> np.ndarray:
         """The value as an array of this input's dtype; TypeError/ValueError otherwise.
@@ -79,6 +85,29 @@ def _as_int(name: str, a: np.ndarray, want: np.dtype) -> np.ndarray:
                 f"input {name!r} holds values in [{low}, {high}], outside the range of {want}"
             )
     return a.astype(want)
+
+
+def shared_dims(specs: list[InputSpec]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """The named free dims that occur more than once: (name, [(input index, axis), ...])."""
+    where: dict[str, list[tuple[int, int]]] = {}
+    for i, spec in enumerate(specs):
+        for axis, dim in enumerate(spec.dim_names or ()):
+            if dim is not None:
+                where.setdefault(dim, []).append((i, axis))
+    return [(dim, places) for dim, places in where.items() if len(places) > 1]
+
+
+def check_shared_dims(
+    groups: list[tuple[str, list[tuple[int, int]]]], specs: list[InputSpec], values: list
+) -> None:
+    """ValueError unless the free dims sharing a name have one size in ``values``."""
+    for dim, places in groups:
+        sizes = [values[i].shape[axis] for i, axis in places]
+        if any(s != sizes[0] for s in sizes):
+            said = ", ".join(
+                f"{specs[i].name!r} axis {axis} is {s}" for (i, axis), s in zip(places, sizes)
+            )
+            raise ValueError(f"inputs disagree on the size {dim!r}: {said}")
 
 
 class CheckedGraph(NamedTuple):
@@ -158,8 +187,13 @@ def _check_inputs(raw: Any, info: dict) -> list[InputSpec]:
         raise FormatError("graph inputs must be a list")
     specs = []
     for i, item in enumerate(raw):
-        if not isinstance(item, Mapping) or set(item) != {"name", "shape", "dtype"}:
-            raise FormatError(f"graph input {i} must be an object with name, shape and dtype")
+        if not isinstance(item, Mapping) or not (
+            {"name", "shape", "dtype"} <= set(item) <= {"name", "shape", "dtype", "dim_names"}
+        ):
+            raise FormatError(
+                f"graph input {i} must be an object with name, shape and dtype "
+                "(and optionally dim_names)"
+            )
         name, shape, dtype = item["name"], item["shape"], item["dtype"]
         if not isinstance(name, str) or not name:
             raise FormatError(f"graph input {i}: name must be a non-empty string")
@@ -179,7 +213,22 @@ def _check_inputs(raw: Any, info: dict) -> list[InputSpec]:
                 f"graph input {name!r}: dtype must be one of {list(INPUT_DTYPES)}, "
                 f"got {dtype!r:.40}"
             )
-        specs.append(InputSpec(name, tuple(shape), dtype))
+        dim_names = item.get("dim_names")
+        if dim_names is not None and (
+            not isinstance(dim_names, (list, tuple))
+            or len(dim_names) != len(shape)
+            or not all(
+                n is None or (isinstance(n, str) and 0 < len(n) <= 64 and d is None)
+                for n, d in zip(dim_names, shape)
+            )
+        ):
+            raise FormatError(
+                f"graph input {name!r}: dim_names must give, per axis, a name of up to 64 "
+                f"characters for a free dim or null, got {dim_names!r:.80}"
+            )
+        specs.append(
+            InputSpec(name, tuple(shape), dtype, None if dim_names is None else tuple(dim_names))
+        )
     return specs
 
 

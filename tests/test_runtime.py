@@ -371,6 +371,30 @@ def test_integer_inputs_convert_to_their_declared_dtype():
         model(np.array([1, 0]))
 
 
+def test_free_dims_of_one_name_must_agree():
+    graph = {
+        "inputs": [
+            {"name": "a", "shape": [None, None], "dtype": "int64", "dim_names": ["b", "s"]},
+            {"name": "m", "shape": [None, None], "dtype": "int64", "dim_names": ["b", "s"]},
+            {"name": "c", "shape": [None, 2], "dtype": "int64"},  # old files: no names
+        ],
+        "outputs": ["y"],
+        "nodes": [{"name": "y", "op": "Add", "inputs": ["a", "m"], "outputs": ["y"]}],
+    }
+    model = pyinfer.Model(graph)
+    ones = np.ones((2, 3), np.int64)
+    assert model.run({"a": ones, "m": ones, "c": np.ones((5, 2), int)})["y"].sum() == 12
+    with pytest.raises(ValueError, match=r"disagree on the size 's': 'a' axis 1 is 3, 'm' axis"):
+        model.run({"a": ones, "m": ones[:, :1], "c": ones[:, :2]})
+    graph["inputs"][0]["dim_names"] = ["b"]
+    with pytest.raises(FormatError, match="graph input 'a': dim_names must give"):
+        pyinfer.Model(graph)
+    graph["inputs"][0]["dim_names"] = ["b", "s"]
+    graph["inputs"][2]["dim_names"] = [None, "fixed"]  # names only free dims
+    with pytest.raises(FormatError, match="graph input 'c': dim_names"):
+        pyinfer.Model(graph)
+
+
 def mask_graph():
     """ids -> Equal(ids, 0) -> Where(-inf, 0) and an HF-style additive mask from a
     second int64 input; every intermediate dtype in play."""

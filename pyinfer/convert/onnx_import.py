@@ -462,19 +462,25 @@ class _Importer:
             raise OnnxImportError(f"{self.label}: input {vi.name!r} has no shape (rank unknown)")
         shape: list[Size] = []
         stored: list[int | None] = []
+        names: list[str | None] = []  # ONNX dim_params: equal names are equal sizes
         for axis, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value"):
                 shape.append(int(d.dim_value))
                 stored.append(int(d.dim_value))
+                names.append(None)
                 continue
             sym = d.dim_param or f"{vi.name}[{axis}]"
             self.symbols.setdefault(sym, (vi.name, axis))
             shape.append(Dim.symbol(sym))
             stored.append(None)
+            names.append(d.dim_param if 0 < len(d.dim_param) <= 64 else None)
         self.taken.add(vi.name)
         self.dtypes[vi.name] = dtype
         self.values[vi.name] = Tensor(vi.name, tuple(shape), dtype)
-        return {"name": vi.name, "shape": stored, "dtype": dtype}
+        spec = {"name": vi.name, "shape": stored, "dtype": dtype}
+        if any(names):
+            spec["dim_names"] = names
+        return spec
 
     def _import_node(self, node) -> None:
         ins = [self.values[i] if i else None for i in node.input]
