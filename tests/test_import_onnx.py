@@ -453,6 +453,23 @@ def test_masks_computed_from_int_and_bool_inputs_at_run_time(tmp_path):
     np.testing.assert_array_equal(loaded.run(feeds)["y"], model.run(feeds)["y"])
 
 
+@pytest.mark.parametrize("bounds", [["lo"], ["", "hi"], ["lo", "hi"]])
+def test_clip_with_one_bound_or_both(bounds):
+    """A missing bound is no bound (torch.clamp(min=...) exports Clip with min only)."""
+    graph = helper.make_graph(
+        [helper.make_node("Clip", ["x", *bounds], ["y"], "clip")],
+        "clip",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])],
+        [
+            numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+            numpy_helper.from_array(np.array(0.25, np.float32), "hi"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert_matches(pyinfer.from_onnx(proto), proto, {"x": randn(3, 5)})
+
+
 def test_integer_ops_the_runtime_lacks_fail_naming_the_node():
     with pytest.raises(OnnxImportError, match=r"node 'int_arith' \(Div\): input .* float32"):
         pyinfer.from_onnx(mask_proto("Div"))

@@ -516,7 +516,8 @@ def _h_clip(imp, node, ins, attrs):
         return [imp.emit("Relu6", [x], x.shape, hint)]
     if low == 0 and high is None:
         return [imp.emit("Relu", [x], x.shape, hint)]
-    return [imp.emit("Clip", [x], x.shape, hint, {"min": low, "max": high})]
+    bounds = {k: v for k, v in (("min", low), ("max", high)) if v is not None}  # None: absent
+    return [imp.emit("Clip", [x], x.shape, hint, bounds)]
 
 
 def _h_hard_sigmoid(imp, node, ins, attrs):
