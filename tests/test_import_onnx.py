@@ -453,6 +453,50 @@ def test_masks_computed_from_int_and_bool_inputs_at_run_time(tmp_path):
     np.testing.assert_array_equal(loaded.run(feeds)["y"], model.run(feeds)["y"])
 
 
+def test_constants_sized_at_run_time():
+    """HF BERT's token type ids: zeros of the ids' shape (ConstantOfShape), or a stored
+    buffer cut to the sequence length and expanded to the batch (Slice -> Expand)."""
+    d = 4
+    buffer = (np.arange(16) % 3 == 1).astype(np.int64)[None]  # [1, 16], not positions
+    inits = [
+        numpy_helper.from_array(randn(30, d), "words"),
+        numpy_helper.from_array(randn(2, d), "types"),
+        numpy_helper.from_array(buffer, "type_buffer"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"], "shape"),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["zeros"],
+            "zeros",
+            value=numpy_helper.from_array(np.array([0], np.int64)),
+        ),
+        helper.make_node("Gather", ["shape", "one"], ["seq"], "seq"),
+        helper.make_node("Slice", ["type_buffer", "zero", "seq", "one"], ["cut"], "cut"),
+        helper.make_node("Expand", ["cut", "shape"], ["buffered"], "buffered"),
+        helper.make_node("Gather", ["words", "ids"], ["w"], "w"),
+        helper.make_node("Gather", ["types", "zeros"], ["t0"], "t0"),
+        helper.make_node("Gather", ["types", "buffered"], ["t1"], "t1"),
+        helper.make_node("Add", ["w", "t0"], ["h"], "h"),
+        helper.make_node("Add", ["h", "t1"], ["y"], "y"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "types",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", d])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = pyinfer.from_onnx(proto)
+    assert model.dtypes["zeros"] == np.int64 and model.dtypes["buffered"] == np.int64
+    for shape in [(1, 1), (2, 5), (3, 16)]:
+        assert_matches(model, proto, {"ids": RNG.integers(0, 30, shape)})
+
+
 @pytest.mark.parametrize("bounds", [["lo"], ["", "hi"], ["lo", "hi"]])
 def test_clip_with_one_bound_or_both(bounds):
     """A missing bound is no bound (torch.clamp(min=...) exports Clip with min only)."""

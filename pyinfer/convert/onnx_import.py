@@ -487,13 +487,17 @@ class _Importer:
         attrs = _attrs(node)
         op = node.op_type
         present = [v for v in ins if v is not None]
-        # a constant broadcast to sizes known only at run time (zeros_like of a mask) is
-        # a run-time tensor, made by the Expand op
-        runtime_expand = op == "Expand" and not is_symbolic(ins[0]) and is_symbolic(ins[1])
-        if op in ("Shape", "Size") or (
-            all(not isinstance(v, (Tensor, Arange)) for v in present) and not runtime_expand
-        ):
-            outs = self._fold(node, ins, attrs)
+        if op in ("Shape", "Size") or all(not isinstance(v, (Tensor, Arange)) for v in present):
+            try:
+                outs = self._fold(node, ins, attrs)
+            except NotStatic:
+                # a constant sized only at run time (zeros_like of a mask, a buffer cut to
+                # the sequence length) is a run-time tensor: the op's handler makes it
+                if op not in _SIZED_AT_RUN_TIME or (
+                    op != "ConstantOfShape" and is_symbolic(ins[0])
+                ):
+                    raise
+                outs = self.handlers[op](self, node, ins, attrs)
         else:
             handler = self.handlers.get(op)
             if handler is None:  # _check_ops lets through only what has a handler
@@ -683,6 +687,8 @@ def _fold_cast(imp, ins, attrs):
 
 def _fold_expand(imp, ins, attrs):
     a = np.asarray(ins[0], dtype=object)
+    if any(isinstance(s, Dim) for s in np.asarray(ins[1], dtype=object).reshape(-1)):
+        raise NotStatic("Expand to sizes known only at run time")
     shape = [int(s) for s in np.asarray(ins[1]).reshape(-1)]
     return [np.broadcast_to(a, np.broadcast_shapes(a.shape, tuple(shape))).copy()]
 
@@ -692,6 +698,9 @@ def _fold_div(a, b):
         return a // b
     return int(a / b) if isinstance(a, (int, np.integer)) else a / b
 
+
+#: Ops that make a run-time tensor from a constant and sizes known only at run time.
+_SIZED_AT_RUN_TIME = ("Expand", "Slice", "ConstantOfShape")
 
 _SIZE_FOLDS: dict[str, Callable] = {
     "Shape": _fold_shape,

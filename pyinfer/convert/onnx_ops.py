@@ -779,12 +779,19 @@ def _h_slice(imp, node, ins, attrs):
     steps = [int(s) for s in (steps or [1] * len(starts))]
     shape = list(x.shape)
     out_ends = []
-    for s, e, a, st in zip(starts, ends, axes, steps):
+    refs, dims = [x.name], []  # ends read from tensor sizes at run time
+    for k, (s, e, a, st) in enumerate(zip(starts, ends, axes, steps)):
         if isinstance(s, Dim):
             raise NotStatic("Slice starting at a size known only at run time")
+        if isinstance(e, Dim) and e != x.shape[a]:
+            if st != 1 or int(s) < 0:
+                raise NotStatic(f"Slice ending at {e} (known only at run time) with step {st}")
+            # a buffer cut to the sequence length: the exporter checked e <= the size
+            dims += [k] + _size_source(imp, e, refs)
+            out_ends.append(_BIG)
+            shape[a] = e - int(s)
+            continue
         if isinstance(e, Dim):
-            if e != x.shape[a]:
-                raise NotStatic(f"Slice ending at {e} (known only at run time)")
             e = _BIG
         e = int(max(min(int(e), _BIG), -_BIG))
         out_ends.append(e)
@@ -796,9 +803,19 @@ def _h_slice(imp, node, ins, attrs):
         else:
             shape[a] = None
     sl = {"starts": [int(s) for s in starts], "ends": out_ends, "axes": axes, "steps": steps}
-    y = imp.emit("Slice", [x], (), node.output[0], sl)
+    if dims:
+        sl["dims"] = dims
+    y = imp.emit("Slice", refs, (), node.output[0], sl)
     y.shape = tuple(imp.symbol_for(y, i) if d is None else d for i, d in enumerate(shape))
     return [y]
+
+
+def _h_constant_of_shape(imp, node, ins, attrs):
+    """A constant filling sizes known only at run time (token type ids of zeros): the
+    value broadcast by Expand."""
+    value = attrs.get("value")
+    value = np.zeros(1, np.float32) if value is None else imp.onnx.numpy_helper.to_array(value)
+    return _h_expand(imp, node, [value.reshape(1), ins[0]], {})
 
 
 def _h_split(imp, node, ins, attrs):
@@ -949,6 +966,7 @@ HANDLERS: dict[str, Callable] = {
     "Gather": _h_gather,
     "Slice": _h_slice,
     "Expand": _h_expand,
+    "ConstantOfShape": _h_constant_of_shape,
     "Split": _h_split,
     "Pad": _h_pad,
 }
