@@ -1,7 +1,8 @@
 """Planning a graph: validation, activation fusion, buffer reuse and the list of steps.
 
 :func:`check_graph` checks the graph (known ops, typed attributes, every input produced
-before use, shapes consistent) and returns its nodes with their shapes. :func:`build_steps`
+before use, each input's dtype one its op takes (``OpSpec.out_dtype``), shapes consistent)
+and returns its nodes with their shapes and dtypes. :func:`build_steps`
 folds each Relu/Relu6 into the Linear or Conv2d feeding it, gives outputs that stay inside a
 call reusable buffers (by liveness, one set per thread), and builds one step per node,
 resolving each weighted layer's kernel once. Every op property the planner uses (pooled,

@@ -5,7 +5,9 @@ The import walks the graph once, in order. Every value is one of
 - a constant: a NumPy array (initializers, ``Constant`` nodes, and every node whose inputs
   are all constants, evaluated now with ``onnx.reference``), or an object array of sizes
   (:mod:`pyinfer.convert.symbolic`) for the shape arithmetic of dynamic-shape graphs;
-- a run-time tensor (:class:`Tensor`), produced by a runtime op.
+- a run-time tensor (:class:`Tensor`), produced by a runtime op, with the dtype (float32,
+  int64, int32 or bool) that op's own rule gives: masks made from integer inputs (Equal,
+  Where, Cast) run as they are written, and a dtype an op does not take fails at import.
 
 Nodes with run-time inputs go to their op's handler (:mod:`pyinfer.convert.onnx_ops`):
 MatMul or Gemm by a constant becomes ``Linear`` (bias, BatchNorm and per-channel scales
