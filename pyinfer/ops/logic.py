@@ -8,6 +8,8 @@ exports as ``Equal`` -> ``Where``. These ops carry such bool and integer tensors
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from pyinfer.ops import (
@@ -23,14 +25,8 @@ from pyinfer.ops import (
     one_dtype,
     register,
     same_shape,
+    spec,
 )
-
-
-def _infer_broadcast(node: Node):
-    out = node.in_shapes[0]
-    for s in node.in_shapes[1:]:
-        out = broadcast_shapes(out, s)
-    return out
 
 
 def _dtype_compare(allowed):
@@ -41,53 +37,32 @@ def _dtype_compare(allowed):
     return rule
 
 
-for _name, _fn, _allowed, _desc in [
-    ("Equal", np.equal, DTYPES, "a == b, broadcasting; bool out"),
-    ("Less", np.less, NUMERIC, "a < b, broadcasting; bool out"),
-    ("Greater", np.greater, NUMERIC, "a > b, broadcasting; bool out"),
-    ("LessOrEqual", np.less_equal, NUMERIC, "a <= b, broadcasting; bool out"),
-    ("GreaterOrEqual", np.greater_equal, NUMERIC, "a >= b, broadcasting; bool out"),
-]:
-    register(
-        OpSpec(
-            _name,
-            ("tensor", "tensor"),
-            {},
-            infer=_infer_broadcast,
-            build=lambda node, f=_fn: f,
-            dtypes=_dtype_compare(_allowed),
-            description=_desc,
-        )
-    )
-
-
 def _dtype_logic(node: Node, dtypes) -> np.dtype:
     return one_dtype(node, dtypes, (BOOL,))
 
 
-for _name, _fn, _desc in [
-    ("And", np.logical_and, "a and b on bool tensors, broadcasting"),
-    ("Or", np.logical_or, "a or b on bool tensors, broadcasting"),
-    ("Xor", np.logical_xor, "a xor b on bool tensors, broadcasting"),
+for _name, _fn, _rule, _desc in [
+    ("Equal", np.equal, _dtype_compare(DTYPES), "a == b, broadcasting; bool out"),
+    ("Less", np.less, _dtype_compare(NUMERIC), "a < b, broadcasting; bool out"),
+    ("Greater", np.greater, _dtype_compare(NUMERIC), "a > b, broadcasting; bool out"),
+    ("LessOrEqual", np.less_equal, _dtype_compare(NUMERIC), "a <= b, broadcasting; bool out"),
+    ("GreaterOrEqual", np.greater_equal, _dtype_compare(NUMERIC), "a >= b; bool out"),
+    ("And", np.logical_and, _dtype_logic, "a and b on bool tensors, broadcasting"),
+    ("Or", np.logical_or, _dtype_logic, "a or b on bool tensors, broadcasting"),
+    ("Xor", np.logical_xor, _dtype_logic, "a xor b on bool tensors, broadcasting"),
 ]:
+    # the same op as Add but for the function and the dtypes
     register(
-        OpSpec(
-            _name,
-            ("tensor", "tensor"),
-            {},
-            infer=_infer_broadcast,
-            build=lambda node, f=_fn: f,
-            dtypes=_dtype_logic,
-            description=_desc,
+        dataclasses.replace(
+            spec("Add"), name=_name, build=lambda node, f=_fn: f, dtypes=_rule, description=_desc
         )
     )
 
+# the same op as Tanh but for the function and the dtypes
 register(
-    OpSpec(
-        "Not",
-        ("tensor",),
-        {},
-        infer=same_shape,
+    dataclasses.replace(
+        spec("Tanh"),
+        name="Not",
         build=lambda node: np.logical_not,
         dtypes=_dtype_logic,
         description="not x on a bool tensor",
@@ -105,7 +80,9 @@ register(
         "Where",
         ("tensor", "tensor", "tensor"),
         {},
-        infer=_infer_broadcast,
+        infer=lambda node: broadcast_shapes(
+            broadcast_shapes(node.in_shapes[0], node.in_shapes[1]), node.in_shapes[2]
+        ),
         build=lambda node: np.where,
         dtypes=_dtype_where,
         description="x where cond else y, broadcasting; cond bool, x and y of one dtype",
