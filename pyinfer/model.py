@@ -88,6 +88,8 @@ class Model:
         self.nodes = self._checked.nodes
         self.output_names = self._checked.output_names
         self.shapes = self._checked.shapes
+        self.dtypes = self._checked.dtypes  # value name -> NumPy dtype
+        self._shared_dims = plan.shared_dims(self.inputs)
         self._build_steps()
 
     def _build_steps(self) -> None:
@@ -155,6 +157,8 @@ class Model:
         if set(inputs) != set(names):
             raise ValueError(f"the model takes inputs {names}, got {sorted(inputs)}")
         values = [spec.check(inputs[spec.name]) for spec in self.inputs]
+        if self._shared_dims:
+            plan.check_shared_dims(self._shared_dims, self.inputs, values)
         return dict(zip(self.output_names, self._execute(values)))
 
     def __call__(self, x: Any) -> np.ndarray:
@@ -165,7 +169,10 @@ class Model:
                 f"{[s.name for s in self.inputs]} and outputs {self.output_names}: "
                 "use model.run({name: array})"
             )
-        return self._execute([self.inputs[0].check(x)])[0]
+        values = [self.inputs[0].check(x)]
+        if self._shared_dims:  # a free dim named twice in the one input
+            plan.check_shared_dims(self._shared_dims, self.inputs, values)
+        return self._execute(values)[0]
 
     # ------------------------------------------------------------------ description
 

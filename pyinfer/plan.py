@@ -1,7 +1,8 @@
 """Planning a graph: validation, activation fusion, buffer reuse and the list of steps.
 
 :func:`check_graph` checks the graph (known ops, typed attributes, every input produced
-before use, shapes consistent) and returns its nodes with their shapes. :func:`build_steps`
+before use, each input's dtype one its op takes (``OpSpec.out_dtype``), shapes consistent)
+and returns its nodes with their shapes and dtypes. :func:`build_steps`
 folds each Relu/Relu6 into the Linear or Conv2d feeding it, gives outputs that stay inside a
 call reusable buffers (by liveness, one set per thread), and builds one step per node,
 resolving each weighted layer's kernel once. Every op property the planner uses (pooled,
@@ -23,21 +24,31 @@ from pyinfer import ops
 from pyinfer.format import FormatError, is_int
 
 #: dtypes a graph input may declare.
-INPUT_DTYPES = ("float32", "int64", "int32")
+INPUT_DTYPES = ("float32", "int64", "int32", "bool")
 #: Largest dimension of a weight (kernels index with 32-bit integers).
 MAX_DIM = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A graph input: name, shape (None for a free dim such as the batch) and dtype."""
+    """A graph input: name, shape (None for a free dim such as the batch) and dtype.
+
+    ``dim_names`` optionally names the free dims (None for an unnamed one): free dims of
+    the same name, in this input or another, must have the same size in a call (the
+    ``batch`` and ``seq`` of ``input_ids`` and ``attention_mask``).
+    """
 
     name: str
     shape: tuple
     dtype: str
+    dim_names: tuple | None = None
 
     def check(self, value: Any) -> np.ndarray:
-        """The value as an array of this input's dtype; TypeError/ValueError otherwise."""
+        """The value as an array of this input's dtype; TypeError/ValueError otherwise.
+
+        Floats convert to float32 and integers to the declared integer dtype (ValueError
+        if a value does not fit); any other kind is a TypeError.
+        """
         a = np.asarray(value)
         if self.dtype == "float32":
             if a.dtype != np.float32:
@@ -46,8 +57,15 @@ class InputSpec:
                         f"input {self.name!r} must hold floats (float32), got dtype {a.dtype}"
                     )
                 a = a.astype(np.float32)
-        elif a.dtype.kind not in "iu":
-            raise TypeError(f"input {self.name!r} must hold integers, got dtype {a.dtype}")
+        elif self.dtype == "bool":
+            if a.dtype != np.bool_:
+                raise TypeError(f"input {self.name!r} must hold bools, got dtype {a.dtype}")
+        elif a.dtype != self.dtype:
+            if a.dtype.kind not in "iu":
+                raise TypeError(
+                    f"input {self.name!r} must hold integers ({self.dtype}), got dtype {a.dtype}"
+                )
+            a = _as_int(self.name, a, np.dtype(self.dtype))
         if a.ndim != len(self.shape) or any(
             want is not None and got != want for got, want in zip(a.shape, self.shape)
         ):
@@ -58,11 +76,47 @@ class InputSpec:
         return a
 
 
+def _as_int(name: str, a: np.ndarray, want: np.dtype) -> np.ndarray:
+    """Integer array ``a`` as ``want``; ValueError if a value lies outside its range."""
+    if not np.can_cast(a.dtype, want) and a.size:
+        info = np.iinfo(want)
+        low, high = int(a.min()), int(a.max())
+        if low < info.min or high > info.max:
+            raise ValueError(
+                f"input {name!r} holds values in [{low}, {high}], outside the range of {want}"
+            )
+    return a.astype(want)
+
+
+def shared_dims(specs: list[InputSpec]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """The named free dims that occur more than once: (name, [(input index, axis), ...])."""
+    where: dict[str, list[tuple[int, int]]] = {}
+    for i, spec in enumerate(specs):
+        for axis, dim in enumerate(spec.dim_names or ()):
+            if dim is not None:
+                where.setdefault(dim, []).append((i, axis))
+    return [(dim, places) for dim, places in where.items() if len(places) > 1]
+
+
+def check_shared_dims(
+    groups: list[tuple[str, list[tuple[int, int]]]], specs: list[InputSpec], values: list
+) -> None:
+    """ValueError unless the free dims sharing a name have one size in ``values``."""
+    for dim, places in groups:
+        sizes = [values[i].shape[axis] for i, axis in places]
+        if any(s != sizes[0] for s in sizes):
+            said = ", ".join(
+                f"{specs[i].name!r} axis {axis} is {s}" for (i, axis), s in zip(places, sizes)
+            )
+            raise ValueError(f"inputs disagree on the size {dim!r}: {said}")
+
+
 class CheckedGraph(NamedTuple):
     inputs: list[InputSpec]
     nodes: list[ops.Node]  # as stored, in topological order
     output_names: list[str]
     shapes: dict[str, Any]  # value name -> shape
+    dtypes: dict[str, np.dtype]  # value name -> dtype
 
 
 class Steps(NamedTuple):
@@ -120,7 +174,13 @@ def check_graph(
             raise FormatError(
                 f"graph output {o!r} is not produced by any node, nor an input or constant"
             )
-    return CheckedGraph(inputs, checked, list(outputs), {n: s for n, (s, _) in info.items()})
+    return CheckedGraph(
+        inputs,
+        checked,
+        list(outputs),
+        {n: s for n, (s, _) in info.items()},
+        {n: d for n, (_, d) in info.items()},
+    )
 
 
 def _check_inputs(raw: Any, info: dict) -> list[InputSpec]:
@@ -128,8 +188,13 @@ def _check_inputs(raw: Any, info: dict) -> list[InputSpec]:
         raise FormatError("graph inputs must be a list")
     specs = []
     for i, item in enumerate(raw):
-        if not isinstance(item, Mapping) or set(item) != {"name", "shape", "dtype"}:
-            raise FormatError(f"graph input {i} must be an object with name, shape and dtype")
+        if not isinstance(item, Mapping) or not (
+            {"name", "shape", "dtype"} <= set(item) <= {"name", "shape", "dtype", "dim_names"}
+        ):
+            raise FormatError(
+                f"graph input {i} must be an object with name, shape and dtype "
+                "(and optionally dim_names)"
+            )
         name, shape, dtype = item["name"], item["shape"], item["dtype"]
         if not isinstance(name, str) or not name:
             raise FormatError(f"graph input {i}: name must be a non-empty string")
@@ -149,7 +214,22 @@ def _check_inputs(raw: Any, info: dict) -> list[InputSpec]:
                 f"graph input {name!r}: dtype must be one of {list(INPUT_DTYPES)}, "
                 f"got {dtype!r:.40}"
             )
-        specs.append(InputSpec(name, tuple(shape), dtype))
+        dim_names = item.get("dim_names")
+        if dim_names is not None and (
+            not isinstance(dim_names, (list, tuple))
+            or len(dim_names) != len(shape)
+            or not all(
+                n is None or (isinstance(n, str) and 0 < len(n) <= 64 and d is None)
+                for n, d in zip(dim_names, shape)
+            )
+        ):
+            raise FormatError(
+                f"graph input {name!r}: dim_names must give, per axis, a name of up to 64 "
+                f"characters for a free dim or null, got {dim_names!r:.80}"
+            )
+        specs.append(
+            InputSpec(name, tuple(shape), dtype, None if dim_names is None else tuple(dim_names))
+        )
     return specs
 
 
@@ -187,7 +267,7 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
     except ValueError as exc:
         raise FormatError(str(exc)) from None
 
-    static, in_shapes = [], []
+    static, in_shapes, in_dtypes = [], [], []
     for pos, value in enumerate(inputs):
         role = spec.role(pos)
         if role == "weight":
@@ -196,6 +276,7 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
                 raise FormatError(f"{label}: input {pos} ({value!r}) must be an encoded weight")
             static.append(w)
             in_shapes.append(w.shape)
+            in_dtypes.append(None)
             continue
         if value in weights:
             raise FormatError(
@@ -208,11 +289,7 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
                 "produced by an earlier node (nodes must be in topological order)"
             )
         shape, dtype = info[value]
-        want_int = pos in spec.index_inputs
-        if want_int and dtype.kind not in "iu":
-            raise FormatError(f"{label}: input {value!r} must hold integers, got {dtype}")
-        if not want_int and dtype != np.float32:
-            raise FormatError(f"{label}: input {value!r} must be float32, got {dtype}")
+        in_dtypes.append(dtype)
         if role == "param":
             if value not in constants:
                 raise FormatError(f"{label}: input {pos} ({value!r}) must be a constant")
@@ -222,13 +299,15 @@ def _check_node(i: int, raw: Any, info: dict, weights: Mapping, constants: Mappi
         in_shapes.append(shape)
     node = ops.Node(name, op, list(inputs), list(outputs), attrs, static, in_shapes)
     try:
+        # dtypes first: shape inference and builders may rely on them
+        node.out_dtype = spec.out_dtype(node, in_dtypes)
         node.out_shape = spec.infer(node)
     except ValueError as exc:
         raise FormatError(f"{label}: {exc}") from None
     out = outputs[0]
     if out in info or out in weights:
         raise FormatError(f"{label}: output {out!r} is already defined")
-    info[out] = (node.out_shape, np.dtype(np.float32))  # Gather data is float32 too
+    info[out] = (node.out_shape, node.out_dtype)
     return node
 
 
@@ -264,6 +343,7 @@ def fuse(nodes: list[ops.Node], output_names: list[str]) -> list[ops.Node]:
                 src.static,
                 src.in_shapes,
                 node.out_shape,
+                node.out_dtype,
             )
             result[id(src)] = merged  # the activation node itself is not kept
         else:

@@ -384,6 +384,141 @@ def test_embeddings_with_positions_up_to_the_sequence_length():
         assert_matches(model, proto, {"ids": RNG.integers(0, vocab, shape)})
 
 
+def mask_proto(int_op: str = "Sub") -> onnx.ModelProto:
+    """Masks made at run time from int64 ids and a bool flag input: a padding mask
+    (Equal -> Not -> And -> Where of a constant expanded to the ids' sizes), an HF-style
+    additive mask (Unsqueeze -> Cast -> Sub -> Mul) and integer arithmetic on the ids,
+    all added to scores computed from the ids' embeddings."""
+    d = 4
+    inits = [
+        numpy_helper.from_array(randn(20, d), "table"),
+        numpy_helper.from_array(np.array(0, np.int64), "pad_id"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array(-1e4, np.float32), "big"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(np.array([0.0], np.float32), "zero"),
+        numpy_helper.from_array(np.array(3, np.int64), "three"),
+        numpy_helper.from_array(np.array(1, np.int64), "one_i"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], "embed"),
+        helper.make_node("Transpose", ["emb"], ["emb_t"], "emb_t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["emb", "emb_t"], ["scores"], "scores"),  # [b, s, s]
+        helper.make_node("Equal", ["ids", "pad_id"], ["is_pad"], "is_pad"),
+        helper.make_node("Not", ["is_pad"], ["not_pad"], "not_pad"),
+        helper.make_node("And", ["not_pad", "keep"], ["valid"], "valid"),
+        helper.make_node("Shape", ["valid"], ["valid_shape"], "valid_shape"),
+        helper.make_node("Expand", ["zero", "valid_shape"], ["zeros"], "zeros_like"),
+        helper.make_node("Where", ["valid", "zeros", "big"], ["pad_bias"], "pad_bias"),
+        helper.make_node("Unsqueeze", ["pad_bias", "axis1"], ["pad_bias3"], "pad_bias3"),
+        helper.make_node("Cast", ["valid"], ["valid_i"], "valid_i", to=TensorProto.INT64),
+        helper.make_node(int_op, ["valid_i", "one_i"], ["shifted"], "int_arith"),
+        helper.make_node("Mul", ["shifted", "three"], ["tripled"], "tripled"),
+        helper.make_node("Unsqueeze", ["tripled", "axis1"], ["tripled3"], "tripled3"),
+        helper.make_node("Cast", ["tripled3"], ["m"], "to_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "m"], ["inv"], "inv"),
+        helper.make_node("Mul", ["inv", "big"], ["hf_bias"], "hf_bias"),
+        helper.make_node("Add", ["scores", "pad_bias3"], ["s1"], "add_pad"),
+        helper.make_node("Add", ["s1", "hf_bias"], ["s2"], "add_hf"),
+        helper.make_node("Softmax", ["s2"], ["y"], "softmax", axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "masks",
+        [
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("keep", TensorProto.BOOL, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", "seq"])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_masks_computed_from_int_and_bool_inputs_at_run_time(tmp_path):
+    proto = mask_proto()
+    model = pyinfer.from_onnx(proto)
+    assert [s.dtype for s in model.inputs] == ["int64", "bool"]
+    ops = {n.op for n in model.nodes}
+    assert {"Equal", "Not", "And", "Where", "Cast", "Expand", "Sub"} <= ops
+    for b, s in [(1, 1), (2, 5), (3, 8)]:
+        ids = RNG.integers(0, 20, (b, s))
+        ids[:, 0] = 1  # one key at least is valid in every row
+        keep = RNG.random((b, s)) < 0.8
+        keep[:, 0] = True
+        assert_matches(model, proto, {"ids": ids, "keep": keep})
+    pyinfer.save(model, tmp_path / "masks.pinf")
+    feeds = {"ids": RNG.integers(1, 20, (2, 6)), "keep": np.ones((2, 6), bool)}
+    loaded = pyinfer.load(tmp_path / "masks.pinf")
+    np.testing.assert_array_equal(loaded.run(feeds)["y"], model.run(feeds)["y"])
+
+
+def test_constants_sized_at_run_time():
+    """HF BERT's token type ids: zeros of the ids' shape (ConstantOfShape), or a stored
+    buffer cut to the sequence length and expanded to the batch (Slice -> Expand)."""
+    d = 4
+    buffer = (np.arange(16) % 3 == 1).astype(np.int64)[None]  # [1, 16], not positions
+    inits = [
+        numpy_helper.from_array(randn(30, d), "words"),
+        numpy_helper.from_array(randn(2, d), "types"),
+        numpy_helper.from_array(buffer, "type_buffer"),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["ids"], ["shape"], "shape"),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["zeros"],
+            "zeros",
+            value=numpy_helper.from_array(np.array([0], np.int64)),
+        ),
+        helper.make_node("Gather", ["shape", "one"], ["seq"], "seq"),
+        helper.make_node("Slice", ["type_buffer", "zero", "seq", "one"], ["cut"], "cut"),
+        helper.make_node("Expand", ["cut", "shape"], ["buffered"], "buffered"),
+        helper.make_node("Gather", ["words", "ids"], ["w"], "w"),
+        helper.make_node("Gather", ["types", "zeros"], ["t0"], "t0"),
+        helper.make_node("Gather", ["types", "buffered"], ["t1"], "t1"),
+        helper.make_node("Add", ["w", "t0"], ["h"], "h"),
+        helper.make_node("Add", ["h", "t1"], ["y"], "y"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "types",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", d])],
+        inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = pyinfer.from_onnx(proto)
+    assert model.dtypes["zeros"] == np.int64 and model.dtypes["buffered"] == np.int64
+    for shape in [(1, 1), (2, 5), (3, 16)]:
+        assert_matches(model, proto, {"ids": RNG.integers(0, 30, shape)})
+
+
+@pytest.mark.parametrize("bounds", [["lo"], ["", "hi"], ["lo", "hi"]])
+def test_clip_with_one_bound_or_both(bounds):
+    """A missing bound is no bound (torch.clamp(min=...) exports Clip with min only)."""
+    graph = helper.make_graph(
+        [helper.make_node("Clip", ["x", *bounds], ["y"], "clip")],
+        "clip",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])],
+        [
+            numpy_helper.from_array(np.array(-0.5, np.float32), "lo"),
+            numpy_helper.from_array(np.array(0.25, np.float32), "hi"),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert_matches(pyinfer.from_onnx(proto), proto, {"x": randn(3, 5)})
+
+
+def test_integer_ops_the_runtime_lacks_fail_naming_the_node():
+    with pytest.raises(OnnxImportError, match=r"node 'int_arith' \(Div\): input .* float32"):
+        pyinfer.from_onnx(mask_proto("Div"))
+
+
 # ------------------------------------------------------------------ errors
 
 

@@ -348,6 +348,158 @@ def test_batch_is_free_and_inputs_are_checked():
         model.run({"y": randn(1, 16)})
 
 
+def test_integer_inputs_convert_to_their_declared_dtype():
+    g = pyinfer.Graph()
+    ids = g.input("ids", (None, 3), "int64")
+    g.output(g.node("Add", ids, np.array([1], np.int64)))
+    model = g.build()
+    out = model(np.array([[1, 2, 3]], np.int32))
+    assert out.dtype == np.int64 and out.tolist() == [[2, 3, 4]]
+    with pytest.raises(TypeError, match=r"input 'ids' must hold integers \(int64\)"):
+        model(np.ones((1, 3), np.float32))
+    g = pyinfer.Graph()
+    small = g.input("small", (None,), "int32")
+    g.output(g.node("Neg", small))
+    with pytest.raises(ValueError, match=r"'small' holds values in \[0, 4294967296\]"):
+        g.build()(np.array([0, 2**32], np.int64))
+    g = pyinfer.Graph()
+    flags = g.input("flags", (None,), "bool")
+    g.output(g.node("Not", flags))
+    model = g.build()
+    assert model(np.array([True, False])).tolist() == [False, True]
+    with pytest.raises(TypeError, match="input 'flags' must hold bools"):
+        model(np.array([1, 0]))
+
+
+def test_free_dims_of_one_name_must_agree():
+    graph = {
+        "inputs": [
+            {"name": "a", "shape": [None, None], "dtype": "int64", "dim_names": ["b", "s"]},
+            {"name": "m", "shape": [None, None], "dtype": "int64", "dim_names": ["b", "s"]},
+            {"name": "c", "shape": [None, 2], "dtype": "int64"},  # old files: no names
+        ],
+        "outputs": ["y"],
+        "nodes": [{"name": "y", "op": "Add", "inputs": ["a", "m"], "outputs": ["y"]}],
+    }
+    model = pyinfer.Model(graph)
+    ones = np.ones((2, 3), np.int64)
+    assert model.run({"a": ones, "m": ones, "c": np.ones((5, 2), int)})["y"].sum() == 12
+    with pytest.raises(ValueError, match=r"disagree on the size 's': 'a' axis 1 is 3, 'm' axis"):
+        model.run({"a": ones, "m": ones[:, :1], "c": ones[:, :2]})
+    graph["inputs"][0]["dim_names"] = ["b"]
+    with pytest.raises(FormatError, match="graph input 'a': dim_names must give"):
+        pyinfer.Model(graph)
+    graph["inputs"][0]["dim_names"] = ["b", "s"]
+    graph["inputs"][2]["dim_names"] = [None, "fixed"]  # names only free dims
+    with pytest.raises(FormatError, match="graph input 'c': dim_names"):
+        pyinfer.Model(graph)
+
+
+def mask_graph():
+    """ids -> Equal(ids, 0) -> Where(-inf, 0) and an HF-style additive mask from a
+    second int64 input; every intermediate dtype in play."""
+    g = pyinfer.Graph()
+    ids = g.input("ids", (None, None), "int64")
+    mask = g.input("mask", (None, None), "int64")
+    pad = g.node("Equal", ids, np.array([0], np.int64), name="pad")
+    keep = g.node("Not", pad, name="keep")
+    both = g.node("And", keep, g.node("Cast", mask, to="bool"), name="both")
+    fill = g.node("Where", pad, np.float32([-np.inf]), np.float32([0]), name="fill")
+    additive = g.node(
+        "Mul",
+        g.node("Sub", np.float32([1]), g.node("Cast", mask, to="float32")),
+        np.float32([-1e4]),
+    )
+    g.output(fill, additive, g.node("Cast", both, to="int32", name="count"), keep)
+    return g
+
+
+def test_mask_ops_and_their_dtypes():
+    model = mask_graph().build()
+    ids = np.array([[3, 4, 0], [5, 0, 0]])
+    mask = np.array([[1, 1, 0], [1, 0, 1]])
+    fill, additive, count, keep = model.run({"ids": ids, "mask": mask}).values()
+    np.testing.assert_array_equal(fill, np.where(ids == 0, -np.inf, 0).astype(np.float32))
+    np.testing.assert_array_equal(additive, ((1 - mask) * -1e4).astype(np.float32))
+    np.testing.assert_array_equal(count, ((ids != 0) & (mask != 0)).astype(np.int32))
+    assert (fill.dtype, additive.dtype, count.dtype, keep.dtype) == (
+        np.float32,
+        np.float32,
+        np.int32,
+        np.bool_,
+    )
+    assert model.dtypes["pad"] == np.bool_ and model.dtypes["both"] == np.bool_
+
+
+@pytest.mark.parametrize(
+    "op, fn",
+    [("Less", np.less), ("Greater", np.greater), ("LessOrEqual", np.less_equal),
+     ("GreaterOrEqual", np.greater_equal), ("Equal", np.equal)],
+)  # fmt: skip
+def test_comparisons_of_ints_and_floats(op, fn):
+    for x, c in [(np.array([[1, 2, 3]]), np.array([2])), (randn(2, 5), np.float32([0.1]))]:
+        np.testing.assert_array_equal(one_op(op, x, c), fn(x, c))
+
+
+def test_integer_arithmetic_and_shape_ops_keep_the_dtype():
+    g = pyinfer.Graph()
+    ids = g.input("ids", (None, 4), "int64")
+    h = g.node("Sub", g.node("Mul", ids, np.array([2], np.int64)), np.array([1], np.int64))
+    h = g.node("Unsqueeze", g.node("Max", h, np.array([0], np.int64)), axes=[1])
+    h = g.node("Transpose", g.node("Concat", h, h, axis=1), perm=[0, 2, 1])
+    h = g.node("Reshape", h, shape=[0, -1])
+    h = g.node("Slice", h, starts=[1], ends=[7], axes=[1])
+    g.output(g.node("Expand", g.node("Squeeze", g.node("Unsqueeze", h, axes=[0]), axes=[0]),
+                    shape=[3, 1, 1]))  # fmt: skip
+    x = np.array([[0, 1, 2, 3], [4, 5, 6, 7]])
+    y = np.maximum(x * 2 - 1, 0)[:, None]
+    want = np.concatenate([y, y], 1).transpose(0, 2, 1).reshape(2, -1)[:, 1:7]
+    got = g.build()(x)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, np.broadcast_to(want, (3, 2, 6)))
+
+
+def test_gather_takes_int_and_bool_data():
+    table = np.array([[1, 0], [0, 1], [1, 1]], np.bool_)
+    g = pyinfer.Graph()
+    ids = g.input("ids", (None,), "int64")
+    g.output(g.node("Gather", table, ids, axis=0))
+    out = g.build()(np.array([2, 0]))
+    assert out.dtype == np.bool_ and out.tolist() == [[True, True], [True, False]]
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda g, i, f: g.node("Where", f, f, f, name="n"),
+         r"node 'n' \(Where\): input 'f' must be bool, got float32"),
+        (lambda g, i, f: g.node("Where", g.node("Equal", i, i), f, i, name="n"),
+         r"node 'n' \(Where\): inputs 'f' \(float32\) and 'i' \(int64\) must have the same"),
+        (lambda g, i, f: g.node("Add", i, f, name="n"),
+         r"node 'n' \(Add\): inputs 'i' \(int64\) and 'f' \(float32\) must have the same"),
+        (lambda g, i, f: g.node("Div", i, i, name="n"),
+         r"node 'n' \(Div\): input 'i' must be float32, got int64"),
+        (lambda g, i, f: g.node("Softmax", g.node("Equal", f, f, name="e"), name="n"),
+         r"node 'n' \(Softmax\): input 'e' must be float32, got bool"),
+        (lambda g, i, f: g.node("Not", i, name="n"), r"node 'n' \(Not\): input 'i' must be bool"),
+        (lambda g, i, f: g.node("Less", g.node("Not", g.node("Equal", i, i)), f, name="n"),
+         r"node 'n' \(Less\): input 'not0' must be one of float32, int64, int32, got bool"),
+        (lambda g, i, f: g.node("Gather", f, f, name="n"),
+         r"node 'n' \(Gather\): input 'f' must hold integers, got float32"),
+        (lambda g, i, f: g.node("Reshape", np.zeros(2, np.uint8), shape=[2], name="n"),
+         r"node 'n' \(Reshape\): input 'const0' must be one of .*got uint8"),
+        (lambda g, i, f: g.node("Cast", i, to="float64", name="n"),
+         r"node 'n' \(Cast\): attribute 'to' must be one of \['float32', 'int64'"),
+    ],
+)  # fmt: skip
+def test_dtypes_are_checked_at_plan_time_naming_node_and_value(build, message):
+    g = pyinfer.Graph()
+    i, f = g.input("i", (None, 3), "int64"), g.input("f", (None, 3))
+    g.output(build(g, i, f))
+    with pytest.raises(FormatError, match=message):
+        g.build()
+
+
 def test_call_needs_one_input_and_output():
     g = pyinfer.Graph()
     a, b = g.input("a", (None, 4)), g.input("b", (None, 4))

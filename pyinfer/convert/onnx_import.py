@@ -5,7 +5,9 @@ The import walks the graph once, in order. Every value is one of
 - a constant: a NumPy array (initializers, ``Constant`` nodes, and every node whose inputs
   are all constants, evaluated now with ``onnx.reference``), or an object array of sizes
   (:mod:`pyinfer.convert.symbolic`) for the shape arithmetic of dynamic-shape graphs;
-- a run-time tensor (:class:`Tensor`), produced by a runtime op.
+- a run-time tensor (:class:`Tensor`), produced by a runtime op, with the dtype (float32,
+  int64, int32 or bool) that op's own rule gives: masks made from integer inputs (Equal,
+  Where, Cast) run as they are written, and a dtype an op does not take fails at import.
 
 Nodes with run-time inputs go to their op's handler (:mod:`pyinfer.convert.onnx_ops`):
 MatMul or Gemm by a constant becomes ``Linear`` (bias, BatchNorm and per-channel scales
@@ -35,9 +37,11 @@ from pyinfer.convert.symbolic import Dim, NotStatic, Size, is_symbolic, prod, si
 #: The oldest default-domain opset read (older models: ``onnx.version_converter``).
 MIN_OPSET = 11
 #: Graph input element types the runtime takes (ONNX TensorProto codes).
-_INPUT_TYPES = {1: "float32", 7: "int64", 6: "int32"}
+_INPUT_TYPES = {1: "float32", 7: "int64", 6: "int32", 9: "bool"}
 #: Float element types a Cast may target and stay a float32 tensor here.
 _FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
+#: Element types a run-time Cast may target -> the runtime dtype it gives.
+_CAST_TYPES = {**_INPUT_TYPES, **dict.fromkeys(_FLOAT_TYPES, "float32")}
 _TYPE_CODES = {v: k for k, v in _INPUT_TYPES.items()}
 _BIG = 2**62  # a slice end meaning "to the end"
 
@@ -157,9 +161,9 @@ class _Importer:
         self.weights: dict[str, np.ndarray] = {}  # dense, encoded at the end
         self.constants: dict[str, np.ndarray] = {}
         self.values: dict[str, Any] = {}  # ONNX value name -> array or Tensor
-        # symbol -> (runtime value, axis) where a run can read it: a float32 value, since
-        # inputs of runtime ops must be float32 (integer ids cannot serve)
+        # symbol -> (runtime value, axis) where a run can read it
         self.symbols: dict[str, tuple[str, int]] = {}
+        self.dtypes: dict[str, str] = {}  # runtime value -> its dtype
         self.initializer_names: dict[int, str] = {}  # id(array) -> its ONNX name
         self.producer: dict[str, dict] = {}  # runtime value -> runtime node
         self.node_list = list(self.graph.node)  # after _fuse_patterns: what is imported
@@ -291,13 +295,36 @@ class _Importer:
             "outputs": [out],
             "attrs": dict(attrs or {}),
         }
+        dtype = self._out_dtype(node)
+        self.dtypes[out] = dtype
         self.nodes.append(node)
         self.producer[out] = node
         for axis, d in enumerate(shape):
             mono = d.monomial() if isinstance(d, Dim) else None
             if mono is not None and mono[0] == 1 and len(mono[1]) == 1:
                 self.symbols.setdefault(mono[1][0], (out, axis))
-        return Tensor(out, tuple(shape))
+        return Tensor(out, tuple(shape), dtype)
+
+    def _out_dtype(self, node: dict) -> str:
+        """The dtype of ``node``'s output by the runtime op's own rule (the one the planner
+        checks), so a dtype the op does not take fails here, naming the value."""
+        from pyinfer import ops
+
+        spec = ops.spec(node["op"])
+        dtypes = []
+        for pos, v in enumerate(node["inputs"]):
+            if spec.role(pos) == "weight":
+                dtypes.append(None)
+            elif v in self.constants:
+                dtypes.append(self.constants[v].dtype)
+            else:
+                dtypes.append(np.dtype(self.dtypes[v]))
+        try:
+            attrs = ops.check_attrs(node["op"], spec, node["attrs"])
+            probe = ops.Node(node["name"], node["op"], node["inputs"], node["outputs"], attrs)
+            return str(spec.out_dtype(probe, dtypes))
+        except ValueError as exc:
+            raise OnnxImportError(str(exc)) from None
 
     def tensor_name(self, v) -> str:
         if isinstance(v, Tensor):
@@ -312,8 +339,6 @@ class _Importer:
             raise NotStatic(f"sizes {a.tolist()} are known only at run time here")
         if a.dtype.kind == "f":
             a = a.astype(np.float32)
-        elif a.dtype.kind == "b":
-            a = a.astype(np.int64)
         if a.ndim == 0:
             # NOTE: stored as [1]: a .pinf file keeps no 0-d tensors; broadcasting against
             # the tensors it meets (rank >= 1) gives the same result
@@ -323,7 +348,7 @@ class _Importer:
         return name
 
     def as_tensor(self, v, what: str) -> Tensor:
-        """A run-time float tensor for ``v`` (constants become graph constants)."""
+        """A run-time tensor for ``v`` (constants become graph constants)."""
         if isinstance(v, Tensor):
             return v
         if v is None:
@@ -332,7 +357,8 @@ class _Importer:
         if is_symbolic(a):
             raise NotStatic(f"{what}: sizes used as data are known only at run time")
         hint = self.initializer_names.get(id(v), "const")
-        return Tensor(self.constant(a, hint), tuple(a.shape), str(a.dtype))
+        name = self.constant(a, hint)
+        return Tensor(name, tuple(a.shape), str(self.constants[name].dtype))
 
     def symbol_for(self, t: Tensor, axis: int) -> Dim:
         """A fresh symbol for a size only a run settles, read from ``t``'s axis."""
@@ -348,6 +374,7 @@ class _Importer:
         new = self.fresh(new_hint, onnx_name=True)
         node["outputs"] = [new]
         self.producer[new] = node
+        self.dtypes[new] = self.dtypes.pop(t.name)
         for sym, (src, axis) in self.symbols.items():
             if src == t.name:
                 self.symbols[sym] = (new, axis)
@@ -399,6 +426,7 @@ class _Importer:
         node = self.producer.pop(old)
         node["outputs"] = [new]
         self.producer[new] = node
+        self.dtypes[new] = self.dtypes.pop(old)
         self.taken.add(new)
         for n in self.nodes:
             n["inputs"] = [new if v == old else v for v in n["inputs"]]
@@ -436,19 +464,25 @@ class _Importer:
             raise OnnxImportError(f"{self.label}: input {vi.name!r} has no shape (rank unknown)")
         shape: list[Size] = []
         stored: list[int | None] = []
+        names: list[str | None] = []  # ONNX dim_params: equal names are equal sizes
         for axis, d in enumerate(tt.shape.dim):
             if d.HasField("dim_value"):
                 shape.append(int(d.dim_value))
                 stored.append(int(d.dim_value))
+                names.append(None)
                 continue
             sym = d.dim_param or f"{vi.name}[{axis}]"
-            if dtype == "float32":
-                self.symbols.setdefault(sym, (vi.name, axis))
+            self.symbols.setdefault(sym, (vi.name, axis))
             shape.append(Dim.symbol(sym))
             stored.append(None)
+            names.append(d.dim_param if 0 < len(d.dim_param) <= 64 else None)
         self.taken.add(vi.name)
+        self.dtypes[vi.name] = dtype
         self.values[vi.name] = Tensor(vi.name, tuple(shape), dtype)
-        return {"name": vi.name, "shape": stored, "dtype": dtype}
+        spec = {"name": vi.name, "shape": stored, "dtype": dtype}
+        if any(names):
+            spec["dim_names"] = names
+        return spec
 
     def _import_node(self, node) -> None:
         ins = [self.values[i] if i else None for i in node.input]
@@ -456,7 +490,16 @@ class _Importer:
         op = node.op_type
         present = [v for v in ins if v is not None]
         if op in ("Shape", "Size") or all(not isinstance(v, (Tensor, Arange)) for v in present):
-            outs = self._fold(node, ins, attrs)
+            try:
+                outs = self._fold(node, ins, attrs)
+            except NotStatic:
+                # a constant sized only at run time (zeros_like of a mask, a buffer cut to
+                # the sequence length) is a run-time tensor: the op's handler makes it
+                if op not in _SIZED_AT_RUN_TIME or (
+                    op != "ConstantOfShape" and is_symbolic(ins[0])
+                ):
+                    raise
+                outs = self.handlers[op](self, node, ins, attrs)
         else:
             handler = self.handlers.get(op)
             if handler is None:  # _check_ops lets through only what has a handler
@@ -646,6 +689,8 @@ def _fold_cast(imp, ins, attrs):
 
 def _fold_expand(imp, ins, attrs):
     a = np.asarray(ins[0], dtype=object)
+    if any(isinstance(s, Dim) for s in np.asarray(ins[1], dtype=object).reshape(-1)):
+        raise NotStatic("Expand to sizes known only at run time")
     shape = [int(s) for s in np.asarray(ins[1]).reshape(-1)]
     return [np.broadcast_to(a, np.broadcast_shapes(a.shape, tuple(shape))).copy()]
 
@@ -655,6 +700,9 @@ def _fold_div(a, b):
         return a // b
     return int(a / b) if isinstance(a, (int, np.integer)) else a / b
 
+
+#: Ops that make a run-time tensor from a constant and sizes known only at run time.
+_SIZED_AT_RUN_TIME = ("Expand", "Slice", "ConstantOfShape")
 
 _SIZE_FOLDS: dict[str, Callable] = {
     "Shape": _fold_shape,

@@ -15,7 +15,7 @@ import numpy as np
 
 from pyinfer.convert.onnx_import import (
     _BIG,
-    _FLOAT_TYPES,
+    _CAST_TYPES,
     _TYPE_CODES,
     Arange,
     OnnxImportError,
@@ -438,12 +438,16 @@ def _binary(op):
                     if folded is not None:
                         return [folded]
         ta, tb = imp.as_tensor(a, op), imp.as_tensor(b, op)
-        for t in (ta, tb):
-            if t.dtype != "float32":
-                raise OnnxImportError(f"{op} of {t.dtype} tensors at run time is not supported")
+        # the runtime op's dtype rule decides (integer Add/Sub/Mul, float32 Div/Pow)
         return [imp.emit(op, [ta, tb], _broadcast(ta.shape, tb.shape), node.output[0])]
 
     return handler
+
+
+def _h_where(imp, node, ins, attrs):
+    cond, a, b = (imp.as_tensor(v, "Where") for v in ins)
+    shape = _broadcast(_broadcast(cond.shape, a.shape), b.shape)
+    return [imp.emit("Where", [cond, a, b], shape, node.output[0])]
 
 
 def _unary(op):
@@ -472,25 +476,30 @@ def _h_identity(imp, node, ins, attrs):
 
 
 def _h_cast(imp, node, ins, attrs):
-    x = ins[0]
-    if attrs["to"] in _FLOAT_TYPES and x.dtype == "float32":
+    x = imp.as_tensor(ins[0], "Cast")
+    to = _CAST_TYPES.get(attrs["to"])
+    if to is None:
+        raise OnnxImportError(
+            f"Cast of a run-time tensor to {imp.onnx.TensorProto.DataType.Name(attrs['to'])} "
+            f"is not supported; the runtime computes in {sorted(set(_CAST_TYPES.values()))}"
+        )
+    if to == x.dtype:  # float16/double math runs in float32 here
         return _alias(imp, node, x)
-    raise OnnxImportError(
-        f"Cast of a run-time {x.dtype} tensor to "
-        f"{imp.onnx.TensorProto.DataType.Name(attrs['to'])} is not supported"
-    )
+    return [imp.emit("Cast", [x], x.shape, node.output[0], {"to": to})]
 
 
 def _h_castlike(imp, node, ins, attrs):
     src, like = ins
+    like_dtype = str(like.dtype)
     if isinstance(src, Tensor):
-        return _h_cast(imp, node, [src], {"to": _TYPE_CODES[like.dtype]})
+        code = _TYPE_CODES.get(like_dtype, 1 if np.dtype(like_dtype).kind == "f" else 0)
+        return _h_cast(imp, node, [src], {"to": code})
     a = np.asarray(src)
     if is_symbolic(a):
-        if like.dtype == "float32":
+        if like_dtype == "float32":
             raise NotStatic("sizes known only at run time cast to float")
         return [a]
-    return [a.astype(like.dtype)]
+    return [a.astype(like_dtype)]
 
 
 def _h_clip(imp, node, ins, attrs):
@@ -507,7 +516,8 @@ def _h_clip(imp, node, ins, attrs):
         return [imp.emit("Relu6", [x], x.shape, hint)]
     if low == 0 and high is None:
         return [imp.emit("Relu", [x], x.shape, hint)]
-    return [imp.emit("Clip", [x], x.shape, hint, {"min": low, "max": high})]
+    bounds = {k: v for k, v in (("min", low), ("max", high)) if v is not None}  # None: absent
+    return [imp.emit("Clip", [x], x.shape, hint, bounds)]
 
 
 def _h_hard_sigmoid(imp, node, ins, attrs):
@@ -712,8 +722,8 @@ def _h_concat(imp, node, ins, attrs):
 
 def _h_gather(imp, node, ins, attrs):
     data, idx = ins
-    if isinstance(idx, Tensor) and idx.dtype == "float32":
-        raise OnnxImportError("Gather indices computed at run time are not supported")
+    if isinstance(idx, Tensor) and idx.dtype not in ("int64", "int32"):
+        raise OnnxImportError(f"Gather indices must be integers, got a {idx.dtype} tensor")
     if is_symbolic(idx):
         raise NotStatic("Gather at indices known only at run time")
     d = imp.as_tensor(data, "Gather")
@@ -769,12 +779,19 @@ def _h_slice(imp, node, ins, attrs):
     steps = [int(s) for s in (steps or [1] * len(starts))]
     shape = list(x.shape)
     out_ends = []
-    for s, e, a, st in zip(starts, ends, axes, steps):
+    refs, dims = [x.name], []  # ends read from tensor sizes at run time
+    for k, (s, e, a, st) in enumerate(zip(starts, ends, axes, steps)):
         if isinstance(s, Dim):
             raise NotStatic("Slice starting at a size known only at run time")
+        if isinstance(e, Dim) and e != x.shape[a]:
+            if st != 1 or int(s) < 0:
+                raise NotStatic(f"Slice ending at {e} (known only at run time) with step {st}")
+            # a buffer cut to the sequence length: the exporter checked e <= the size
+            dims += [k] + _size_source(imp, e, refs)
+            out_ends.append(_BIG)
+            shape[a] = e - int(s)
+            continue
         if isinstance(e, Dim):
-            if e != x.shape[a]:
-                raise NotStatic(f"Slice ending at {e} (known only at run time)")
             e = _BIG
         e = int(max(min(int(e), _BIG), -_BIG))
         out_ends.append(e)
@@ -786,9 +803,19 @@ def _h_slice(imp, node, ins, attrs):
         else:
             shape[a] = None
     sl = {"starts": [int(s) for s in starts], "ends": out_ends, "axes": axes, "steps": steps}
-    y = imp.emit("Slice", [x], (), node.output[0], sl)
+    if dims:
+        sl["dims"] = dims
+    y = imp.emit("Slice", refs, (), node.output[0], sl)
     y.shape = tuple(imp.symbol_for(y, i) if d is None else d for i, d in enumerate(shape))
     return [y]
+
+
+def _h_constant_of_shape(imp, node, ins, attrs):
+    """A constant filling sizes known only at run time (token type ids of zeros): the
+    value broadcast by Expand."""
+    value = attrs.get("value")
+    value = np.zeros(1, np.float32) if value is None else imp.onnx.numpy_helper.to_array(value)
+    return _h_expand(imp, node, [value.reshape(1), ins[0]], {})
 
 
 def _h_split(imp, node, ins, attrs):
@@ -876,7 +903,28 @@ HANDLERS: dict[str, Callable] = {
     "Gemm": _h_gemm,
     "Conv": _h_conv,
     "BatchNormalization": _h_batchnorm,
-    **{op: _binary(op) for op in ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min")},
+    **{
+        op: _binary(op)
+        for op in (
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Pow",
+            "Max",
+            "Min",
+            "Equal",
+            "Less",
+            "Greater",
+            "LessOrEqual",
+            "GreaterOrEqual",
+            "And",
+            "Or",
+            "Xor",
+        )
+    },  # fmt: skip
+    "Where": _h_where,
+    "Not": _unary("Not"),
     **{
         op: _unary(op)
         for op in (
@@ -918,6 +966,7 @@ HANDLERS: dict[str, Callable] = {
     "Gather": _h_gather,
     "Slice": _h_slice,
     "Expand": _h_expand,
+    "ConstantOfShape": _h_constant_of_shape,
     "Split": _h_split,
     "Pad": _h_pad,
 }

@@ -10,7 +10,11 @@ infers its output shape, and builds once the step a call runs. Inputs have roles
 - ``weight``: an encoded weight (``kernels`` encoding), bound at build time;
 - ``param``: a constant array bound at build time (bias, LayerNorm scale).
 
-All float tensors are float32; only ``Gather`` indices are integers.
+Tensors are float32, int64, int32 or bool (:data:`DTYPES`). Each op says which dtypes its
+inputs take and which its output has (``OpSpec.dtypes``, checked when the graph is
+planned); most ops take float32 only, and integer and bool tensors flow through the ops
+of masks and sizes: comparisons, logic, ``Where``, ``Cast``, the shape ops and integer
+arithmetic.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ from kernels.encodings.base import ACTIVATIONS
 Shape = "tuple[int | None, ...] | None"  # None: rank unknown; a None dim: size unknown
 
 F32 = np.dtype(np.float32)
+I64 = np.dtype(np.int64)
+I32 = np.dtype(np.int32)
+BOOL = np.dtype(np.bool_)
+#: Every dtype a tensor may have at run time.
+DTYPES = (F32, I64, I32, BOOL)
+#: The dtypes of integer and float arithmetic.
+NUMERIC = (F32, I64, I32)
 
 #: A planned step: reads its inputs from a call's list of values and writes its output.
 Step = Callable[[list], None]
@@ -58,6 +69,7 @@ class Node:
     static: list[Any] = field(default_factory=list)
     in_shapes: list[Any] = field(default_factory=list)
     out_shape: Any = None
+    out_dtype: Any = None  # planner: the output's NumPy dtype
     buffer: int | None = None  # planner: id of the reusable output buffer, if any
 
 
@@ -76,8 +88,10 @@ class OpSpec:
     """An operator: input roles, attributes, shape inference, builder and planner facts.
 
     ``roles`` lists each input's role; a trailing ``?`` marks an optional input and
-    ``tensor+`` a variadic list of tensors. ``index_inputs`` are positions that hold
-    integer indices (every other tensor is float32).
+    ``tensor+`` a variadic list of tensors. ``dtypes(node, in_dtypes) -> dtype`` checks
+    the inputs' dtypes (None for a weight) and gives the output's, raising ValueError
+    naming the input otherwise; without it every input is float32 except
+    ``index_inputs``, which hold integer indices, and the output is float32.
 
     An op gives either ``build(node) -> fn`` (the step computes ``fn(*tensor inputs)``)
     or ``build_step(node, slots) -> step`` (it writes the step itself, e.g. to write into
@@ -91,6 +105,7 @@ class OpSpec:
     build: Callable[[Node], Callable[..., np.ndarray]] | None = None
     build_step: Callable[[Node, Slots], Step] | None = None
     index_inputs: tuple[int, ...] = ()
+    dtypes: Callable[[Node, list], np.dtype] | None = None
     #: takes an ``activation`` attribute applied in its kernel's epilogue
     fuses_activation: bool = False
     #: the epilogue activation this op is, when a fusing op before it can absorb it
@@ -112,6 +127,21 @@ class OpSpec:
         """Role of input ``i`` (without the ``?``/``+`` marks)."""
         r = self.roles[min(i, len(self.roles) - 1)]
         return r.rstrip("?+")
+
+    def out_dtype(self, node: Node, in_dtypes: list) -> np.dtype:
+        """The output's dtype given each input's (None for a weight); ValueError naming
+        the first input of a dtype this op does not take."""
+        if self.dtypes is not None:
+            return self.dtypes(node, in_dtypes)
+        for pos, dt in enumerate(in_dtypes):
+            if dt is None:
+                continue
+            if pos in self.index_inputs:
+                if dt.kind not in "iu":
+                    raise ValueError(f"input {node.inputs[pos]!r} must hold integers, got {dt}")
+            elif dt != F32:
+                raise ValueError(f"input {node.inputs[pos]!r} must be float32, got {dt}")
+        return F32
 
 
 OPS: dict[str, OpSpec] = {}
@@ -293,12 +323,51 @@ def bias_param(node: Node, i: int, n: int):
     return check_bias(b, n)
 
 
+# ----------------------------------------------------------------- dtype rules
+
+
+def _names(dtypes) -> str:
+    return ", ".join(str(d) for d in dtypes)
+
+
+def check_dtype(node: Node, pos: int, dtype, allowed) -> None:
+    """ValueError naming input ``pos`` unless its dtype is one of ``allowed``."""
+    if dtype not in allowed:
+        want = str(allowed[0]) if len(allowed) == 1 else f"one of {_names(allowed)}"
+        raise ValueError(f"input {node.inputs[pos]!r} must be {want}, got {dtype}")
+
+
+def one_dtype(node: Node, dtypes, allowed, first: int = 0) -> np.dtype:
+    """The dtype inputs ``first`` on share, one of ``allowed``; ValueError otherwise."""
+    check_dtype(node, first, dtypes[first], allowed)
+    for pos in range(first + 1, len(dtypes)):
+        if dtypes[pos] != dtypes[first]:
+            raise ValueError(
+                f"inputs {node.inputs[first]!r} ({dtypes[first]}) and {node.inputs[pos]!r} "
+                f"({dtypes[pos]}) must have the same dtype"
+            )
+    return dtypes[first]
+
+
+def dtype_of_data(node: Node, dtypes) -> np.dtype:
+    """Rule of the shape ops: input 0 of any runtime dtype, passed on; the others are
+    read only for their sizes."""
+    check_dtype(node, 0, dtypes[0], DTYPES)
+    return dtypes[0]
+
+
+def dtype_arithmetic(node: Node, dtypes) -> np.dtype:
+    """Rule of integer-or-float arithmetic: inputs of one numeric dtype, kept."""
+    return one_dtype(node, dtypes, NUMERIC)
+
+
 # Family modules register their ops on import; they need the names above.
 from pyinfer.ops import (  # noqa: E402
     arith,
     conv,
     elementwise,
     linear,
+    logic,
     normalization,
     pooling,
     shape,
@@ -309,6 +378,12 @@ from pyinfer.ops.linear import linear_kernel  # noqa: E402
 from pyinfer.ops.shape import reshape_target  # noqa: E402
 
 __all__ = [
+    "BOOL",
+    "DTYPES",
+    "F32",
+    "I32",
+    "I64",
+    "NUMERIC",
     "OPS",
     "REQUIRED",
     "Attr",
@@ -319,13 +394,18 @@ __all__ = [
     "arith",
     "broadcast_shapes",
     "check_attrs",
+    "check_dtype",
     "conv",
+    "dtype_arithmetic",
+    "dtype_of_data",
     "elementwise",
     "erf",
     "linear",
     "linear_kernel",
+    "logic",
     "names",
     "normalization",
+    "one_dtype",
     "pooling",
     "register",
     "reshape_target",

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from pyinfer.ops import Attr, Node, OpSpec, register, same_shape, spec
+from pyinfer.ops import Attr, Node, OpSpec, dtype_arithmetic, register, same_shape, spec
 from pyinfer.ops.elementwise import erf  # also registers Add and Tanh, copied below
 from pyinfer.ops.shape_ops import unique_axes
 
@@ -25,16 +25,19 @@ def _pow(a, b):
     return np.power(a, b)
 
 
-for _name, _fn, _desc in [
-    ("Sub", np.subtract, "a - b, broadcasting"),
-    ("Div", np.divide, "a / b, broadcasting"),
-    ("Pow", _pow, "a ** b, broadcasting"),
-    ("Max", np.maximum, "elementwise maximum, broadcasting"),
-    ("Min", np.minimum, "elementwise minimum, broadcasting"),
+for _name, _fn, _rule, _desc in [
+    ("Sub", np.subtract, dtype_arithmetic, "a - b, broadcasting"),
+    ("Div", np.divide, None, "a / b, broadcasting"),
+    ("Pow", _pow, None, "a ** b, broadcasting"),
+    ("Max", np.maximum, dtype_arithmetic, "elementwise maximum, broadcasting"),
+    ("Min", np.minimum, dtype_arithmetic, "elementwise minimum, broadcasting"),
 ]:
-    # the same op as Add but for the function: broadcasting inputs, no attributes
+    # the same op as Add but for the function (and the dtypes: Div and Pow float32 only,
+    # as integer division and powers round differently in NumPy and ONNX)
     register(
-        dataclasses.replace(spec("Add"), name=_name, build=lambda node, f=_fn: f, description=_desc)
+        dataclasses.replace(
+            spec("Add"), name=_name, build=lambda node, f=_fn: f, dtypes=_rule, description=_desc
+        )
     )
 
 
@@ -46,19 +49,19 @@ def _reciprocal(x):
     return np.float32(1) / x
 
 
-for _name, _fn, _desc in [
-    ("Sqrt", np.sqrt, "square root"),
-    ("Exp", np.exp, "e ** x"),
-    ("Log", np.log, "natural logarithm"),
-    ("Neg", np.negative, "-x"),
-    ("Abs", np.abs, "|x|"),
-    ("Reciprocal", _reciprocal, "1 / x"),
-    ("Erf", _erf32, "the error function"),
+for _name, _fn, _rule, _desc in [
+    ("Sqrt", np.sqrt, None, "square root"),
+    ("Exp", np.exp, None, "e ** x"),
+    ("Log", np.log, None, "natural logarithm"),
+    ("Neg", np.negative, dtype_arithmetic, "-x"),
+    ("Abs", np.abs, dtype_arithmetic, "|x|"),
+    ("Reciprocal", _reciprocal, None, "1 / x"),
+    ("Erf", _erf32, None, "the error function"),
 ]:
     # the same op as Tanh but for the function: one input, its shape out, no attributes
     register(
         dataclasses.replace(
-            spec("Tanh"), name=_name, build=lambda node, f=_fn: f, description=_desc
+            spec("Tanh"), name=_name, build=lambda node, f=_fn: f, dtypes=_rule, description=_desc
         )
     )
 

@@ -11,7 +11,15 @@ import math
 import numpy as np
 
 from kernels import eltwise
-from pyinfer.ops import Attr, Node, OpSpec, broadcast_shapes, register, same_shape
+from pyinfer.ops import (
+    Attr,
+    Node,
+    OpSpec,
+    broadcast_shapes,
+    dtype_arithmetic,
+    register,
+    same_shape,
+)
 
 
 def _infer_binary(node: Node):
@@ -29,6 +37,7 @@ for _name, _fn, _desc in [
             {},
             infer=_infer_binary,
             build=lambda node, f=_fn: f,
+            dtypes=dtype_arithmetic,  # integer Add and Mul: shape and position arithmetic
             description=_desc,
         )
     )

@@ -6,7 +6,19 @@ import math
 
 import numpy as np
 
-from pyinfer.ops import REQUIRED, Attr, Node, OpSpec, axis_index, fmt_shape, register
+from pyinfer.ops import (
+    DTYPES,
+    REQUIRED,
+    Attr,
+    Node,
+    OpSpec,
+    axis_index,
+    check_dtype,
+    dtype_of_data,
+    fmt_shape,
+    one_dtype,
+    register,
+)
 
 
 def _flatten_axes(start, end, rank):
@@ -44,6 +56,7 @@ register(
         {"start_dim": Attr("int", 1), "end_dim": Attr("int", -1)},
         infer=_infer_flatten,
         build=_build_flatten,
+        dtypes=dtype_of_data,
         view=True,
         description="merge axes start_dim..end_dim (torch.flatten)",
     )
@@ -102,6 +115,7 @@ register(
         {"shape": Attr("ints", REQUIRED)},
         infer=_infer_reshape,
         build=_build_reshape,
+        dtypes=dtype_of_data,
         view=True,
         description="reshape; 0 keeps the input's dim, -1 is inferred",
     )
@@ -140,6 +154,7 @@ register(
         {"perm": Attr("ints", REQUIRED)},
         infer=_infer_transpose,
         build=_build_transpose,
+        dtypes=dtype_of_data,
         view=True,
         description="permute axes",
     )
@@ -186,6 +201,7 @@ register(
         {"axis": Attr("int", 1)},
         infer=_infer_concat,
         build=_build_concat,
+        dtypes=lambda node, dtypes: one_dtype(node, dtypes, DTYPES),
         description="join along axis",
     )
 )
@@ -216,6 +232,13 @@ def _build_gather(node: Node):
     return gather
 
 
+def _dtype_gather(node: Node, dtypes):
+    if dtypes[1].kind not in "iu":
+        raise ValueError(f"input {node.inputs[1]!r} must hold integers, got {dtypes[1]}")
+    check_dtype(node, 0, dtypes[0], DTYPES)
+    return dtypes[0]
+
+
 register(
     OpSpec(
         "Gather",
@@ -223,6 +246,7 @@ register(
         {"axis": Attr("int", 0)},
         infer=_infer_gather,
         build=_build_gather,
+        dtypes=_dtype_gather,
         index_inputs=(1,),
         description="take rows (embeddings): data[..., indices, ...] along axis",
     )

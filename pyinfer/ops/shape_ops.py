@@ -23,6 +23,7 @@ from pyinfer.ops import (
     OpSpec,
     axis_index,
     broadcast_shapes,
+    dtype_of_data,
     fmt_shape,
     register,
 )
@@ -95,6 +96,7 @@ register(
         {"axes": Attr("ints", ())},
         infer=_infer_squeeze,
         build=_build_squeeze,
+        dtypes=dtype_of_data,
         view=True,
         description="drop axes of size 1 (every such axis when axes is empty)",
     )
@@ -106,6 +108,7 @@ register(
         {"axes": Attr("ints", REQUIRED)},
         infer=_infer_unsqueeze,
         build=_build_unsqueeze,
+        dtypes=dtype_of_data,
         view=True,
         description="insert axes of size 1 at the given positions of the output",
     )
@@ -174,6 +177,7 @@ register(
         },
         infer=_infer_slice,
         build=_build_slice,
+        dtypes=dtype_of_data,
         view=True,
         description="x[starts:ends:steps] on the given axes (Python slice semantics); "
         "ends named in dims are read from input sizes at run time",
@@ -332,6 +336,7 @@ register(
         _DIMS_ATTRS,
         infer=_infer_dynamic_reshape,
         build=_build_dynamic_reshape,
+        dtypes=dtype_of_data,
         view=True,
         description="reshape to shape, entries named in dims read from input sizes at run time",
     )
@@ -343,6 +348,7 @@ register(
         _DIMS_ATTRS,
         infer=_infer_expand,
         build=_build_expand,
+        dtypes=dtype_of_data,
         description="broadcast to shape (NumPy rules), entries named in dims read at run time",
     )
 )
