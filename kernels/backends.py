@@ -33,9 +33,14 @@ def _changed() -> None:
 
 
 def _c():
-    from kernels.backend_c import ffi
+    return _ffi().library()
 
-    return ffi.library()
+
+@functools.cache
+def _ffi():
+    from kernels.backend_c import ffi  # on first use: importing it loads no library
+
+    return ffi
 
 
 @functools.cache
@@ -115,8 +120,13 @@ def forget_dispatch() -> None:
 
 def conv_backend() -> str:
     """The backend conv2d's lowerings run on: the setting, or the fastest available."""
+    return _first_usable(_state["backend"])
+
+
+@functools.cache
+def _first_usable(wanted: str) -> str:
     usable = _available()
-    return next(b for b in _order(_state["backend"]) if b in usable)
+    return next(b for b in _order(wanted) if b in usable)
 
 
 def _order(wanted: str) -> tuple[str, ...]:

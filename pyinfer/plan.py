@@ -11,6 +11,7 @@ view, fusible activation) is a field of the op's :class:`pyinfer.ops.OpSpec`.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class InputSpec:
     dtype: str
     dim_names: tuple | None = None
 
+    @functools.cached_property
+    def _fixed_dims(self) -> tuple:
+        """(axis, size) of every dim that is not free."""
+        return tuple((i, d) for i, d in enumerate(self.shape) if d is not None)
+
     def check(self, value: Any) -> np.ndarray:
         """The value as an array of this input's dtype; TypeError/ValueError otherwise.
 
@@ -66,9 +72,7 @@ class InputSpec:
                     f"input {self.name!r} must hold integers ({self.dtype}), got dtype {a.dtype}"
                 )
             a = _as_int(self.name, a, np.dtype(self.dtype))
-        if a.ndim != len(self.shape) or any(
-            want is not None and got != want for got, want in zip(a.shape, self.shape)
-        ):
+        if a.ndim != len(self.shape) or any(a.shape[i] != want for i, want in self._fixed_dims):
             raise ValueError(
                 f"input {self.name!r} must have shape {ops.fmt_shape(self.shape)}, "
                 f"got {list(a.shape)}"

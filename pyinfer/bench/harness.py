@@ -44,6 +44,7 @@ class Prepared:
     run_round: Round
     calls: int  # calls per round (distinct weights cycled)
     weight_bytes: int  # bytes of one weight as this impl stores it
+    note: str = ""  # what the report should say about this row (e.g. layers kept dense)
 
 
 @dataclass
@@ -353,6 +354,8 @@ def run_cases(
             p, t = prepared[row.impl], timings[row.impl]
             row.median_ms, row.p90_ms = 1e3 * t.median_s / p.calls, 1e3 * t.p90_s / p.calls
             row.calls_per_round, row.weight_bytes = p.calls, p.weight_bytes
+            if p.note:
+                row.meta = {**row.meta, "note": p.note}
         dense = [r.median_ms for r in rows if r.kind == "dense" and r.error is None]
         if dense:
             for r in rows:

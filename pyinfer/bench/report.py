@@ -148,7 +148,7 @@ def _table(rows: list[dict]) -> str:
                 cells.append(_ratio(fastest["median_ms"], mine))
             cells += [_ratio(ok.get(p), mine) for p in peers]
             lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + _error_notes(rows, "failed"))
+    return "\n".join(lines + _row_notes(rows) + _error_notes(rows, "failed"))
 
 
 def _by_case(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -170,6 +170,16 @@ def _error_notes(rows: list[dict], verb: str) -> list[str]:
         f"{r['impl']} on {r['case']}: {r['error']}" for r in rows if r.get("error")
     )
     return [""] + [f"- {verb}: {note}" for note in notes] if notes else []
+
+
+def _row_notes(rows: list[dict]) -> list[str]:
+    """Lines for the report under a table: what a row's impl noted about itself."""
+    notes = [
+        f"- {r['impl']} on {r['case']} batch {r['batch']}: {r['meta']['note']}"
+        for r in rows
+        if r.get("meta", {}).get("note")
+    ]
+    return [""] + notes if notes else []
 
 
 def _is_models(rows: list[dict]) -> bool:

@@ -10,8 +10,10 @@ dense and quantized by its own tool (``onnxruntime.quantization``), in one run.
   ONNX Runtime fp32 and int8 static (``quantize_static``: QOperator, per-channel int8
   weights, uint8 activations, calibrated on the same inputs).
 
-pyinfer's versions come from ``pyinfer.compress`` on the dense model with ``force=True``
-(every layer as asked, whatever it measures), the path ``pyinfer convert`` takes.
+pyinfer's versions come from ``pyinfer.compress`` on the dense model at the case's batch,
+the path ``pyinfer convert`` takes: a layer whose compressed form measures slower than
+its dense form on this machine stays dense (the report lists those layers under its
+table).
 Weights are random with a fixed seed: speed does not depend on their values. Each ONNX
 Runtime session is checked against pyinfer's dense model before it is timed.
 """
@@ -151,19 +153,26 @@ def calibration_inputs(shape: Sequence[int]) -> np.ndarray:
 
 def pyinfer_impl(version: str, dense: Callable[[object], Model], recipe, data=None) -> Impl:
     """``pyinfer <version>``: ``model(x)`` on ``pyinfer.compress(dense(weights), recipe,
-    data, force=True)``; ``recipe`` None: the dense model as it is, a dense baseline."""
-
-    def build(d) -> Model:
-        from pyinfer.convert.compress import compress
-
-        model = dense(d)
-        if recipe is None:
-            return model
-        return compress(model, recipe, data, force=True, progress=False)
+    data, batch=len(x))``; ``recipe`` None: the dense model as it is, a dense baseline."""
 
     def prepare(pool: WeightPool, x: np.ndarray, cold_bytes: int) -> Prepared:
+        from pyinfer.convert.compress import compress
+
+        def build(d) -> Model:
+            model = dense(d)
+            if recipe is None:
+                return model
+            return compress(model, recipe, data, batch=len(x), progress=False)
+
         models = pool.cycled(version, build, _model_bytes, cold_bytes)
-        return Prepared(cycle_calls(lambda m: m(x), models), len(models), _model_bytes(models[0]))
+        record = getattr(models[0], "compression", None)
+        kept = [d.layer for d in record.layers if d.status != "compressed"] if record else []
+        prepared = Prepared(
+            cycle_calls(lambda m: m(x), models), len(models), _model_bytes(models[0])
+        )
+        if kept:
+            prepared.note = "kept dense: " + ", ".join(kept)
+        return prepared
 
     return Impl(f"pyinfer {version}", "dense" if recipe is None else "ours", prepare)
 
