@@ -126,8 +126,8 @@ def encode(matrix: np.ndarray, rank: int | None = None, energy: float = DEFAULT_
         With no ``rank``: keep the smallest rank holding this fraction (0 < energy <= 1)
         of the squared singular values.
     """
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer))
-                             or rank < 1):  # fmt: skip
+    whole = isinstance(rank, (int, np.integer)) and not isinstance(rank, bool)
+    if rank is not None and (not whole or rank < 1):
         raise ValueError(f"lowrank rank must be a positive integer, got {rank!r}")
     if isinstance(energy, bool) or not isinstance(energy, (int, float)) or not 0 < energy <= 1:
         raise ValueError(f"lowrank energy must be a number in (0, 1], got {energy!r}")
