@@ -27,6 +27,7 @@ import dataclasses
 
 import numpy as np
 
+from kernels.encodings import dense
 from kernels.encodings.base import EncodedWeight, apply_epilogue, check_array, derived, freeze
 from kernels.registry import Encoding, register
 
@@ -150,13 +151,7 @@ def linear_reference(x, w: LowRankWeight, bias=None, activation=None) -> np.ndar
 
 def linear_blas(x, w: LowRankWeight, bias, activation, out) -> None:
     """The two products on NumPy's BLAS (the Numba backend's path, as for ``dense``)."""
-    np.matmul(x @ w.v, w.u.T, out=out)
-    if bias is not None:
-        out += bias
-    if activation == "relu":
-        np.maximum(out, 0, out=out)
-    elif activation == "relu6":
-        np.clip(out, 0, 6, out=out)
+    dense.linear_blas(x @ w.v, dense.DenseWeight.wrap(w.u), bias, activation, out)
 
 
 def _factor_weights(w: LowRankWeight):
@@ -165,22 +160,20 @@ def _factor_weights(w: LowRankWeight):
     cache = derived(w)
     pair = cache.get("dense_factors")
     if pair is None:
-        from kernels.encodings.dense import DenseWeight
-
-        first = DenseWeight(shape=(w.rank, w.in_features), data=np.ascontiguousarray(w.v.T))
-        second = DenseWeight(shape=(w.out_features, w.rank), data=w.u)
+        first = dense.DenseWeight(shape=(w.rank, w.in_features), data=np.ascontiguousarray(w.v.T))
+        second = dense.DenseWeight(shape=(w.out_features, w.rank), data=w.u)
         pair = cache["dense_factors"] = (first, second)
     return pair
 
 
 def linear_c(x, w: LowRankWeight, bias, activation, out) -> None:
     """y = act((x @ v) @ uᵀ + bias) as two calls of the C dense kernel."""
-    from kernels.backend_c import dense
+    from kernels.backend_c import dense as dense_c
 
     first, second = _factor_weights(w)
     middle = np.empty((x.shape[0], w.rank), np.float32)
-    dense.linear(x, first, None, None, middle)
-    dense.linear(middle, second, bias, activation, out)
+    dense_c.linear(x, first, None, None, middle)
+    dense_c.linear(middle, second, bias, activation, out)
 
 
 register(
