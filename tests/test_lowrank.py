@@ -191,7 +191,7 @@ def test_compress_with_a_lowrank_recipe():
 @pytest.mark.slow
 def test_fashion_mnist_wide_mlp_at_a_few_ranks():
     """One-shot accuracy and speed (reported, never asserted) of fc1 and fc2 at rank r."""
-    from tests.test_structured import accuracy, report, wide_fashion_mlp
+    from tests.fashion import accuracy, report, wide_fashion_mlp
 
     model, x, labels = wide_fashion_mlp()
     base = accuracy(model, x, labels)

@@ -4,18 +4,15 @@ Adds; refusals say why. Slow set: Fashion-MNIST, 50 % of neurons/channels remove
 
 from __future__ import annotations
 
-import functools
-import os
-
 import numpy as np
 import pytest
 
 import pyinfer
 from pyinfer.convert.compare import compare
 from pyinfer.convert.compress import compress
-from pyinfer.convert.measure import time_calls
 from pyinfer.convert.recipe import RecipeError, plan_layers
 from pyinfer.convert.structured import prune_structured
+from tests.fashion import accuracy, fashion_cnn, report, wide_fashion_mlp
 
 RNG = np.random.default_rng(0)
 
@@ -330,9 +327,9 @@ def test_compress_prunes_first_then_encodes_and_records_what_it_kept():
     assert head.encoding == "int8" and head.structured.refused
     assert out.compression.to_dict()["layers"][0]["structured"]["kept"] == 16
     x = RNG.standard_normal((50, 16)).astype(np.float32)
-    report = compare(model, out, x, timing=False, progress=False)
-    assert report.layers[0]["kept"] == [16, 32] and report.layers[0]["rel_l2"] is None
-    assert "kept 16/32" in report.table()
+    summary = compare(model, out, x, timing=False, progress=False)
+    assert summary.layers[0]["kept"] == [16, 32] and summary.layers[0]["rel_l2"] is None
+    assert "kept 16/32" in summary.table()
 
 
 def test_compress_without_structured_leaves_the_layers_whole():
@@ -344,88 +341,6 @@ def test_compress_without_structured_leaves_the_layers_whole():
 
 # ---------------------------------------------------------------------- Fashion-MNIST
 
-FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
-
-
-def _needs_fashion_mnist():
-    if not os.path.exists(os.path.join(FASHION_MNIST, "t10k-images-idx3-ubyte.gz")):
-        pytest.skip(f"Fashion-MNIST is not installed in {FASHION_MNIST} (dataset-fashion-mnist)")
-
-
-@functools.cache
-def wide_fashion_mlp():
-    """(model, test images [N, 784], labels): the MLP 784-1024-1024-10 trained here with
-    PyTorch (one epoch on half the training set: the slow set stays short), as a dense
-    pyinfer model."""
-    torch = pytest.importorskip("torch", reason="training the wide MLP needs PyTorch")
-    from scripts.make_demo_model import load_fashion_mnist, train
-
-    _needs_fashion_mnist()
-    x_train, y_train, x_test, y_test = load_fashion_mnist()
-    torch.manual_seed(0)
-    nn = torch.nn
-    net = nn.Sequential(
-        nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(), nn.Linear(1024, 10)
-    )
-    x_train, y_train = x_train[:30000], y_train[:30000]
-    x = torch.from_numpy(x_train.reshape(-1, 784).astype(np.float32) / 255)
-    xt = torch.from_numpy(x_test.reshape(-1, 784).astype(np.float32) / 255)
-    y, yt = torch.from_numpy(y_train.astype(np.int64)), torch.from_numpy(y_test.astype(np.int64))
-    train(net, x, y, xt, yt, epochs=1, lr=1e-3, name="wide mlp")
-    g = pyinfer.Graph()
-    h = g.input("x", (None, 784))
-    linears = [m for m in net if isinstance(m, nn.Linear)]
-    for i, lin in enumerate(linears):
-        w, b = (t.detach().numpy().astype(np.float32) for t in (lin.weight, lin.bias))
-        h = g.linear(h, w, b, "relu" if i < len(linears) - 1 else None, name=f"fc{i + 1}")
-    g.output(h)
-    return g.build(), xt.numpy(), y_test.astype(np.int64)
-
-
-def fashion_cnn():
-    """(the demo CNN, test images [N, 1, 28, 28], labels)."""
-    from pyinfer.commands.demo import demo_path
-
-    _needs_fashion_mnist()
-    from scripts.make_demo_model import load_fashion_mnist
-
-    *_, x_test, y_test = load_fashion_mnist()
-    model = pyinfer.load(demo_path("fashion_cnn.pinf"))
-    return model, x_test[:, None].astype(np.float32) / 255, y_test.astype(np.int64)
-
-
-def accuracy(model, x, labels) -> float:
-    return float(
-        np.mean(
-            np.concatenate([model(x[i : i + 1000]).argmax(1) for i in range(0, len(x), 1000)])
-            == labels
-        )
-    )
-
-
-def report(base, variants: dict, x, labels) -> list[str]:
-    """Print accuracy and latency at batch 1 and 64 of ``base`` and each variant (name ->
-    model), timed interleaved with the base so both run under the same load. Reported,
-    never asserted."""
-    base_acc = accuracy(base, x, labels)
-    times = {}
-    for batch in (1, 64):
-        rows = np.ascontiguousarray(x[:batch])
-        models = [base, *variants.values()]
-        times[batch] = time_calls([lambda m=m, r=rows: m(r) for m in models], rounds=10)
-    lines = [
-        f"dense: accuracy {base_acc:.2%}; "
-        + ", ".join(f"batch {b}: {1e6 * t[0]:.0f} us" for b, t in times.items())
-    ]
-    for i, (name, model) in enumerate(variants.items(), 1):
-        acc = accuracy(model, x, labels)
-        speed = ", ".join(
-            f"batch {b}: {1e6 * t[i]:.0f} us ({t[0] / t[i]:.2f}x dense)" for b, t in times.items()
-        )
-        lines.append(f"{name}: accuracy {acc:.2%} ({100 * (acc - base_acc):+.2f} points); {speed}")
-    print("\n".join(lines))
-    return lines
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["wide mlp", "cnn"])
@@ -436,6 +351,6 @@ def test_fashion_mnist_half_the_neurons_removed_one_shot(which):
     assert base > 0.8
     pruned = compress(model, {"default": {"encoding": "dense", "structured": 0.5}}, progress=False)
     kept = {d.layer: (d.structured.kept, d.structured.total) for d in pruned.compression.layers}
-    assert all(k == t // 2 for layer, (k, t) in kept.items() if layer not in ("fc3", "head"))
+    assert all(k == t // 2 for layer, (k, t) in kept.items() if layer != "head")
     report(model, {f"{which} structured 50%": pruned}, x, labels)
     assert accuracy(pruned, x, labels) > 0.3  # one shot: far from chance, not yet recovered
