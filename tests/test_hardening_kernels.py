@@ -253,7 +253,9 @@ def test_overflow_agrees_across_backends(name, opts):
     on every backend; an output the reference finds non-finite is non-finite on every
     backend (±inf or NaN by summation order); a finite one is finite and within float32
     rounding of Σ|w·x|, unless Σ|w·x| itself passes float32's max (then a float32
-    partial sum may overflow where the float64 reference stays finite).
+    partial sum may overflow where the float64 reference stays finite). ``lowrank``
+    sums products of factors of either sign: its x @ v may overflow to ±inf, and then
+    (x @ v) @ uᵀ to NaN, where the one-sign rows of the reference give ±inf.
     """
     k = 40
     dense = (np.abs(RNG.standard_normal((16, k))) + 0.5).astype(np.float32)
@@ -286,7 +288,8 @@ def test_overflow_agrees_across_backends(name, opts):
                 np.testing.assert_array_equal(_classes(y), _classes(want), msg)
                 np.testing.assert_allclose(y[finite], want[finite], rtol=rtol, atol=0, err_msg=msg)
                 continue
-            np.testing.assert_array_equal(_classes(y[:2]), _classes(want[:2]), msg)
+            if name != "lowrank":
+                np.testing.assert_array_equal(_classes(y[:2]), _classes(want[:2]), msg)
             assert not np.isfinite(y[~finite]).any(), msg
             overflowed = finite & ~np.isfinite(y)
             assert (size[overflowed] > np.finfo(np.float32).max).all(), msg

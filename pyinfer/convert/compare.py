@@ -30,7 +30,8 @@ class Report:
     layers : list of dict
         One per weighted layer: ``layer, op, shape, encoding_before, encoding, status,
         reason, sparsity, bytes_before, bytes_after, rel_l2, cosine, latency_before_s,
-        latency_after_s, speedup`` (None where not measured).
+        latency_after_s, speedup, kept`` (None where not measured; ``kept``: [neurons
+        kept, total] after structured pruning; its rel_l2 and cosine are None).
     total : dict
         ``bytes_before, bytes_after, compression, latency_before_s, latency_after_s,
         speedup, accuracy_before, accuracy_after, agreement, output_rel_l2, samples``.
@@ -83,6 +84,8 @@ class Report:
             if r["encoding_before"] != enc:
                 enc = f"{r['encoding_before']} -> {enc}"
             note = "" if r["status"] in ("compressed", "unchanged") else r["status"]
+            if r.get("kept"):
+                note = f"{note} kept {r['kept'][0]}/{r['kept'][1]}".strip()
             rows.append(
                 (
                     r["layer"],
@@ -286,6 +289,11 @@ def compare(
             if w_c is w_o:
                 (t_o,) = time_layer(node, [w_o], shape)
                 t_c = t_o
+            elif w_c.shape != w_o.shape:  # structured pruning: each at its own width
+                node_c = layers_c[node.name]
+                shape_c = measure.layer_input_shape(node_c, batch)
+                (t_o,) = time_layer(node, [w_o], shape)
+                t_c = time_layer(node_c, [w_c], shape_c)[0] if shape_c else None
             else:
                 t_o, t_c = time_layer(node, [w_o, w_c], shape)
         err = stats["layers"].get(node.name)
@@ -294,6 +302,7 @@ def compare(
             status, reason = decision.status, decision.reason
         else:
             status, reason = ("unchanged" if w_c is w_o else "compressed"), ""
+        fact = getattr(decision, "structured", None)
         rows.append(
             {
                 "layer": node.name,
@@ -311,6 +320,7 @@ def compare(
                 "latency_before_s": t_o,
                 "latency_after_s": t_c,
                 "speedup": t_o / t_c if t_o and t_c else None,
+                "kept": None if fact is None or fact.refused else [fact.kept, fact.total],
             }
         )
 
@@ -376,7 +386,11 @@ def _run_data(original, compressed, layers, arrays, labels, batch_size, progress
             if name not in result["shapes"]:
                 v = node.inputs[0]
                 result["shapes"][name] = (out_o[v] if v in out_o else batch[v]).shape
-            _accumulate(sums[name], out_o[node.outputs[0]], out_c[node.outputs[0]])
+            a, b = out_o[node.outputs[0]], out_c[node.outputs[0]]
+            if a.shape == b.shape:
+                _accumulate(sums[name], a, b)
+            else:  # structured pruning removed outputs: no error to measure
+                sums[name] = None
         y_o, y_c = out_o[final], out_c[final]
         _accumulate(sums["__output__"], y_o, y_c)
         p_o, p_c = y_o.argmax(axis=-1), y_c.argmax(axis=-1)
@@ -388,7 +402,8 @@ def _run_data(original, compressed, layers, arrays, labels, batch_size, progress
             correct_c += int(np.sum(p_c == lab))
         start += y_o.shape[0]
     for name in layers:
-        result["layers"][name] = _errors(sums[name])
+        if sums[name] is not None:
+            result["layers"][name] = _errors(sums[name])
     result["output_rel_l2"] = _errors(sums["__output__"])[0]
     result["samples"] = start
     result["agreement"] = agree / count if count else None

@@ -31,6 +31,7 @@ from kernels.encodings.base import EncodedWeight
 from pyinfer import ops
 from pyinfer.convert import measure
 from pyinfer.convert.recipe import LayerPlan, RecipeError, plan_layers, read_recipe
+from pyinfer.convert.structured import StructuredFact, prune_structured
 from pyinfer.model import Model, sparsity
 
 #: Bins of the streaming |x| histogram behind percentile calibration.
@@ -66,6 +67,9 @@ class LayerDecision:
     bytes_after: int
     latency_dense_s: float | None = None  # measured while deciding (batch ``batch``)
     latency_compressed_s: float | None = None
+    # structured pruning: neurons (channels) kept of the layer's total, or why it refused;
+    # shape is then the pruned one, bytes_before the original layer's
+    structured: StructuredFact | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the fields."""
@@ -157,6 +161,11 @@ def compress(
     weights = {name: measure.layer_weight(node)[1] for name, node in layers.items()}
     spec = read_recipe(recipe)
     plans = plan_layers(spec, weights)
+    before = weights
+    model, structured = prune_structured(model, plans)  # first: smaller dense layers
+    if structured:
+        layers = measure.weighted_layers(model)
+        weights = {name: measure.layer_weight(node)[1] for name, node in layers.items()}
 
     # -- every check before any work
     skipped: dict[str, str] = {}
@@ -250,10 +259,11 @@ def compress(
                 activation_scale=getattr(now, "activation_scale", None),
                 status=status,
                 reason=reason,
-                bytes_before=w.nbytes,
+                bytes_before=before[p.layer].nbytes,
                 bytes_after=now.nbytes,
                 latency_dense_s=t_dense,
                 latency_compressed_s=t_comp,
+                structured=structured.get(p.layer),
             )
         )
     result = Model(model.graph, new_weights, model.constants)

@@ -23,7 +23,11 @@ Options of a layer, besides ``encoding``: those ``kernels.encode`` takes for the
   tile of the int8 and int4 kernels);
 - ``calibration``: ``"minmax"`` or ``"percentile"``, for ``int8`` and ``int4``: a static
   activation scale calibrated from ``data`` instead of dynamic per-row scales;
-  ``percentile``: the percentile of ``|x|`` used (default 99.99).
+  ``percentile``: the percentile of ``|x|`` used (default 99.99);
+- ``structured``: fraction of the layer's output neurons (Linear) or channels (Conv2d)
+  removed before anything else, the consuming layers' inputs shrinking to match (see
+  :mod:`pyinfer.convert.structured`; 0 <= s < 1); ``criterion``: what ranks them, the
+  ``"l2"`` (default) or ``"l1"`` norm of each one's weights.
 
 Everything is checked before any work: unknown encodings or options, layer names or
 patterns matching no layer (the error lists the layers), encodings that cannot apply to
@@ -43,9 +47,19 @@ from typing import Any
 from kernels import registry
 
 #: Recipe options that are not ``kernels.encode`` options.
-RECIPE_OPTIONS = ("sparsity", "pruning", "block_size", "calibration", "percentile")
+RECIPE_OPTIONS = (
+    "sparsity",
+    "pruning",
+    "block_size",
+    "calibration",
+    "percentile",
+    "structured",
+    "criterion",
+)
 PRUNING_MODES = ("magnitude", "global", "block")  # plus "N:M"
 CALIBRATIONS = ("minmax", "percentile")
+#: Norms of a neuron's (channel's) weights that rank them for structured pruning.
+CRITERIA = ("l2", "l1")
 #: Encodings whose static activation scale ``calibration`` sets.
 CALIBRATED_ENCODINGS = ("int8", "int4")
 _NM = re.compile(r"^(\d+):(\d+)$")
@@ -79,6 +93,10 @@ class LayerPlan:
         apply skips the layer instead of failing).
     source : str
         Which recipe entry chose it: ``"default"`` or the layer key.
+    structured : float
+        Fraction of output neurons (channels) to remove (0: none).
+    criterion : str
+        ``"l2"`` or ``"l1"``: the norm ranking neurons for structured pruning.
     """
 
     layer: str
@@ -91,6 +109,8 @@ class LayerPlan:
     percentile: float = 99.99
     from_default: bool = False
     source: str = "default"
+    structured: float = 0.0
+    criterion: str = "l2"
 
     def nm(self) -> tuple[int, int] | None:
         """(N, M) for N:M pruning, else None."""
@@ -281,6 +301,19 @@ def _check_settings(settings: dict[str, Any], where: str) -> None:
             )
         if options.get("activation_scale") is not None:
             raise RecipeError(f"{where}: give calibration or activation_scale, not both")
+    structured = settings.get("structured", 0.0)
+    if (
+        isinstance(structured, bool)
+        or not isinstance(structured, (int, float))
+        or not (0 <= structured < 1)
+    ):
+        raise RecipeError(
+            f"{where}: structured (the fraction of neurons or channels removed) must be a "
+            f"number in [0, 1), got {structured!r}"
+        )
+    criterion = settings.get("criterion", "l2")
+    if criterion not in CRITERIA:
+        raise RecipeError(f"{where}: criterion must be one of {list(CRITERIA)}, got {criterion!r}")
     percentile = settings.get("percentile", 99.99)
     if (
         isinstance(percentile, bool)
@@ -307,6 +340,8 @@ def _plan(name: str, settings: dict[str, Any], key: str) -> LayerPlan:
         percentile=float(settings.get("percentile", 99.99)),
         from_default=key == "default",
         source=key,
+        structured=float(settings.get("structured", 0.0)),
+        criterion=settings.get("criterion", "l2"),
     )
 
 
