@@ -166,14 +166,29 @@ def _factor_weights(w: LowRankWeight):
     return pair
 
 
-def linear_c(x, w: LowRankWeight, bias, activation, out) -> None:
-    """y = act((x @ v) @ uᵀ + bias) as two calls of the C dense kernel."""
+def bind_linear_c(w: LowRankWeight, bias, activation):
+    """``run(x, out)``: y = act((x @ v) @ uᵀ + bias) as two calls of the C dense kernel,
+    each bound once."""
     from kernels.backend_c import dense as dense_c
 
     first, second = _factor_weights(w)
-    middle = np.empty((x.shape[0], w.rank), np.float32)
-    dense_c.linear(x, first, None, None, middle)
-    dense_c.linear(middle, second, bias, activation, out)
+    to_middle = dense_c.bind_linear(first, None, None)
+    to_out = dense_c.bind_linear(second, bias, activation)
+
+    def run(x, out):
+        middle = np.empty((x.shape[0], w.rank), np.float32)
+        to_middle(x, middle)
+        to_out(middle, out)
+
+    return run
+
+
+def linear_c(x, w: LowRankWeight, bias, activation, out) -> None:
+    """y = act((x @ v) @ uᵀ + bias) as two calls of the C dense kernel."""
+    bind_linear_c(w, bias, activation)(x, out)
+
+
+linear_c.bind = bind_linear_c
 
 
 register(
