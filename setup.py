@@ -1,4 +1,5 @@
-"""Build hook: compile csrc/ into kernels/_lib/ (a plain C library, loaded with cffi).
+"""Build hook: compile csrc/ into kernels/_lib/ (a plain C library, loaded with cffi, and
+its compiled cffi binding for this Python).
 
 Without a working C compiler the install still succeeds; the package then runs on
 Numba/NumPy and says so once at run time.
@@ -54,7 +55,8 @@ cmdclass = {"build_py": BuildPyWithLib}
 if bdist_wheel is not None:
 
     class PlatformWheel(bdist_wheel):
-        """The library is loaded through cffi's ABI mode: one wheel per platform, any Python 3."""
+        """One wheel per platform, any Python 3: the library loads through cffi's ABI mode,
+        or through the compiled binding inside on the Python that built it."""
 
         def finalize_options(self):
             super().finalize_options()

@@ -342,7 +342,9 @@ def cpu_info() -> dict:
     dict
         ``machine``, ``cpu_features`` (names), ``isa`` (the level in use),
         ``isa_supported``, ``backends`` (available), ``backend`` (setting), ``threads``,
-        ``c_library`` (None, or why not), ``c_kernels`` (slot -> implementation),
+        ``c_library`` (None, or why not), ``c_binding`` (``"compiled"``: cffi's API
+        mode through the binding built for this Python; ``"abi"``: cffi's ABI mode; None
+        without the library), ``c_kernels`` (slot -> implementation),
         ``serving_detail``: encoding -> op -> {regime: what serves it}, and
         ``serving``: encoding -> {op: what serves its general (last-listed) regime}.
         What serves is ``"c:<implementation>"`` for a C dispatch slot, or
@@ -357,6 +359,7 @@ def cpu_info() -> dict:
         "isa": current_isa(),
         "isa_supported": supported_isas(),
         "cpu_features": [],
+        "c_binding": None if handle is None else _ffi().binding_mode(),
         "c_kernels": {},
     }
     if handle is None:

@@ -22,6 +22,10 @@ from pathlib import Path
 
 LIB_NAME = "libpyinfer_kernels.so"
 HEADER_NAME = "pyinfer_kernels.h"
+#: The compiled cffi binding of the library for the building Python (API mode; a call
+#: through it costs a fraction of an ABI-mode call). Optional: without it the library
+#: is opened in ABI mode.
+BINDING_NAME = "_pyinfer_binding"
 
 #: Compiler flags per ISA suffix, per target architecture. A suffix missing from a
 #: target's table means "not built for that target".
@@ -204,7 +208,47 @@ def build(
     if not test_program:
         os.replace(str(out) + ".tmp", out)  # never leave a half-written library
         shutil.copyfile(csrc / "include" / HEADER_NAME, out_dir / HEADER_NAME)
+        for old in out_dir.glob(BINDING_NAME + ".*"):
+            old.unlink()  # a binding of an earlier library must not outlive it
+        if target == host_target() and not sanitize and not emulate_avx512:
+            try:
+                build_binding(out_dir, verbose=verbose)
+            except Exception as exc:  # noqa: BLE001 - the ABI-mode path still works
+                print(f"pyinfer: no compiled binding ({exc}); cffi ABI mode", file=sys.stderr)
     return out
+
+
+def cdef_of(header: Path) -> str:
+    """The part of the public header between its cdef markers: what cffi declares."""
+    text = Path(header).read_text()
+    begin, end = text.find("/* cdef-begin */"), text.find("/* cdef-end */")
+    if begin < 0 or end < begin:
+        raise ValueError(f"{header} has no cdef markers")
+    return text[begin + len("/* cdef-begin */") : end]
+
+
+def build_binding(lib_dir: Path, verbose: bool = False) -> Path:
+    """Compile the cffi binding (API mode) of ``lib_dir``'s library for this Python,
+    beside it; it finds the library through its run path (``$ORIGIN``)."""
+    import cffi  # the binding needs cffi at build time (pyproject's build requirements)
+
+    lib_dir = Path(lib_dir).resolve()  # cffi compiles in a folder of its own
+    ffi = cffi.FFI()
+    ffi.cdef(cdef_of(lib_dir / HEADER_NAME))
+    ffi.set_source(
+        BINDING_NAME,
+        f'#include "{HEADER_NAME}"',
+        include_dirs=[str(lib_dir)],
+        library_dirs=[str(lib_dir)],
+        libraries=[LIB_NAME.removeprefix("lib").removesuffix(".so")],
+        extra_link_args=["-Wl,-rpath,$ORIGIN"],
+    )
+    with tempfile.TemporaryDirectory(prefix="pyinfer-binding-") as tmp:
+        built = Path(ffi.compile(tmpdir=tmp, verbose=verbose))
+        target = lib_dir / built.name
+        shutil.copyfile(built, str(target) + ".tmp")
+        os.replace(str(target) + ".tmp", target)
+    return target
 
 
 def _compile(cc_argv: list[str], src: Path, obj: Path, flags: list[str]) -> None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import kernels
 from kernels import build_lib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,3 +84,47 @@ def test_new_sources_are_picked_up(tmp_path):
         "linear/linear_new_scalar.c": None,
         "linear/linear_new_avx2.c": "avx2",
     }
+
+
+needs_c = pytest.mark.skipif(
+    "c" not in kernels.available_backends(), reason="C kernel library not built"
+)
+
+
+@needs_c
+def test_the_package_library_loads_through_its_compiled_binding():
+    lib_dir = Path(kernels.__file__).resolve().parent / "_lib"
+    if not list(lib_dir.glob(build_lib.BINDING_NAME + ".*")):
+        pytest.skip("no compiled binding was built here (cffi or Python's headers missing)")
+    assert kernels.cpu_info()["c_binding"] == "compiled"
+
+
+@needs_c
+def test_abi_mode_gives_the_results_of_the_compiled_binding(tmp_path):
+    """The same library opened in cffi's ABI mode (PYINFER_LIB names it) in a child."""
+    script = """
+import sys, numpy as np, kernels
+rng = np.random.default_rng(4)
+w = rng.standard_normal((33, 70)).astype(np.float32)
+w[rng.random(w.shape) < 0.8] = 0
+x = rng.standard_normal((3, 70)).astype(np.float32)
+ys = [kernels.linear(x, kernels.encode(w, e), activation="relu") for e in ("int8", "csr", "dense")]
+np.save(sys.argv[1], np.stack(ys))
+print(kernels.cpu_info()["c_binding"])
+"""
+    lib = Path(kernels.__file__).resolve().parent / "_lib" / build_lib.LIB_NAME
+    env = {**os.environ, "PYINFER_LIB": str(lib), "PYINFER_REQUIRE_C": "1"}
+    out = tmp_path / "abi.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "abi"
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((33, 70)).astype(np.float32)
+    w[rng.random(w.shape) < 0.8] = 0
+    x = rng.standard_normal((3, 70)).astype(np.float32)
+    here = [
+        kernels.linear(x, kernels.encode(w, e), activation="relu") for e in ("int8", "csr", "dense")
+    ]
+    np.testing.assert_array_equal(np.load(out), np.stack(here))
