@@ -269,22 +269,15 @@ def _ops():
     def reduce_max(x, dim, keepdim):
         return torch.amax(x, dim=dim, keepdim=keepdim)
 
-    a = "attrs"
+    def conv2d(n, x, w, b=None):
+        a = n.attrs
+        y = F.conv2d(x, w, b, a["stride"], a["padding"], a["dilation"], a["groups"])
+        return act(y, n)
+
     return {
         "Linear": lambda n, x, w, b=None: act(F.linear(x, w, b), n),
         "Gemm": lambda n, x, w, b=None: act(F.linear(x, w, b), n),
-        "Conv2d": lambda n, x, w, b=None: act(
-            F.conv2d(
-                x,
-                w,
-                b,
-                getattr(n, a)["stride"],
-                getattr(n, a)["padding"],
-                getattr(n, a)["dilation"],
-                getattr(n, a)["groups"],
-            ),
-            n,
-        ),
+        "Conv2d": conv2d,
         "MatMul": lambda n, x, y: torch.matmul(x, y),
         "Relu": lambda n, x: F.relu(x),
         "Relu6": lambda n, x: F.hardtanh(x, 0.0, 6.0),
@@ -332,25 +325,18 @@ def _ops():
     }
 
 
-#: The ops :class:`GraphModule` translates (kept in step with ``_ops``).
-TRANSLATED_OPS = (
-    "Linear Gemm Conv2d MatMul Relu Relu6 Clip Sigmoid Tanh HardSwish HardSigmoid Gelu "
-    "Softmax MaxPool2d AvgPool2d GlobalAvgPool ReduceMean ReduceSum ReduceMax Add Sub Mul "
-    "Div Max Min Neg Abs Exp Log Sqrt Reciprocal Erf Flatten Reshape Transpose Concat"
-).split()
-
-
 def check_translatable(model: Model) -> None:
     """Raise FineTuneError listing every op of ``model`` the graph module cannot run."""
+    known = sorted(_ops())
     missing: dict[str, list[str]] = {}
     for node in model.nodes:
-        if node.op not in TRANSLATED_OPS:
+        if node.op not in known:
             missing.setdefault(node.op, []).append(node.name)
     if missing:
         found = "; ".join(f"{op} (nodes {', '.join(names[:3])})" for op, names in missing.items())
         raise FineTuneError(
             f"fine-tuning cannot translate these ops to torch: {found}. It covers: "
-            f"{', '.join(TRANSLATED_OPS)}; or pass your own module: FineTune(module=...)"
+            f"{', '.join(known)}; or pass your own module: FineTune(module=...)"
         )
 
 
@@ -396,6 +382,14 @@ def graph_module(model: Model):
         def layer(self, name: str):
             return self.layers[self._keys[name]]
 
+        def value(self, env: dict, name: str, static: Any):
+            """An input of a node: an activation, a constant, or a parameter array."""
+            if name in env:
+                return env[name]
+            if name in self.constants:
+                return self.constants[name]
+            return torch.from_numpy(np.array(static))
+
         def forward(self, *inputs):
             env = dict(zip(names, inputs))
             for node in model.nodes:
@@ -405,14 +399,7 @@ def graph_module(model: Model):
                     if p.bias is not None:
                         args.append(p.bias)
                 else:
-                    args = [
-                        env[v]
-                        if v in env
-                        else self.constants[v]
-                        if v in self.constants
-                        else torch.from_numpy(np.array(s))
-                        for v, s in zip(node.inputs, node.static)
-                    ]
+                    args = [self.value(env, v, s) for v, s in zip(node.inputs, node.static)]
                 env[node.outputs[0]] = ops[node.op](node, *args)
                 if node.outputs[0] == target:
                     return env[target]
@@ -619,76 +606,97 @@ def _torch_state(torch, threads: int, seed: int):
         torch.set_num_threads(before)
 
 
+class _Pruner:
+    """The masks of the pruned layers: set by the plans' pruning, on the cubic schedule
+    for high targets, and applied to the raw weights so pruned ones stay exactly zero."""
+
+    def __init__(self, torch, plans: list[LayerPlan], raw: dict, total: int, schedule: str):
+        self.torch = torch
+        self.plans = [p for p in plans if p.sparsity]
+        self.raw = raw
+        self.masks: dict[str, Any] = {}  # shared with the weight transforms
+        self.ramp = max(1, round(RAMP_FRACTION * total)) if schedule == "cubic" else 0
+        self.every = max(1, self.ramp // MASK_UPDATES)
+        self.gradual = {
+            p.layer
+            for p in self.plans
+            if self.ramp and p.sparsity > GRADUAL_ABOVE and p.nm() is None
+        }
+        self.sparsity = 0.0  # over the pruned layers, now
+        if self.plans:
+            self.update(0)
+
+    def due(self, step: int) -> bool:
+        """Do the masks change before ``step``?"""
+        return (
+            bool(self.gradual)
+            and 0 < step <= self.ramp
+            and (step % self.every == 0 or step == self.ramp)
+        )
+
+    def update(self, step: int) -> None:
+        """Masks for the sparsity of ``step``, by magnitude of the (masked) weights."""
+        level = {
+            p.layer: sparsity_at(step, self.ramp, p.sparsity)
+            if p.layer in self.gradual
+            else p.sparsity
+            for p in self.plans
+        }
+        current = {p.layer: self.raw[p.layer].detach().numpy() for p in self.plans}
+        for k, m in compute_masks(current, self.plans, level).items():
+            self.masks[k] = self.torch.from_numpy(m)
+        self.apply()
+        total = sum(m.numel() for m in self.masks.values())
+        self.sparsity = 1.0 - sum(int(m.sum()) for m in self.masks.values()) / total
+
+    def apply(self) -> None:
+        """Zero the pruned raw weights (Adam's momentum would move them otherwise)."""
+        with self.torch.no_grad():
+            for k, m in self.masks.items():
+                self.raw[k].mul_(m)
+
+
+def _trainable(torch, model: Model, config: FineTune):
+    """(module, {layer: submodule with .weight and .bias}) to train: built from the graph,
+    or a copy of the user's module with only the model's layers trainable."""
+    if config.module is None:
+        net = graph_module(model)
+        return net, {name: net.layer(name) for name in measure.weighted_layers(model)}
+    net = copy.deepcopy(config.module)
+    holders = user_module_layers(net, model)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, holders
+
+
 def _train(torch, model, plans, arrays, y, config, distill, teacher, validation, progress):
     import torch.nn.functional as F
     from torch.nn.utils import parametrize
 
     with _torch_state(torch, config.threads or 1, config.seed):
-        if config.module is None:
-            net = graph_module(model)
-            holders = {name: net.layer(name) for name in measure.weighted_layers(model)}
-        else:
-            net = copy.deepcopy(config.module)
-            holders = user_module_layers(net, model)
-            for p in net.parameters():
-                p.requires_grad_(False)
+        net, holders = _trainable(torch, model, config)
         net.eval()  # no dropout or BatchNorm updates: the module computes what the graph does
+        n = len(y)
+        per_epoch = math.ceil(n / config.batch_size)
+        total = per_epoch * config.epochs
+        raw = {name: h.weight for name, h in holders.items()}  # before parametrization
+        pruner = _Pruner(torch, plans, raw, total, config.schedule)
         by_layer = {p.layer: p for p in plans}
-        masks: dict[str, Any] = {}
-        pruned = [p for p in plans if p.sparsity]
         for name, h in holders.items():
             plan = by_layer.get(name)
             quantize = plan is not None and lossy(plan, tuple(h.weight.shape))
             if plan is not None and (plan.sparsity or quantize):
-                parametrize.register_parametrization(
-                    h, "weight", _transform(torch, masks, name, plan, quantize)
-                )
+                transform = _transform(torch, pruner.masks, name, plan, quantize)
+                parametrize.register_parametrization(h, "weight", transform)
         params = []
-        for h in holders.values():
-            w = h.parametrizations.weight.original if parametrize.is_parametrized(h) else h.weight
-            params += [w] + ([h.bias] if h.bias is not None else [])
+        for name, h in holders.items():
+            params += [raw[name]] + ([h.bias] if h.bias is not None else [])
         for p in params:
             p.requires_grad_(True)
-        raw = {
-            name: (
-                h.parametrizations.weight.original if parametrize.is_parametrized(h) else h.weight
-            )
-            for name, h in holders.items()
-        }
 
-        inputs = [
-            torch.from_numpy(np.ascontiguousarray(arrays[s.name], np.float32)) for s in model.inputs
-        ]
+        inputs = [torch.from_numpy(_as_array(arrays[s.name])) for s in model.inputs]
         labels = torch.from_numpy(y)
         soft = torch.from_numpy(teacher) if distill is not None else None
-        n = labels.shape[0]
-        per_epoch = math.ceil(n / config.batch_size)
-        total = per_epoch * config.epochs
-        ramp = max(1, round(RAMP_FRACTION * total)) if config.schedule == "cubic" else 0
-        every = max(1, ramp // MASK_UPDATES)
-        gradual = {
-            p.layer for p in pruned if ramp and p.sparsity > GRADUAL_ABOVE and p.nm() is None
-        }
-
-        def update_masks(step: int) -> None:
-            level = {
-                p.layer: sparsity_at(step, ramp, p.sparsity) if p.layer in gradual else p.sparsity
-                for p in pruned
-            }
-            current = {
-                p.layer: (raw[p.layer].detach() * masks[p.layer]).numpy()
-                if p.layer in masks
-                else raw[p.layer].detach().numpy()
-                for p in pruned
-            }
-            for k, m in compute_masks(current, pruned, level).items():
-                masks[k] = torch.from_numpy(m)
-            with torch.no_grad():
-                for k, m in masks.items():
-                    raw[k].mul_(m)
-
-        if pruned:
-            update_masks(0)
         opt = torch.optim.Adam(params, lr=config.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
         gen = torch.Generator().manual_seed(config.seed)
@@ -697,60 +705,39 @@ def _train(torch, model, plans, arrays, y, config, distill, teacher, validation,
         step = 0
         for epoch in range(config.epochs):
             order = torch.randperm(n, generator=gen)
-            bar = measure.progress(
-                range(per_epoch), f"fine-tuning {epoch + 1}/{config.epochs}", per_epoch, progress
-            )
+            desc = f"fine-tuning {epoch + 1}/{config.epochs}"
+            bar = measure.progress(range(per_epoch), desc, per_epoch, progress)
             loss_sum = correct = 0.0
             try:
                 for i in bar:
-                    if (
-                        pruned
-                        and gradual
-                        and 0 < step <= ramp
-                        and (step % every == 0 or step == ramp)
-                    ):
-                        update_masks(step)
+                    if pruner.due(step):
+                        pruner.update(step)
                     idx = order[i * config.batch_size : (i + 1) * config.batch_size]
                     logits = net(*[x[idx] for x in inputs])
                     loss = _loss(
-                        F, logits, labels[idx], distill, soft[idx] if soft is not None else None
+                        F, logits, labels[idx], distill, None if soft is None else soft[idx]
                     )
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
                     sched.step()
-                    if masks:
-                        with torch.no_grad():
-                            for k, m in masks.items():
-                                raw[k].mul_(m)
+                    pruner.apply()
                     step += 1
-                    loss_sum += float(loss.detach()) * len(idx)
+                    value = float(loss.detach())
+                    loss_sum += value * len(idx)
                     correct += float((logits.argmax(1) == labels[idx]).sum())
                     if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(
-                            loss=f"{float(loss.detach()):.4f}", sparsity=f"{_sparsity(masks):.1%}"
-                        )
+                        bar.set_postfix(loss=f"{value:.4f}", sparsity=f"{pruner.sparsity:.1%}")
             finally:
                 if hasattr(bar, "close"):
                     bar.close()
             losses.append(loss_sum / n)
             if validation is not None:
-                accuracies.append(_accuracy(torch, net, model, *validation, config.batch_size))
+                accuracies.append(_accuracy(torch, net, model, *validation))
             else:
                 accuracies.append(correct / n)
         seconds = time.perf_counter() - start
-
-        new_weights = dict(model.weights)
-        new_constants = dict(model.constants)
-        layers = measure.weighted_layers(model)
-        for name, h in holders.items():
-            node = layers[name]
-            w = raw[name].detach()
-            if name in masks:
-                w = w * masks[name]
-            new_weights[node.inputs[1]] = kernels.encode(np.array(w.numpy(), np.float32), "dense")
-            if h.bias is not None:
-                new_constants[node.inputs[2]] = np.array(h.bias.detach().numpy(), np.float32)
+        trained = _with_weights(model, holders, raw)
     record = FineTuneRecord(
         epochs=config.epochs,
         lr=config.lr,
@@ -763,9 +750,28 @@ def _train(torch, model, plans, arrays, y, config, distill, teacher, validation,
         loss=losses,
         accuracy=accuracies,
         accuracy_on="validation" if validation is not None else "training batches",
-        sparsity=_sparsity(masks),
+        sparsity=pruner.sparsity,
     )
-    return Model(model.graph, new_weights, new_constants), record
+    return trained, record
+
+
+def _as_array(a: Any) -> np.ndarray:
+    a = np.asarray(a)
+    return np.ascontiguousarray(a, np.float32) if a.dtype.kind == "f" else a
+
+
+def _with_weights(model: Model, holders: dict, raw: dict) -> Model:
+    """``model`` with the trained weights (dense; pruned ones exactly zero) and biases."""
+    weights = dict(model.weights)
+    constants = dict(model.constants)
+    layers = measure.weighted_layers(model)
+    for name, h in holders.items():
+        node = layers[name]
+        w = np.array(raw[name].detach().numpy(), np.float32)
+        weights[node.inputs[1]] = kernels.encode(w, "dense")
+        if h.bias is not None:
+            constants[node.inputs[2]] = np.array(h.bias.detach().numpy(), np.float32)
+    return Model(model.graph, weights, constants)
 
 
 def _loss(F, logits, labels, distill: Distill | None, teacher):
@@ -782,12 +788,7 @@ def _loss(F, logits, labels, distill: Distill | None, teacher):
     return (1 - distill.alpha) * ce + distill.alpha * t * t * kl
 
 
-def _sparsity(masks: dict) -> float:
-    total = sum(m.numel() for m in masks.values())
-    return 1.0 - sum(int(m.sum()) for m in masks.values()) / total if total else 0.0
-
-
-def _accuracy(torch, net, model, arrays, labels, batch_size) -> float:
+def _accuracy(torch, net, model, arrays, labels) -> float:
     correct = 0
     names = [s.name for s in model.inputs]
     with torch.no_grad():
