@@ -559,6 +559,8 @@ def fine_tune(
         Before any training: labels missing or malformed, an op torch cannot run, a
         module that does not match, torch missing.
     """
+    if not isinstance(config, FineTune):
+        raise TypeError(f"finetune must be a pyinfer.FineTune, got {type(config).__name__}")
     torch = require_torch()
     n = measure.n_samples(arrays)
     y = check_labels(model, labels, n)
