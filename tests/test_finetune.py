@@ -398,13 +398,14 @@ def _fashion():
 @pytest.mark.slow
 def test_fashion_mlp_90_percent_sparse_within_a_point():
     """MLP 784-1024-1024-10, trained one epoch (fp32), pruned to 90 % in every layer and
-    fine-tuned one epoch: within 1 point of fp32 (one-shot pruning loses about 30)."""
+    fine-tuned two epochs: within 1 point of fp32 (one-shot pruning loses about 34; one
+    epoch of fine-tuning measured 0.6 point below fp32, two 0.6 above)."""
     x, y, x_test, y_test = _fashion()
     x, x_test = x.reshape(-1, 784), x_test.reshape(-1, 784)
     dense = _fit_fp32(x, y)
     fp32 = accuracy(dense, x_test, y_test)
     tuned = compress(
-        dense, SPARSE, (x, y), force=True, progress=False, finetune=pyinfer.FineTune(epochs=1)
+        dense, SPARSE, (x, y), force=True, progress=False, finetune=pyinfer.FineTune(epochs=2)
     )
     assert accuracy(tuned, x_test, y_test) >= fp32 - 0.01
     assert all(w.encoding == "csr" for w in tuned.weights.values())
