@@ -8,6 +8,7 @@ from kernels._version import __version__
 from pyinfer.convert import from_onnx, from_torch
 from pyinfer.convert.compare import Report, compare
 from pyinfer.convert.compress import compress
+from pyinfer.convert.finetune import Distill, FineTune
 from pyinfer.files import load, save
 from pyinfer.format import FormatError
 from pyinfer.graph import Graph
@@ -16,6 +17,8 @@ from pyinfer.scoring import BatchScorer
 
 __all__ = [
     "BatchScorer",
+    "Distill",
+    "FineTune",
     "FormatError",
     "Graph",
     "Model",

@@ -45,6 +45,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bars (tqdm) on stderr"
     )
+    parser.add_argument(
+        "--finetune",
+        type=int,
+        metavar="EPOCHS",
+        help="fine-tune for EPOCHS passes over --data before encoding (needs torch): masks "
+        "for pruned layers, fake quantization with the encodings' codecs; --data must hold "
+        "the inputs and 'labels' (int classes, one per sample)",
+    )
+    parser.add_argument(
+        "--distill",
+        metavar="T,ALPHA",
+        help="with --finetune: distil from the original model at temperature T with weight "
+        "ALPHA (e.g. 2,0.5); --compare-distill also trains without it for the report",
+    )
+    parser.add_argument(
+        "--compare-distill",
+        action="store_true",
+        help="with --distill: also fine-tune without distillation and report both runs",
+    )
 
 
 def load_model(path: str):
@@ -118,17 +137,45 @@ def read_data(path: str, input_names: list[str]):
     return arrays, labels
 
 
+def finetune_options(args: argparse.Namespace):
+    """The ``FineTune`` that --finetune, --distill and --compare-distill ask for (None:
+    no fine-tuning), checked before any work."""
+    from pyinfer.cli import UserError
+    from pyinfer.convert.finetune import Distill, FineTune
+
+    if args.finetune is None:
+        if args.distill or args.compare_distill:
+            raise UserError("--distill and --compare-distill need --finetune EPOCHS")
+        return None
+    if args.finetune < 1:
+        raise UserError(f"--finetune must be at least 1 epoch, got {args.finetune}")
+    if not args.data:
+        raise UserError("--finetune needs --data: a .npz of inputs and 'labels'")
+    distill = None
+    if args.distill:
+        try:
+            temperature, alpha = (float(v) for v in args.distill.split(","))
+            distill = Distill(temperature, alpha)
+        except ValueError as exc:
+            raise UserError(f"--distill expects T,ALPHA such as 2,0.5 ({exc})") from None
+    if args.compare_distill and distill is None:
+        raise UserError("--compare-distill needs --distill T,ALPHA")
+    return FineTune(epochs=args.finetune, distill=distill, compare_distill=args.compare_distill)
+
+
 def run(args: argparse.Namespace) -> int:
     """Check everything, compress, save atomically, print (and write) the report."""
     import pyinfer
     from pyinfer.cli import UserError
     from pyinfer.convert.compare import compare
     from pyinfer.convert.compress import compress
+    from pyinfer.convert.finetune import FineTuneError
     from pyinfer.convert.measure import DataError, check_data
     from pyinfer.convert.recipe import RecipeError, read_recipe
 
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
+    finetune = finetune_options(args)
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
         raise UserError(f"cannot write {args.output}: no directory {out_dir}")
@@ -147,10 +194,17 @@ def run(args: argparse.Namespace) -> int:
             data, labels = read_data(args.data, [s.name for s in model.inputs])
             data = check_data(model, data)
         progress = not args.no_progress
+        train = (data, labels) if finetune is not None else data
         compressed = compress(
-            model, args.recipe, data, force=args.force, batch=args.batch, progress=progress
+            model,
+            args.recipe,
+            train,
+            force=args.force,
+            batch=args.batch,
+            progress=progress,
+            finetune=finetune,
         )
-    except (RecipeError, DataError) as exc:
+    except (RecipeError, DataError, FineTuneError, ImportError) as exc:
         raise UserError(str(exc)) from None
     pyinfer.save(compressed, args.output)  # atomic: Ctrl-C leaves no partial file
     report = compare(model, compressed, data, labels, batch=args.batch, progress=progress)

@@ -39,13 +39,20 @@ class Report:
         Rows per call in the latency measurements.
     record : dict or None
         The compression record (``CompressionRecord.to_dict()``) when the compressed
-        model carries one.
+        model carries one; its ``finetune`` entry (also :attr:`finetune`) holds what
+        fine-tuning did: epochs, loss and accuracy per epoch, distillation, and with
+        ``compare_distill`` the run without distillation (``without_distill``).
     """
 
     layers: list[dict[str, Any]]
     total: dict[str, Any]
     batch: int
     record: dict[str, Any] | None = None
+
+    @property
+    def finetune(self) -> dict[str, Any] | None:
+        """What fine-tuning did (``FineTuneRecord.to_dict()``), or None."""
+        return (self.record or {}).get("finetune")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict of the report."""
@@ -127,6 +134,8 @@ class Report:
             )
         if t["agreement"] is not None:
             lines.append(f"top-1 agreement with the original: {t['agreement']:.2%}")
+        if self.finetune is not None:
+            lines += _finetune_lines(self.finetune)
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
@@ -159,6 +168,16 @@ class Report:
             )
         fig.tight_layout()
         canvas_cls(fig).print_png(path)
+
+
+def _finetune_lines(ft: dict[str, Any]) -> list[str]:
+    """Fine-tuning in the table: one line per run, with and without distillation side by
+    side when both ran."""
+    from pyinfer.convert.finetune import FineTuneRecord
+
+    fields = {f.name for f in dataclasses.fields(FineTuneRecord)}
+    runs = [ft] if ft.get("without_distill") is None else [ft["without_distill"], ft]
+    return [FineTuneRecord(**{k: v for k, v in r.items() if k in fields}).describe() for r in runs]
 
 
 def plot_variants(groups: dict[str, dict[str, Report]], path: str, title: str = "") -> None:

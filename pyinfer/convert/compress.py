@@ -30,6 +30,7 @@ import kernels
 from kernels.encodings.base import EncodedWeight
 from pyinfer import ops
 from pyinfer.convert import measure
+from pyinfer.convert.finetune import check_labels, fine_tune, split_labels
 from pyinfer.convert.recipe import LayerPlan, RecipeError, plan_layers, read_recipe
 from pyinfer.convert.structured import StructuredFact, prune_structured
 from pyinfer.model import Model, sparsity
@@ -87,6 +88,7 @@ class CompressionRecord:
     batch: int  # rows per call when timing layers
     calibration_samples: int
     layers: list[LayerDecision]
+    finetune: Any = None  # a FineTuneRecord when the model was fine-tuned
 
     def layer(self, name: str) -> LayerDecision:
         """The decision about layer ``name`` (KeyError if it has none)."""
@@ -103,6 +105,7 @@ class CompressionRecord:
             "batch": self.batch,
             "calibration_samples": self.calibration_samples,
             "layers": [d.to_dict() for d in self.layers],
+            "finetune": self.finetune.to_dict() if self.finetune is not None else None,
         }
 
 
@@ -115,6 +118,7 @@ def compress(
     batch: int = 1,
     batch_size: int = measure.BATCH_SIZE,
     progress: bool = True,
+    finetune: Any = None,
 ) -> Model:
     """Prune, quantize and encode a model's weighted layers by ``recipe``.
 
@@ -126,9 +130,11 @@ def compress(
         An encoding name for every layer that can take it (``"int8"``), or
         ``{"default": ..., "layers": {name or pattern: encoding or options}}``, or a
         JSON/YAML file of it; see :mod:`pyinfer.convert.recipe`.
-    data : ndarray or mapping of str -> ndarray, optional
+    data : ndarray, mapping of str -> ndarray, or tuple (inputs, labels), optional
         Samples (first axis) of the model's inputs; needed by layers calibrating static
-        activation scales, streamed in batches of ``batch_size``.
+        activation scales, streamed in batches of ``batch_size``. Fine-tuning also needs
+        labels (one class per sample): ``data=(inputs, labels)``, or a mapping with a
+        ``labels`` key besides the inputs (a ``.npz`` opened with ``numpy.load``).
     force : bool
         Keep every asked encoding, even where it measures slower than dense (and skip
         the timing).
@@ -138,6 +144,11 @@ def compress(
         Rows per batch when streaming ``data``.
     progress : bool
         Show progress bars (when tqdm is installed and stderr is a terminal).
+    finetune : pyinfer.FineTune, optional
+        Fine-tune before encoding (needs torch and labelled ``data``): masks for pruned
+        layers, fake quantization with the encodings' own codecs, optional distillation;
+        see :mod:`pyinfer.convert.finetune`. The trained weights are then pruned and
+        encoded as without it, which reproduces exactly what was trained.
 
     Returns
     -------
@@ -151,7 +162,11 @@ def compress(
         an encoding a layer entry asked for that cannot serve the layer, calibration
         without data.
     DataError
-        Before any work: data that does not fit the model's inputs.
+        Before any work: data that does not fit the model's inputs; fine-tuning
+        without labels.
+    FineTuneError, ImportError
+        Before any work: fine-tuning a model with ops torch cannot run (listed), or
+        without torch.
     """
     if not isinstance(model, Model):
         raise TypeError(f"compress() takes a pyinfer.Model, got {type(model).__name__}")
@@ -187,7 +202,15 @@ def compress(
             f"layers {[p.layer for p in calibrated]} ask for calibration "
             f"({calibrated[0].calibration}): it needs data"
         )
+    data, labels = split_labels(model, data) if data is not None else (None, None)
+    if finetune is not None and data is None:
+        check_labels(model, None, 0)  # says what fine-tuning needs
     arrays = measure.check_data(model, data) if data is not None else None
+    tuning = None
+    if finetune is not None:
+        model, tuning = fine_tune(model, active, arrays, labels, finetune, progress)
+        layers = measure.weighted_layers(model)
+        weights = {name: measure.layer_weight(node)[1] for name, node in layers.items()}
 
     # -- prune, calibrate, encode
     matrices = prune({p.layer: weights[p.layer] for p in active}, active)
@@ -273,6 +296,7 @@ def compress(
         batch=batch,
         calibration_samples=measure.n_samples(arrays) if calibrated else 0,
         layers=decisions,
+        finetune=tuning,
     )
     return result
 
