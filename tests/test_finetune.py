@@ -146,6 +146,32 @@ def test_fine_tuning_recovers_pruned_accuracy_and_keeps_the_sparsity(digits):
     assert record.sparsity == pytest.approx(0.9, abs=1e-3)
 
 
+def test_low_rank_layers_train_their_factors_and_keep_their_rank(digits, monkeypatch):
+    model, x, y, x_test, y_test = digits
+    recipe = {"default": "dense", "layers": {"fc*": {"encoding": "lowrank", "rank": 3}}}
+    oneshot = compress(model, recipe, force=True, progress=False)
+    svds = []
+    real = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda *a, **k: svds.append(1) or real(*a, **k))
+    tuned = _tune(model, recipe, x, y, epochs=8, lr=3e-3)
+    assert len(svds) < 10  # a few per layer (factors, final encoding), none per step (~170)
+    for layer in ("fc1", "fc2"):
+        w = tuned.weights[f"{layer}.weight"]
+        assert w.encoding == "lowrank" and w.rank == 3
+    assert accuracy(tuned, x_test, y_test) > accuracy(oneshot, x_test, y_test) + 0.05
+
+
+def test_structured_pruning_then_fine_tuning_recovers_accuracy(digits):
+    model, x, y, x_test, y_test = digits
+    recipe = {"default": "dense", "layers": {"fc1": {"encoding": "dense", "structured": 0.75}}}
+    oneshot = compress(model, recipe, force=True, progress=False)
+    tuned = _tune(model, recipe, x, y, epochs=8, lr=3e-3)
+    assert tuned.weights["fc1.weight"].shape == (32, 64)  # 128 neurons -> 32
+    assert tuned.weights["fc2.weight"].shape == (64, 32)  # its consumer shrank to match
+    assert accuracy(tuned, x_test, y_test) > accuracy(oneshot, x_test, y_test)
+    assert accuracy(tuned, x_test, y_test) > accuracy(model, x_test, y_test) - 0.02
+
+
 def test_masks_fixed_from_the_start_stay_zero(digits):
     model, x, y, *_ = digits
     recipe = {"default": {"encoding": "csr", "sparsity": 0.7}}

@@ -520,6 +520,23 @@ def _transform(torch, mask_ref: dict, layer: str, plan: LayerPlan | None, quanti
     return WeightTransform()
 
 
+def _factors(torch, plan: LayerPlan):
+    """The parametrization of a ``lowrank`` layer: its weight is ``u @ v.T``, the factors
+    (from the encoding, at the plan's rank) are what trains -- an SVD per step would cost
+    far more than the step."""
+    options = codec_options(plan)
+
+    class LowRankFactors(torch.nn.Module):
+        def forward(self, u, v):
+            return u @ v.T
+
+        def right_inverse(self, w):
+            f = kernels.encode(w.detach().numpy(), "lowrank", **options)
+            return torch.from_numpy(f.u.copy()), torch.from_numpy(f.v.copy())
+
+    return LowRankFactors()
+
+
 # ---------------------------------------------------------------------- training
 
 
@@ -684,15 +701,24 @@ def _train(torch, model, plans, arrays, y, config, distill, teacher, validation,
         raw = {name: h.weight for name, h in holders.items()}  # before parametrization
         pruner = _Pruner(torch, plans, raw, total, config.schedule)
         by_layer = {p.layer: p for p in plans}
+        factored = set()  # lowrank layers: their two factors train, not the weight
         for name, h in holders.items():
             plan = by_layer.get(name)
+            if plan is not None and plan.encoding == "lowrank" and not plan.sparsity:
+                parametrize.register_parametrization(h, "weight", _factors(torch, plan))
+                factored.add(name)
+                continue
             quantize = plan is not None and lossy(plan, tuple(h.weight.shape))
             if plan is not None and (plan.sparsity or quantize):
                 transform = _transform(torch, pruner.masks, name, plan, quantize)
                 parametrize.register_parametrization(h, "weight", transform)
         params = []
         for name, h in holders.items():
-            params += [raw[name]] + ([h.bias] if h.bias is not None else [])
+            if name in factored:
+                params += list(h.parametrizations.weight.parameters())
+            else:
+                params.append(raw[name])
+            params += [h.bias] if h.bias is not None else []
         for p in params:
             p.requires_grad_(True)
 
@@ -739,6 +765,8 @@ def _train(torch, model, plans, arrays, y, config, distill, teacher, validation,
             else:
                 accuracies.append(correct / n)
         seconds = time.perf_counter() - start
+        for name in factored:  # u @ v.T: encoding it again finds the trained factors
+            raw[name] = holders[name].weight
         trained = _with_weights(model, holders, raw)
     record = FineTuneRecord(
         epochs=config.epochs,
