@@ -97,11 +97,15 @@ static const tile_fn tiles[4][4] = {
     {tile_4_1, tile_4_2, NULL, NULL},
 };
 
-#define PANEL 4 /* row blocks per parallel work item (32 rows: their weights stay in L2) */
+/* Row blocks per parallel work item. Batch 1-4: 4 (32 rows: tiles of 4 row blocks reuse
+ * each broadcast of x four times). More rows: 2, so that the panel's weights and a group
+ * of 4 rows of x stay in L1 while every group of the batch passes over them. */
+#define PANEL_FEW_ROWS 4
+#define PANEL_MANY_ROWS 2
 
 /* The call's arguments and its quantized rows, shared by the panels. */
 struct panel_args {
-    int64_t batch, chunks, ldq, nblocks, wstride, out_features;
+    int64_t batch, chunks, ldq, nblocks, wstride, out_features, panel_blocks;
     const int8_t *packed, *xq;
     const uint8_t *xa;
     const float *xs, *scale, *bias;
@@ -113,8 +117,8 @@ struct panel_args {
 /* Output rows of PANEL row blocks, for every batch row. */
 static void panel(void *ctx, int64_t p, int worker) {
     const struct panel_args *a = ctx;
-    const int64_t ob0 = p * PANEL;
-    const int64_t ob1 = ob0 + PANEL < a->nblocks ? ob0 + PANEL : a->nblocks;
+    const int64_t ob0 = p * a->panel_blocks;
+    const int64_t ob1 = ob0 + a->panel_blocks < a->nblocks ? ob0 + a->panel_blocks : a->nblocks;
     int32_t res[4][32];
     for (int64_t b0 = 0; b0 < a->batch; b0 += 4) {
         const int nc = a->batch - b0 < 4 ? (int)(a->batch - b0) : 4;
@@ -142,7 +146,9 @@ int PK_I8_NAME(const float *x, int64_t batch, int64_t in_features,
                         const int8_t *packed, const float *scale, int64_t out_features,
                         float act_scale, const float *bias, int activation, float *y) {
     const int64_t chunks = (in_features + 3) / 4, ldq = chunks * 4;
-    const int64_t nblocks = (out_features + 7) / 8, npanels = (nblocks + PANEL - 1) / PANEL;
+    const int64_t panel_blocks = batch <= 4 ? PANEL_FEW_ROWS : PANEL_MANY_ROWS;
+    const int64_t nblocks = (out_features + 7) / 8;
+    const int64_t npanels = (nblocks + panel_blocks - 1) / panel_blocks;
     void *parts[4];
     const size_t bytes[4] = {(size_t)(batch * ldq),
                              (size_t)(batch * ldq),
@@ -154,8 +160,9 @@ int PK_I8_NAME(const float *x, int64_t batch, int64_t in_features,
     float *xs = parts[2];
     unsigned char *bad = parts[3];
     quantize_rows(x, batch, in_features, ldq, act_scale, xq, xa, xs, bad);
-    struct panel_args a = {batch, chunks, ldq, nblocks, chunks * 32 /* bytes per row block */,
-                           out_features, packed, xq, xa, xs, scale, bias, bad, activation, y};
+    struct panel_args a = {batch,  chunks, ldq, nblocks, chunks * 32 /* bytes per row block */,
+                           out_features, panel_blocks, packed, xq, xa, xs, scale, bias, bad,
+                           activation, y};
     pk_parallel(pk_threads_for((double)batch * out_features * in_features), npanels, panel, &a);
     pk_aligned_free(parts[0]);
     return PK_OK;
