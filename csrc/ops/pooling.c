@@ -22,7 +22,7 @@ typedef struct {
 /* np.maximum(m, v): NaN if either is (m's first), else m > v ? m : v (so v on a tie:
  * max(0.0, -0.0) is -0.0, as NumPy gives it). */
 static inline float max_nan(float m, float v) {
-    return (m != m || m > v) ? m : v;
+    return ((m != m) | (m > v)) ? m : v; /* | not ||: no branch to mispredict */
 }
 
 #ifdef __SSE2__
@@ -32,25 +32,36 @@ static inline __m128 max_nan4(__m128 m, __m128 v) {
     const __m128 m_nan = _mm_cmpunord_ps(m, m);
     return _mm_or_ps(_mm_and_ps(m_nan, m), _mm_andnot_ps(m_nan, _mm_max_ps(m, v)));
 }
+
+/* Outputs y[0:4] of two input rows r0, r1 (8 columns each). */
+static inline void max_2x2_4(const float *r0, const float *r1, float *y) {
+    const __m128 a0 = _mm_loadu_ps(r0), a1 = _mm_loadu_ps(r0 + 4);
+    const __m128 b0 = _mm_loadu_ps(r1), b1 = _mm_loadu_ps(r1 + 4);
+    /* even and odd columns of each row, in the scalar loop's order */
+    const __m128 ae = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m128 ao = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m128 be = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m128 bo = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm_storeu_ps(y, max_nan4(max_nan4(max_nan4(ae, ao), be), bo));
+}
 #endif
 
 /* The 2x2 stride-2 max-pool of CNNs: two input rows -> one output row (4 outputs at a
  * time where SSE2 is there: every x86-64). */
-static void max_2x2(const float *x, int64_t w, int64_t oh, int64_t ow, float *y) {
+static void max_2x2(const float *restrict x, int64_t w, int64_t oh, int64_t ow,
+                    float *restrict y) {
     for (int64_t i = 0; i < oh; i++) {
-        const float *r0 = x + 2 * i * w, *r1 = r0 + w;
-        float *yo = y + i * ow;
+        const float *restrict r0 = x + 2 * i * w, *restrict r1 = r0 + w;
+        float *restrict yo = y + i * ow;
         int64_t j = 0;
 #ifdef __SSE2__
-        for (; j + 4 <= ow; j += 4) {
-            const __m128 a0 = _mm_loadu_ps(r0 + 2 * j), a1 = _mm_loadu_ps(r0 + 2 * j + 4);
-            const __m128 b0 = _mm_loadu_ps(r1 + 2 * j), b1 = _mm_loadu_ps(r1 + 2 * j + 4);
-            /* even and odd columns of each row, in the scalar loop's order */
-            const __m128 ae = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0));
-            const __m128 ao = _mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1));
-            const __m128 be = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0));
-            const __m128 bo = _mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1));
-            _mm_storeu_ps(yo + j, max_nan4(max_nan4(max_nan4(ae, ao), be), bo));
+        if (ow >= 4) { /* the last group of 4 overlaps the one before: no scalar tail */
+            for (;; j += 4) {
+                if (j + 4 > ow) j = ow - 4;
+                max_2x2_4(r0 + 2 * j, r1 + 2 * j, yo + j);
+                if (j + 4 == ow) break;
+            }
+            j = ow;
         }
 #endif
         for (; j < ow; j++)
