@@ -64,3 +64,27 @@ def pool2d(
     )  # fmt: skip
     check(status, f"{mode} pool")
     return out
+
+
+def bind_pool2d(kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                mode: str):  # fmt: skip
+    """``run(x, out_hw) -> y``: :func:`pool2d` with these settings for float32 NCHW x
+    (the runtime's op: its planner has checked the dtype and rank), converting only x and
+    y per call."""
+    if mode not in MODES:
+        raise ValueError(f"pool2d: mode must be one of {list(MODES)}, got {mode!r}")
+    ffi, lib = library()
+    fn, from_buffer, fp = lib.pk_pool2d_f32, ffi.from_buffer, ffi.typeof("float *")
+    window = (*kernel, *stride, *padding)
+    code = MODES[mode]
+
+    def run(x: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        n, c, h, w = x.shape
+        y = np.empty((n, c, *out_hw), np.float32)
+        status = fn(from_buffer(fp, x), n * c, h, w, *window, *out_hw, code, from_buffer(fp, y))
+        if status:
+            check(status, f"{mode} pool")
+        return y
+
+    return run

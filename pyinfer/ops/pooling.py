@@ -63,12 +63,14 @@ def _build_maxpool(node: Node):
     k, s, p = _pool_params(node)
     sizes = _sizes(k, s, p)
 
+    fast = pooling.bind_pool2d(k, s, p, "max") if eltwise.available() else None
+
     def max_pool(x):
         if x.ndim != 4:
             raise ValueError(f"MaxPool2d: input must be NCHW, got shape {x.shape}")
         oh, ow = sizes(x.shape[2:])
-        if eltwise.available():
-            return pooling.pool2d(x, k, s, p, (oh, ow), "max")
+        if fast is not None:
+            return fast(x, (oh, ow))
         xp = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2), constant_values=-np.inf)
         windows = _windows(xp, k, s, oh, ow)
         out = np.array(next(windows))
@@ -85,13 +87,14 @@ def _build_avgpool(node: Node):
     sizes = _sizes(k, s, p)
 
     mode = "avg" if include_pad or not any(p) else "avg_valid"
+    fast = pooling.bind_pool2d(k, s, p, mode) if eltwise.available() else None
 
     def avg_pool(x):
         if x.ndim != 4:
             raise ValueError(f"AvgPool2d: input must be NCHW, got shape {x.shape}")
         oh, ow = sizes(x.shape[2:])
-        if eltwise.available():
-            return pooling.pool2d(x, k, s, p, (oh, ow), mode)
+        if fast is not None:
+            return fast(x, (oh, ow))
         xp = np.pad(x, ((0, 0), (0, 0), (p[0],) * 2, (p[1],) * 2))
         out = np.zeros((x.shape[0], x.shape[1], oh, ow), np.float32)
         for win in _windows(xp, k, s, oh, ow):
