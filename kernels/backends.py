@@ -233,16 +233,28 @@ class _ModelRun:
     __slots__ = ("_lib",)
 
     def __enter__(self) -> _ModelRun:
-        follow_thread_budget()
-        handle = _c()
-        self._lib = handle[1] if handle is not None else None
-        if self._lib is not None:
-            self._lib.pk_pool_keep_ready(1)
+        if not _state["threads"]:
+            follow_thread_budget()
+        self._lib = lib = _c_lib()
+        if lib is not None:
+            lib.pk_pool_keep_ready(1)
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._lib is not None:
             self._lib.pk_pool_keep_ready(0)
+
+
+def _c_lib():
+    """The C library's ``lib``, or None; kept once found (it is never unloaded)."""
+    lib = _lib_found[0]
+    if lib is None:
+        handle = _c()
+        lib = _lib_found[0] = handle[1] if handle is not None else None
+    return lib
+
+
+_lib_found = [None]
 
 
 def model_run() -> _ModelRun:

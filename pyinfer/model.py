@@ -125,13 +125,13 @@ class Model:
             if arena is None:
                 arena = compiled.local.arena = [None] * compiled.n_buffers
             env[compiled.arena_slot] = arena
-        steps = compiled.steps
-        i = 0
+        done = 0
         try:
-            for i, (step, _, _) in enumerate(steps):  # noqa: B007
+            for step in compiled.functions:
                 step(env)
+                done += 1
         except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
-            _, name, op = steps[i]
+            _, name, op = compiled.steps[done]
             raise type(exc)(f"node {name!r} ({op}): {exc}") from exc
         return [env[s] for s in compiled.output_slots]
 

@@ -45,6 +45,10 @@ class InputSpec:
     dim_names: tuple | None = None
 
     @functools.cached_property
+    def _dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @functools.cached_property
     def _fixed_dims(self) -> tuple:
         """(axis, size) of every dim that is not free."""
         return tuple((i, d) for i, d in enumerate(self.shape) if d is not None)
@@ -55,7 +59,10 @@ class InputSpec:
         Floats convert to float32 and integers to the declared integer dtype (ValueError
         if a value does not fit); any other kind is a TypeError.
         """
-        a = np.asarray(value)
+        if type(value) is np.ndarray and value.dtype is self._dtype:  # the common case
+            a = value
+        else:
+            a = np.asarray(value)
         if self.dtype == "float32":
             if a.dtype != np.float32:
                 if a.dtype.kind != "f":
@@ -134,6 +141,7 @@ class Steps(NamedTuple):
     n_buffers: int
     local: threading.local  # .arena: this thread's reusable buffers
     backend: str  # the backend setting the kernels were resolved under
+    functions: tuple  # the step functions alone, in order (what the call loop runs)
 
 
 # ---------------------------------------------------------------------- validation
@@ -449,6 +457,7 @@ def build_steps(
         n_buffers,
         threading.local(),
         backends.get_backend(),
+        tuple(step for step, _, _ in steps),
     )
 
 
