@@ -30,7 +30,7 @@ import numpy as np
 import kernels
 from pyinfer.bench.baselines import _installed, ort_session
 from pyinfer.bench.harness import Case, Impl, Prepared, WeightPool, cycle_calls
-from pyinfer.bench.suites.mixed import mlp_onnx, mlp_weights
+from pyinfer.bench.suites.mixed import mlp_onnx, mlp_weights, model_bytes, onnx_model
 from pyinfer.graph import Graph
 from pyinfer.model import Model
 
@@ -124,22 +124,7 @@ def cnn_onnx(p: dict):
     nodes.append(helper.make_node("Relu", ["fc"], ["fcr"]))
     head = ["fcr", init("head.W", p["head"][0]), init("head.B", p["head"][1])]
     nodes.append(helper.make_node("Gemm", head, ["Y"], transB=1))
-    return _onnx_model(nodes, inits, [None, CNN_CHANNELS[0][0], IMAGE, IMAGE])
-
-
-def _onnx_model(nodes, inits, input_shape):
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        nodes,
-        "bench",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, input_shape)],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
+    return onnx_model(nodes, inits, [None, CNN_CHANNELS[0][0], IMAGE, IMAGE])
 
 
 def calibration_inputs(shape: Sequence[int]) -> np.ndarray:
@@ -164,11 +149,11 @@ def pyinfer_impl(version: str, dense: Callable[[object], Model], recipe, data=No
                 return model
             return compress(model, recipe, data, batch=len(x), progress=False)
 
-        models = pool.cycled(version, build, _model_bytes, cold_bytes)
+        models = pool.cycled(version, build, model_bytes, cold_bytes)
         record = getattr(models[0], "compression", None)
         kept = [d.layer for d in record.layers if d.status != "compressed"] if record else []
         prepared = Prepared(
-            cycle_calls(lambda m: m(x), models), len(models), _model_bytes(models[0])
+            cycle_calls(lambda m: m(x), models), len(models), model_bytes(models[0])
         )
         if kept:
             prepared.note = "kept dense: " + ", ".join(kept)
@@ -198,15 +183,15 @@ def onnxruntime_impl(
     def prepare(pool: WeightPool, x: np.ndarray, cold_bytes: int) -> Prepared:
         if not (_installed("onnxruntime") and _installed("onnx")):
             raise ImportError("skipped: onnxruntime (and onnx) are not installed")
-        reference = pool.cycled("dense", dense, _model_bytes, 0)[0]
-        sessions = pool.cycled(name, session, lambda s: _model_bytes(reference), cold_bytes)
+        reference = pool.cycled("dense", dense, model_bytes, 0)[0]
+        sessions = pool.cycled(name, session, lambda s: model_bytes(reference), cold_bytes)
         feed = {"X": x}
         got, want = sessions[0].run(None, feed)[0], reference(x)
         error = float(np.max(np.abs(got - want))) / max(float(np.max(np.abs(want))), 1e-30)
         if not error <= ORT_TOLERANCE[precision]:
             raise ValueError(f"output differs from pyinfer dense by {error:.2g} (relative)")
         run = cycle_calls(lambda s: s.run(None, feed), sessions)
-        return Prepared(run, len(sessions), _model_bytes(reference))
+        return Prepared(run, len(sessions), model_bytes(reference))
 
     return Impl(name, "dense" if quantize is None else "peer", prepare)
 
@@ -250,13 +235,6 @@ def ort_static(calibration: np.ndarray) -> Callable[[str, str], None]:
         )
 
     return quantize
-
-
-def _model_bytes(model: Model) -> int:
-    """Bytes of a model's weights and constants as stored."""
-    return sum(w.nbytes for w in model.weights.values()) + sum(
-        c.nbytes for c in model.constants.values()
-    )
 
 
 # ---------------------------------------------------------------------------- cases

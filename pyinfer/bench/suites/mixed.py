@@ -110,7 +110,7 @@ def mlp_onnx(layers: list):
             nodes.append(helper.make_node("Relu", [out], [f"H{i}"]))
             out = f"H{i}"
         h = out
-    return _onnx_model(nodes, inits, [None, layers[0][0].shape[1]])
+    return onnx_model(nodes, inits, [None, layers[0][0].shape[1]])
 
 
 # ---------------------------------------------------------------------------- encoder block
@@ -213,10 +213,10 @@ def block_onnx(p: dict, heads: int, seq: int):
     ln2 = [const("ln2.g", p["ln2"][0]), const("ln2.b", p["ln2"][1])]
     y = node("LayerNormalization", [y, *ln2], "ln2", axis=-1, epsilon=LAYER_NORM_EPS)
     node("Reshape", [y, const("out.shape", np.array([-1, seq, hidden]))], "Y")
-    return _onnx_model(nodes, inits, [None, seq, hidden])
+    return onnx_model(nodes, inits, [None, seq, hidden])
 
 
-def _onnx_model(nodes: list, inits: list, input_shape: list):
+def onnx_model(nodes: list, inits: list, input_shape: list):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -239,8 +239,8 @@ def model_impl(version: str, build: Callable[[object], Graph]) -> Impl:
     distinct model per cycled set of weights."""
 
     def prepare(pool: WeightPool, x: np.ndarray, cold_bytes: int) -> Prepared:
-        models = pool.cycled(version, lambda d: build(d).build(), _model_bytes, cold_bytes)
-        return Prepared(cycle_calls(lambda m: m(x), models), len(models), _model_bytes(models[0]))
+        models = pool.cycled(version, lambda d: build(d).build(), model_bytes, cold_bytes)
+        return Prepared(cycle_calls(lambda m: m(x), models), len(models), model_bytes(models[0]))
 
     return Impl(f"pyinfer {version}", "ours", prepare)
 
@@ -253,7 +253,7 @@ def layer_alone_impl(
     activations it gets in a model run."""
 
     def prepare(pool: WeightPool, x: np.ndarray, cold_bytes: int) -> Prepared:
-        models = pool.cycled(version, lambda d: build(d).build(), _model_bytes, cold_bytes)
+        models = pool.cycled(version, lambda d: build(d).build(), model_bytes, cold_bytes)
         h = x
         for i in range(layer):  # this layer's input in a run of the first model
             h = kernels.linear(h, *_layer_args(models[0], i))
@@ -279,11 +279,11 @@ def onnxruntime_impl(dense_build: Callable[[object], Graph], to_onnx: Callable) 
     def prepare(pool: WeightPool, x: np.ndarray, cold_bytes: int) -> Prepared:
         if not (_installed("onnxruntime") and _installed("onnx")):
             raise ImportError("skipped: onnxruntime (and onnx) are not installed")
-        reference = pool.cycled("dense", lambda d: dense_build(d).build(), _model_bytes, 0)[0]
+        reference = pool.cycled("dense", lambda d: dense_build(d).build(), model_bytes, 0)[0]
         sessions = pool.cycled(
             "onnxruntime",
             lambda d: ort_session(to_onnx(d), kernels.get_num_threads()),
-            lambda s: _model_bytes(reference),
+            lambda s: model_bytes(reference),
             cold_bytes,
         )
         feed = {"X": x}
@@ -292,12 +292,12 @@ def onnxruntime_impl(dense_build: Callable[[object], Graph], to_onnx: Callable) 
         if not error <= ORT_TOLERANCE:
             raise ValueError(f"output differs from pyinfer dense by {error:.2g} (relative)")
         run = cycle_calls(lambda s: s.run(None, feed), sessions)
-        return Prepared(run, len(sessions), _model_bytes(reference))
+        return Prepared(run, len(sessions), model_bytes(reference))
 
     return Impl(ORT_IMPL, "dense", prepare)
 
 
-def _model_bytes(model: Model) -> int:
+def model_bytes(model: Model) -> int:
     """Bytes of a model's weights and constants as stored."""
     return sum(w.nbytes for w in model.weights.values()) + sum(
         c.nbytes for c in model.constants.values()
