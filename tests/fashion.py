@@ -1,6 +1,7 @@
 """Fashion-MNIST models for the slow set: the MLP 784-1024-1024-10 trained here (once per
-test session) and the shipped demo CNN, with the test set; accuracy, and a report of
-accuracy and latency against the dense model (printed, never asserted)."""
+test session) and the shipped demo CNN, with the test set; the training set (for
+fine-tuning); accuracy, and a report of accuracy and latency against the dense model
+(printed, never asserted)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ def wide_fashion_mlp():
     xt = torch.from_numpy(x_test.reshape(-1, 784).astype(np.float32) / 255)
     train(net, x, y, xt, torch.from_numpy(y_test.astype(np.int64)), 1, 1e-3, "wide mlp")
     return mlp_graph(net).build(), xt.numpy(), y_test.astype(np.int64)  # fc1, fc2, head
+
+
+@functools.cache
+def fashion_train() -> tuple[np.ndarray, np.ndarray]:
+    """(training images float32 [60000, 28, 28] in [0, 1], labels int64): loaded once per
+    test session. The wide MLP was trained on the first 30000; the demo CNN on all."""
+    from scripts.make_demo_model import load_fashion_mnist
+
+    _needs_fashion_mnist()
+    x_train, y_train, *_ = load_fashion_mnist()
+    return x_train.astype(np.float32) / 255, y_train.astype(np.int64)
 
 
 def fashion_cnn():
