@@ -20,12 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "pyinfer[convert,torch]; torch unpickles parts of it: only files you trust) or .pinf",
     )
     parser.add_argument("-o", "--output", required=True, help="the .pinf file to write")
+    from kernels import registry
+
     parser.add_argument(
         "--recipe",
         required=True,
-        help="an encoding for every layer (dense, csr, int8, int4, pow2, binary) or a "
-        ".json/.yaml recipe: {default: int8, layers: {fc1: {encoding: csr, sparsity: 0.9}, "
-        "'conv*': int4, head: dense}}",
+        help=f"an encoding for every layer ({', '.join(registry.names())}) or a .json/.yaml "
+        "recipe: {default: int8, layers: {fc1: {encoding: csr, sparsity: 0.9}, 'conv*': int4, "
+        "fc2: {encoding: dense, structured: 0.5}, fc3: {encoding: lowrank, rank: 64}, "
+        "head: dense}}",
     )
     parser.add_argument(
         "--data",
