@@ -30,7 +30,7 @@ import numpy as np
 import kernels
 from pyinfer.bench.baselines import _installed, ort_session
 from pyinfer.bench.harness import Case, Impl, Prepared, WeightPool, cycle_calls
-from pyinfer.bench.suites.mixed import mlp_onnx, mlp_weights, model_bytes, onnx_model
+from pyinfer.bench.suites.mixed import mlp_onnx, mlp_shape, model_bytes, onnx_model
 from pyinfer.graph import Graph
 from pyinfer.model import Model
 
@@ -252,13 +252,9 @@ def mlp_case(batch: int, sizes: Sequence[int] = MLP_SIZES, sparsity: float = SPA
     ]
     return Case(
         suite="converted",
-        label="MLP " + "-".join(map(str, sizes)),
-        batch=batch,
-        make_weight=lambda rng: mlp_weights(rng, sizes),
-        make_input=lambda rng: rng.standard_normal((batch, sizes[0]), np.float32),
         impls=impls,
-        flops=2.0 * batch * sum(k * n for k, n in zip(sizes[:-1], sizes[1:])),
         meta={"compare_with": [DENSE, ORT_FP32]},
+        **mlp_shape(batch, sizes),
     )
 
 

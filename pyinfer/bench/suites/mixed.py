@@ -324,14 +324,21 @@ def mlp_case(batch: int, sizes: Sequence[int] = MLP_SIZES, sparsity: float = SPA
     impls += [*layers, onnxruntime_impl(builders["dense"], mlp_onnx)]
     return Case(
         suite="mixed",
-        label="MLP " + "-".join(map(str, sizes)),
-        batch=batch,
-        make_weight=lambda rng: mlp_weights(rng, sizes),
-        make_input=lambda rng: rng.standard_normal((batch, sizes[0]), np.float32),
         impls=impls,
-        flops=2.0 * batch * sum(k * n for k, n in zip(sizes[:-1], sizes[1:])),
         meta=_meta("pyinfer dense", {"pyinfer mixed": [i.name for i in layers]}),
+        **mlp_shape(batch, sizes),
     )
+
+
+def mlp_shape(batch: int, sizes: Sequence[int]) -> dict:
+    """The Case fields of an MLP of ``sizes`` at ``batch``: label, weights, input, flops."""
+    return {
+        "label": "MLP " + "-".join(map(str, sizes)),
+        "batch": batch,
+        "make_weight": lambda rng: mlp_weights(rng, sizes),
+        "make_input": lambda rng: rng.standard_normal((batch, sizes[0]), np.float32),
+        "flops": 2.0 * batch * sum(k * n for k, n in zip(sizes[:-1], sizes[1:])),
+    }
 
 
 def block_case(
