@@ -179,6 +179,7 @@ static const tile_fn tiles[4][MAX_NC] = {
 /* The call's arguments and its quantized rows, shared by the panels. */
 struct panel_args {
     int64_t batch, chunks, ldq, nblocks, wstride, out_features, panel_blocks;
+    int64_t batch_parts; /* work items per panel, each a run of whole tiles of the batch */
     const int8_t *packed, *xq;
     const uint8_t *xa;
     const float *xs, *scale, *bias;
@@ -220,7 +221,8 @@ static void store_rows(const struct panel_args *a, int64_t b, int64_t o, int n,
     }
 }
 
-/* Output rows of PANEL row blocks, for every batch row. With offset operands the rows of
+/* Work item `item`: output rows of PANEL row blocks, for one part of the batch rows
+ * (every row when the panels alone keep the threads busy). With offset operands the rows of
  * xa start with LEAD = 1 row of bytes 1, whose dot products are the row sums of w: they
  * ride in the first tile as one more batch row (at batch 1 an extra vpdpbusd per weight
  * vector, where the sign way spends a vpsignb). */
@@ -229,15 +231,26 @@ static void store_rows(const struct panel_args *a, int64_t b, int64_t o, int n,
 #else
 #define LEAD 0
 #endif
-static void panel(void *ctx, int64_t p, int worker) {
+static void panel(void *ctx, int64_t item, int worker) {
     const struct panel_args *a = ctx;
+    const int64_t p = item / a->batch_parts, part = item % a->batch_parts;
     const int64_t ob0 = p * a->panel_blocks;
     const int64_t ob1 = ob0 + a->panel_blocks < a->nblocks ? ob0 + a->panel_blocks : a->nblocks;
-    const int64_t rows = a->batch + LEAD;
+    const int64_t rows = a->batch + LEAD, groups = (rows + MAX_NC - 1) / MAX_NC;
+    const int64_t r0 = part * groups / a->batch_parts * MAX_NC;
+    const int64_t r1e = (part + 1) * groups / a->batch_parts * MAX_NC;
+    const int64_t r1 = r1e < rows ? r1e : rows;
     int32_t res[MAX_NC][32];
     int32_t rowsum[PANEL_FEW_ROWS > PANEL_MANY_ROWS ? PANEL_FEW_ROWS * 8 : PANEL_MANY_ROWS * 8];
-    for (int64_t b0 = 0; b0 < rows; b0 += MAX_NC) {
-        const int nc = rows - b0 < MAX_NC ? (int)(rows - b0) : MAX_NC;
+    if (LEAD && r0 > 0) /* a later part of the batch: the row sums on their own */
+        for (int64_t ob = ob0; ob < ob1; ob += MAX_R(1)) {
+            const int R = ob1 - ob < MAX_R(1) ? (int)(ob1 - ob) : MAX_R(1);
+            tiles[R - 1][0](a->packed + ob * a->wstride, a->wstride, a->chunks, a->xq,
+                            a->xa, a->ldq, res);
+            memcpy(&rowsum[(ob - ob0) * 8], res[0], (size_t)R * 8 * sizeof(int32_t));
+        }
+    for (int64_t b0 = r0; b0 < r1; b0 += MAX_NC) {
+        const int nc = r1 - b0 < MAX_NC ? (int)(r1 - b0) : MAX_NC;
         const int rmax = MAX_R(nc);
         for (int64_t ob = ob0; ob < ob1; ob += rmax) {
             const int R = ob1 - ob < rmax ? (int)(ob1 - ob) : rmax;
@@ -273,10 +286,18 @@ int PK_I8_NAME(const float *x, int64_t batch, int64_t in_features,
     unsigned char *bad = parts[3];
     memset(xa, 1, (size_t)(LEAD * ldq)); /* the row-sum rows */
     quantize_rows(x, batch, in_features, ldq, act_scale, xq, xa + LEAD * ldq, xs, bad);
+    const int threads = pk_threads_for((double)batch * out_features * in_features);
+    /* few panels (a narrow layer): split the batch too, so that every thread has work */
+    int64_t batch_parts = 1;
+    if (npanels < (int64_t)threads * PK_TASKS_PER_THREAD) {
+        const int64_t groups = (batch + LEAD + MAX_NC - 1) / MAX_NC;
+        batch_parts = ((int64_t)threads * PK_TASKS_PER_THREAD + npanels - 1) / npanels;
+        if (batch_parts > groups) batch_parts = groups;
+    }
     struct panel_args a = {batch,  chunks, ldq, nblocks, chunks * 32 /* bytes per row block */,
-                           out_features, panel_blocks, packed, xq, xa, xs, scale, bias, bad,
-                           activation, y};
-    pk_parallel(pk_threads_for((double)batch * out_features * in_features), npanels, panel, &a);
+                           out_features, panel_blocks, batch_parts, packed, xq, xa, xs, scale,
+                           bias, bad, activation, y};
+    pk_parallel(threads, npanels * batch_parts, panel, &a);
     pk_aligned_free(parts[0]);
     return PK_OK;
 }
