@@ -211,7 +211,7 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
                            a->bias != NULL, a->activation, dst);
             if (direct) continue;
             if (contiguous)
-                memcpy(yo + j0, vals, (size_t)cols * sizeof(float));
+                pk_copy_floats(yo + j0, vals, cols);
             else
                 pk_conv_store_flat(vals, j0, cols, wq, out_w, yo);
         }

@@ -49,6 +49,17 @@ struct pk_conv_csr_args {
 /* Stores vals[0:cols], the values of flat columns j0.. (j = oh * x_row + ow) of one
  * output channel, into its plane y (rows of out_w): runs within a row are copied and the
  * columns ow >= out_w (read across the padding between input rows) skipped. */
+/* dst[0:n] = src[0:n] for the short runs of a micro-tile (n < 32): constant-size copies,
+ * which the compiler inlines, where memcpy(n) (or a loop it turns into one) is a library
+ * call that costs more than the copy. */
+static inline void pk_copy_floats(float *dst, const float *src, int64_t n) {
+    if (n & 16) memcpy(dst, src, 16 * sizeof(float)), dst += 16, src += 16;
+    if (n & 8) memcpy(dst, src, 8 * sizeof(float)), dst += 8, src += 8;
+    if (n & 4) memcpy(dst, src, 4 * sizeof(float)), dst += 4, src += 4;
+    if (n & 2) memcpy(dst, src, 2 * sizeof(float)), dst += 2, src += 2;
+    if (n & 1) *dst = *src;
+}
+
 static inline void pk_conv_store_flat(const float *vals, int64_t j0, int64_t cols,
                                       int64_t x_row, int64_t out_w, float *y) {
     int64_t oh = j0 / x_row, ow = j0 % x_row;
@@ -59,7 +70,7 @@ static inline void pk_conv_store_flat(const float *vals, int64_t j0, int64_t col
             continue;
         }
         const int64_t run = cols - jj < out_w - ow ? cols - jj : out_w - ow;
-        memcpy(y + oh * out_w + ow, vals + jj, (size_t)run * sizeof(float));
+        pk_copy_floats(y + oh * out_w + ow, vals + jj, run);
         jj += run, ow += run;
     }
 }

@@ -20,6 +20,10 @@
 
 #define AHEAD 16 /* byte columns of weights prefetched ahead (512 bytes per row block) */
 
+/* complete unrolling of the small loops early, so that the accumulators stay in registers
+ * (without it GCC keeps copies of them on the stack) */
+#define PK_UNROLL _Pragma("GCC unroll 8")
+
 /* res[j][8r + i] = sum over groups of (float)acc * scale for row i of row block r
  * (R blocks, wstride bytes and sstride floats apart) and batch row j (NC of them); GS is
  * the group size. Several row blocks share each broadcast of x (batch 1 and 2). */
@@ -28,19 +32,27 @@ PK_ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, i
                            int64_t ldq, int NC, float res[4][16]) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
     __m256 t[2][4];
+    PK_UNROLL
     for (int r = 0; r < R; r++)
+        PK_UNROLL
         for (int j = 0; j < NC; j++) t[r][j] = _mm256_setzero_ps();
     for (int64_t g = 0; g < groups; g++) {
         __m256i a32[2][4];
+        PK_UNROLL
         for (int r = 0; r < R; r++)
+            PK_UNROLL
             for (int j = 0; j < NC; j++) a32[r][j] = _mm256_setzero_si256();
         for (int s = 0; s < GS / 32; s++) {
             __m256i part[2][4];
+            PK_UNROLL
             for (int r = 0; r < R; r++)
+                PK_UNROLL
                 for (int j = 0; j < NC; j++) part[r][j] = _mm256_setzero_si256();
+            PK_UNROLL
             for (int u = 0; u < 4; u++) {
                 const int64_t c = g * (GS / 8) + s * 4 + u; /* byte column: 8 k */
                 __m256i lo[2], hi[2];
+                PK_UNROLL
                 for (int r = 0; r < R; r++) {
                     /* this row block's weights AHEAD columns on, as in int8 (never the
                      * next tile: another thread may be reading it) */
@@ -52,20 +64,26 @@ PK_ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, i
                     lo[r] = _mm256_and_si256(v, mask);
                     hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
                 }
+                PK_UNROLL
                 for (int j = 0; j < NC; j++) {
                     const int8_t *xj = xq + j * ldq + c * 8;
                     const __m256i xl = pk_bcast4(xj), xh = pk_bcast4(xj + 4);
+                    PK_UNROLL
                     for (int r = 0; r < R; r++)
                         part[r][j] = PK_I4_DOT(part[r][j], lo[r], xl, hi[r], xh);
                 }
             }
+            PK_UNROLL
             for (int r = 0; r < R; r++)
+                PK_UNROLL
                 for (int j = 0; j < NC; j++)
                     a32[r][j] = PK_I4_WIDEN(a32[r][j], part[r][j]);
         }
+        PK_UNROLL
         for (int r = 0; r < R; r++) {
             _mm_prefetch((const char *)(sc + (r + R) * sstride + g * 8), _MM_HINT_T0);
             const __m256 sv = _mm256_loadu_ps(sc + r * sstride + g * 8);
+            PK_UNROLL
             for (int j = 0; j < NC; j++) {
                 __m256i acc =
                     _mm256_sub_epi32(a32[r][j], _mm256_set1_epi32(8 * xsum[j * groups + g]));
@@ -73,7 +91,9 @@ PK_ALWAYS_INLINE void tile(const uint8_t *w, int64_t wstride, const float *sc, i
             }
         }
     }
+    PK_UNROLL
     for (int r = 0; r < R; r++)
+        PK_UNROLL
         for (int j = 0; j < NC; j++) _mm256_storeu_ps(&res[j][r * 8], t[r][j]);
 }
 
