@@ -179,7 +179,7 @@ int pk_conv_gemm_avx2(const float *x, int64_t images, int64_t x_image, int64_t x
     const int64_t tiles = (span + NR - 1) / NR;
     const int64_t tasks = images * groups * tiles;
     const int64_t out_c = groups * og, plane = out_h * out_w;
-    const int nthreads = pk_conv_threads((double)tasks * NR * og * kg);
+    const int nthreads = pk_threads_for((double)tasks * NR * og * kg); /* multiply-adds */
     float *bufs = pk_aligned_alloc((size_t)(nthreads * blocks * MR * NR) * sizeof(float));
     if (!bufs) return PK_ERR_NOMEM;
     struct gemm_args gemm_args_ = {x, x_image, offsets, groups, kg, og, out_w, x_row, bias,

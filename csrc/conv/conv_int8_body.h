@@ -242,7 +242,7 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
      * preparing in parallel wins */
     enum { PREP_SERIAL_WORK = 100000 };
     const double prep_work = (double)images * (double)(channels * pixels + image_lanes);
-    const int gemm_threads = pk_conv_threads((double)images * out_channels * cg * taps * out_plane);
+    const int gemm_threads = pk_threads_for((double)images * out_channels * cg * taps * out_plane);
     const int prep_threads = prep_work < PREP_SERIAL_WORK ? 1 : gemm_threads;
 
     int64_t *offsets = malloc((size_t)(groups * kg2 + 1) * sizeof(int64_t));

@@ -75,8 +75,9 @@ static inline void pk_conv_store_flat(const float *vals, int64_t j0, int64_t col
     }
 }
 
-/* Work (multiply-adds or elements moved) below which a call runs on the calling thread:
- * a parallel region costs more than it saves there, and far more on a busy machine. */
+/* Elements moved (padding, im2col) below which a call runs on the calling thread: a
+ * parallel region costs more than it saves there, and far more on a busy machine. The
+ * GEMMs decide by their multiply-adds, as the linear kernels do (pk_threads_for). */
 #define PK_CONV_SERIAL_WORK 1.0e6
 
 static inline int pk_conv_threads(double work) {
