@@ -158,12 +158,14 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
                     tile(xb, off, kc, wp, 1, 1, mask, bb);
             }
         }
+        pk_conv_runs runs;
+        if (!contiguous) pk_conv_flat_runs(j0, cols, x_row, out_w, &runs);
         for (int64_t o = 0; o < og; o++) { /* epilogue */
             const float bv = bias ? bias[g * og + o] : 0.0f;
             float *yo = y + (n * out_c + g * og + o) * plane;
             float vals[NR];
             store_run(buf + o * NR, cols, bv, activation, contiguous ? yo + j0 : vals);
-            if (!contiguous) pk_conv_store_flat(vals, j0, cols, x_row, out_w, yo);
+            if (!contiguous) pk_conv_store_runs(vals, &runs, yo);
         }
     }
 }

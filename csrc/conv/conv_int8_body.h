@@ -198,6 +198,8 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
                               buf + blk * CI8_MR * CI8_NR);
             }
         }
+        pk_conv_runs runs;
+        if (!contiguous) pk_conv_flat_runs(j0, cols, wq, out_w, &runs);
         for (int64_t o = 0; o < og; o++) {
             const int64_t oc = g * og + o;
             float *yo = yn + oc * out_plane;
@@ -213,7 +215,7 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
             if (contiguous)
                 pk_copy_floats(yo + j0, vals, cols);
             else
-                pk_conv_store_flat(vals, j0, cols, wq, out_w, yo);
+                pk_conv_store_runs(vals, &runs, yo);
         }
     }
 }

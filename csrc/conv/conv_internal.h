@@ -46,9 +46,6 @@ struct pk_conv_csr_args {
     int activation;
 };
 
-/* Stores vals[0:cols], the values of flat columns j0.. (j = oh * x_row + ow) of one
- * output channel, into its plane y (rows of out_w): runs within a row are copied and the
- * columns ow >= out_w (read across the padding between input rows) skipped. */
 /* dst[0:n] = src[0:n] for the short runs of a micro-tile (n < 32): constant-size copies,
  * which the compiler inlines, where memcpy(n) (or a loop it turns into one) is a library
  * call that costs more than the copy. */
@@ -60,9 +57,22 @@ static inline void pk_copy_floats(float *dst, const float *src, int64_t n) {
     if (n & 1) *dst = *src;
 }
 
-static inline void pk_conv_store_flat(const float *vals, int64_t j0, int64_t cols,
-                                      int64_t x_row, int64_t out_w, float *y) {
+/* Where the flat columns j0 .. j0+cols-1 (j = oh * x_row + ow, cols <= PK_CONV_NR) of a
+ * micro-tile land in an output plane of rows of out_w: runs within a row, skipping the
+ * columns ow >= out_w (read across the padding between input rows). Found once per tile,
+ * used for each of its output channels (finding them divides, which costs more than the
+ * copy). */
+typedef struct {
+    int n;                   /* runs */
+    int src[PK_CONV_NR];     /* first column in the tile */
+    int len[PK_CONV_NR];
+    int64_t dst[PK_CONV_NR]; /* first element in the plane */
+} pk_conv_runs;
+
+static inline void pk_conv_flat_runs(int64_t j0, int64_t cols, int64_t x_row, int64_t out_w,
+                                     pk_conv_runs *r) {
     int64_t oh = j0 / x_row, ow = j0 % x_row;
+    r->n = 0;
     for (int64_t jj = 0; jj < cols;) {
         if (ow >= out_w) { /* to the next row */
             jj += x_row - ow;
@@ -70,9 +80,15 @@ static inline void pk_conv_store_flat(const float *vals, int64_t j0, int64_t col
             continue;
         }
         const int64_t run = cols - jj < out_w - ow ? cols - jj : out_w - ow;
-        pk_copy_floats(y + oh * out_w + ow, vals + jj, run);
+        r->src[r->n] = (int)jj, r->len[r->n] = (int)run, r->dst[r->n] = oh * out_w + ow;
+        r->n++;
         jj += run, ow += run;
     }
+}
+
+/* vals[0:cols] of one output channel into its plane y along the runs. */
+static inline void pk_conv_store_runs(const float *vals, const pk_conv_runs *r, float *y) {
+    for (int i = 0; i < r->n; i++) pk_copy_floats(y + r->dst[i], vals + r->src[i], r->len[i]);
 }
 
 /* Elements moved (padding, im2col) below which a call runs on the calling thread: a
