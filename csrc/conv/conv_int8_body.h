@@ -153,6 +153,7 @@ struct ci8_args {
     float act_scale;
     int64_t image_lanes, pixels, groups, tiles, span, kg2, blocks, og, out_channels;
     int64_t out_plane, out_w, contiguous;
+    int64_t row_tiles; /* tiles per output row (0: flat tiles across rows) */
     const int32_t *w;
     const float *scale, *bias;
     int activation;
@@ -172,18 +173,29 @@ static void prep_one_image(void *ctx, int64_t n, int worker) {
                    a->tmps + worker * a->wq * a->sw, a->img_scale + n, a->img_bad + n);
 }
 
-/* Step 2, tasks t0..t1: one tile of NR flat columns of one image and group each. */
+/* Step 2, tasks t0..t1: one tile of NR flat columns of one image and group each. A tile
+ * is NR columns of the flat range j = oh * wq + ow, or, with row tiles, of one output
+ * row: its valid columns are then one run, stored in place (flat tiles across rows are
+ * split into runs per row, found once per tile). */
 static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
     const struct ci8_args *a = ctx;
     const int64_t groups = a->groups, tiles = a->tiles, span = a->span, kg2 = a->kg2;
     const int64_t blocks = a->blocks, og = a->og, out_plane = a->out_plane;
-    const int64_t wq = a->wq, out_w = a->out_w;
+    const int64_t wq = a->wq, out_w = a->out_w, row_tiles = a->row_tiles;
     const int contiguous = (int)a->contiguous;
     int32_t *buf = a->bufs + worker * blocks * CI8_MR * CI8_NR;
     for (int64_t t = t0; t < t1; t++) {
-        const int64_t n = t / (groups * tiles), g = (t / tiles) % groups;
-        const int64_t j0 = (t % tiles) * CI8_NR;
-        const int64_t cols = span - j0 < CI8_NR ? span - j0 : CI8_NR;
+        const int64_t n = t / (groups * tiles), g = (t / tiles) % groups, tl = t % tiles;
+        int64_t j0, cols, at; /* first flat column, valid columns, where they go */
+        if (row_tiles) {
+            const int64_t oh = tl / row_tiles, ow0 = tl % row_tiles * CI8_NR;
+            j0 = oh * wq + ow0, at = oh * out_w + ow0;
+            cols = out_w - ow0 < CI8_NR ? out_w - ow0 : CI8_NR;
+        } else {
+            j0 = at = tl * CI8_NR;
+            cols = span - j0 < CI8_NR ? span - j0 : CI8_NR;
+        }
+        const int in_place = contiguous || row_tiles; /* the valid columns are one run */
         float *yn = a->y + n * a->out_channels * out_plane;
         const float s = a->img_scale[n];
         const int bad = a->img_bad[n];
@@ -199,21 +211,21 @@ static void gemm_tiles(void *ctx, int64_t t0, int64_t t1, int worker) {
             }
         }
         pk_conv_runs runs;
-        if (!contiguous) pk_conv_flat_runs(j0, cols, wq, out_w, &runs);
+        if (!in_place) pk_conv_flat_runs(j0, cols, wq, out_w, &runs);
         for (int64_t o = 0; o < og; o++) {
             const int64_t oc = g * og + o;
             float *yo = yn + oc * out_plane;
-            const int direct = contiguous && cols == CI8_NR && !bad;
+            const int direct = in_place && cols == CI8_NR && !bad;
             float vals[CI8_NR];
-            float *dst = direct ? yo + j0 : vals; /* a whole tile is stored in place */
+            float *dst = direct ? yo + at : vals; /* a whole tile is stored in place */
             if (bad)
                 for (int jj = 0; jj < CI8_NR; jj++) vals[jj] = NAN;
             else
                 ci8_finish(buf + o * CI8_NR, s * a->scale[oc], a->bias ? a->bias[oc] : 0.0f,
                            a->bias != NULL, a->activation, dst);
             if (direct) continue;
-            if (contiguous)
-                pk_copy_floats(yo + j0, vals, cols);
+            if (in_place)
+                pk_copy_floats(yo + at, vals, cols);
             else
                 pk_conv_store_runs(vals, &runs, yo);
         }
@@ -237,7 +249,14 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
     const int64_t wp = (out_w - 1) * sw + (kw - 1) * dil_w + 1;
     const int64_t hq = (hp + sh - 1) / sh, wq = (wp + sw - 1) / sw, plane = hq * wq;
     const int64_t pairs = groups * cg2, image_lanes = pairs * phases * plane;
-    const int64_t span = (out_h - 1) * wq + out_w, tiles = (span + CI8_NR - 1) / CI8_NR;
+    const int64_t span = (out_h - 1) * wq + out_w;
+    /* Row tiles when they are at most 1/8 more than flat tiles (wide rows): their stores
+     * need no split at row ends. Narrow rows (7 of 9 padded columns) fit flat tiles far
+     * better. */
+    const int64_t flat_tiles = (span + CI8_NR - 1) / CI8_NR;
+    const int64_t per_row = (out_w + CI8_NR - 1) / CI8_NR;
+    const int64_t row_tiles = wq != out_w && out_h * per_row * 8 <= flat_tiles * 9 ? per_row : 0;
+    const int64_t tiles = row_tiles ? out_h * per_row : flat_tiles;
     const int64_t pixels = height * width, out_plane = out_h * out_w;
     const int contiguous = out_h == 1 || wq == out_w;
     /* tiny inputs are prepared on the calling thread: from PREP_SERIAL_WORK on,
@@ -274,7 +293,7 @@ int PK_CI8_NAME(const float *x, int64_t images, int64_t channels, int64_t height
     struct ci8_args a = {x, channels, height, width, cg, cg2, pairs, sh, sw, pad_top,
                          pad_left, hq, wq, act_scale, image_lanes, pixels, groups, tiles,
                          span, kg2, blocks, og, out_channels, out_plane, out_w, contiguous,
-                         w, scale, bias, activation, offsets, xq, tmps, bufs,
+                         row_tiles, w, scale, bias, activation, offsets, xq, tmps, bufs,
                          img_scale, img_bad, y};
 
     /* 1. per image: its scale (NaN/Inf: bad), then quantize + pad + split into phases */
