@@ -41,6 +41,16 @@ def _infer_flatten(node: Node):
 
 def _build_flatten(node: Node):
     start, end = node.attrs["start_dim"], node.attrs["end_dim"]
+    s = node.in_shapes[0]
+    if s is not None and len(s) >= 2 and _flatten_axes(start, end, len(s)) == (1, len(s) - 1):
+        rank = len(s)
+
+        def flatten_to_2d(x):  # [N, ...] -> [N, prod(...)], the CNN head's flatten
+            if x.ndim != rank:
+                raise ValueError(f"Flatten: input must have rank {rank}, got shape {x.shape}")
+            return x.reshape(x.shape[0], -1)
+
+        return flatten_to_2d
 
     def flatten(x):
         a, b = _flatten_axes(start, end, x.ndim)
