@@ -24,36 +24,46 @@ static float ci8_absmax(const float *x, int64_t n, int *nonfinite) {
     return pk_absmax_avx2(x, n, nonfinite);
 }
 
-static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst) {
-    const __m256 vs = _mm256_set1_ps(s);
+/* 8 lanes of pairs: channel a's value (low half) and b's (high half, 0 without b) of
+ * columns i < m (m <= 8: masked loads and store, which never touch memory past them);
+ * vbad gains the lanes holding NaN/Inf. */
+PK_ALWAYS_INLINE void ci8_pairs8(const float *a, const float *b, __m256i m, __m256 vs,
+                                 int32_t *dst, __m256 *vbad) {
     const __m256i low = _mm256_set1_epi32(0xffff);
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 big = _mm256_set1_ps(FLT_MAX);
+    const __m256 va = _mm256_maskload_ps(a, m);
+    *vbad = _mm256_or_ps(*vbad, _mm256_cmp_ps(_mm256_and_ps(va, absmask), big, _CMP_NLE_UQ));
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+#define CI8_Q(v)                                                                         \
+    _mm256_cvtps_epi32(_mm256_min_ps(                                                    \
+        _mm256_max_ps(_mm256_round_ps(_mm256_div_ps((v), vs),                            \
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),    \
+                      lo),                                                               \
+        hi))
+    const __m256i qa = _mm256_and_si256(CI8_Q(va), low);
+    __m256i qb = _mm256_setzero_si256();
+    if (b) {
+        const __m256 vb = _mm256_maskload_ps(b, m);
+        *vbad = _mm256_or_ps(*vbad, _mm256_cmp_ps(_mm256_and_ps(vb, absmask), big, _CMP_NLE_UQ));
+        qb = _mm256_slli_epi32(CI8_Q(vb), 16);
+    }
+#undef CI8_Q
+    _mm256_maskstore_epi32(dst, m, _mm256_or_si256(qa, qb));
+}
+
+static int ci8_quant_pairs(const float *a, const float *b, int64_t n, float s, int32_t *dst) {
+    const __m256 vs = _mm256_set1_ps(s);
+    const __m256i all = _mm256_set1_epi32(-1);
     __m256 vbad = _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 va = _mm256_loadu_ps(a + i);
-        vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(va, absmask), big, _CMP_NLE_UQ));
-        const __m256i qa = _mm256_and_si256(pk_quant8(a + i, vs), low);
-        __m256i qb = _mm256_setzero_si256();
-        if (b) {
-            const __m256 vb = _mm256_loadu_ps(b + i);
-            vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(_mm256_and_ps(vb, absmask), big, _CMP_NLE_UQ));
-            qb = _mm256_slli_epi32(pk_quant8(b + i, vs), 16);
-        }
-        _mm256_storeu_si256((__m256i *)(dst + i), _mm256_or_si256(qa, qb));
+    for (; i + 8 <= n; i += 8) ci8_pairs8(a + i, b ? b + i : NULL, all, vs, dst + i, &vbad);
+    if (i < n) { /* the last columns: masked, not one division each */
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        ci8_pairs8(a + i, b ? b + i : NULL, m, vs, dst + i, &vbad);
     }
-    int nonfinite = _mm256_movemask_ps(vbad) != 0;
-    for (; i < n; i++) {
-        const float va = a[i], vb = b ? b[i] : 0.0f;
-        if (!(fabsf(va) <= FLT_MAX) || !(fabsf(vb) <= FLT_MAX)) {
-            nonfinite = 1;
-            dst[i] = 0;
-            continue;
-        }
-        dst[i] = ci8_pair(ci8_quant1(va, s), b ? ci8_quant1(vb, s) : 0);
-    }
-    return nonfinite;
+    return _mm256_movemask_ps(vbad) != 0;
 }
 
 /* One output channel of the tile. The empty asm statements pin the order (broadcast,
