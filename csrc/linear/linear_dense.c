@@ -3,14 +3,14 @@
  * kernels of the dense_* slots.
  *
  * The right operand B [k, n] is read in panels of PK_DENSE_NR columns interleaved along k
- * ([k][16]): packed once per weight for linear, or panel by panel into per-thread scratch
+ * ([k][16]): packed once per weight for linear, or slice by slice into per-thread scratch
  * for matmul and for unpacked weights. Threads share the panels (tasks of a few panels
- * each, claimed in order); within a task the loop is panel, then rows blocked by MC,
- * then k blocked by KC: a panel is read in order (weights stream from memory at small
- * batches), and each KC x 16 slice of it (16 KB) stays in L1 while every row tile of the
- * MC x KC block of A (in L2) passes over it. Every output is summed by one
- * task in an order fixed by the shape alone, so results do not depend on the thread
- * count. */
+ * each, claimed in order); within a task the loop is rows blocked by MC, then k blocked
+ * by KC, then the task's panels: the MC x KC block of A (in L2, copied first when its
+ * stride would crowd one L1 set, see A_LD) meets each panel's KC x 16 slice (16 KB),
+ * which stays in L1 while every row tile of the block passes over it. Every output is
+ * summed by one task in an order fixed by the shape alone, so results do not depend on
+ * the thread count. */
 #include <string.h>
 
 #include "pk_internal.h"
@@ -25,6 +25,11 @@
  * weights) run as one dot product per output, reading B once per row: packing B's panels
  * would cost more than those passes. */
 #define DOT_ROWS 8
+/* Row stride of the copies of A's blocks. Rows of A whose stride is a multiple of 4 KB
+ * (k a multiple of 1024: most layer widths) all fall in one set of a 4 KB-per-way L1, and
+ * a tile's 12 rows then evict each other (30 % slower at k = 1024, 2048, 4096); such
+ * blocks are copied at this stride first (KC + 16 floats: rows 1088 bytes apart). */
+#define A_LD (KC + 16)
 /* tasks aimed for per thread, so that a late or slow thread leaves work to others */
 #define TASKS_PER_THREAD 4
 
@@ -68,7 +73,8 @@ typedef struct {
     const float *bias;
     int activation;
     float *c;       /* [batches][m][n] */
-    float *scratch; /* k * NR floats per worker (a panel packed on the fly) */
+    float *scratch;   /* k * NR floats per worker (a panel packed on the fly) */
+    float *a_scratch; /* MC * A_LD floats per worker (blocks of A copied), or NULL */
 } dense_job;
 
 /* B rows k0 .. k0+kc-1, columns n0 .. n0+cols-1 into one zero-padded [kc][16] panel. */
@@ -108,19 +114,26 @@ static void dense_task(void *ctx, int64_t task, int worker) {
         return;
     }
     float *buf = j->scratch ? j->scratch + (int64_t)worker * j->k * NR : NULL;
-    for (int64_t p = p0; p < p1; p++) {
-        /* the panel's k * 16 floats are read in order, once per row block */
-        const int64_t pc = j->n - p * NR < NR ? j->n - p * NR : NR;
-        const float *panel = j->packed ? j->packed + p * j->k * NR : buf;
-        if (!j->packed) pack_panel(b, j->rs, j->cs, 0, j->k, p * NR, pc, buf);
-        for (int64_t m0 = 0; m0 < j->m; m0 += MC) {
-            const int64_t mc = j->m - m0 < MC ? j->m - m0 : MC;
-            for (int64_t k0 = 0; k0 < j->k; k0 += KC) {
-                const int64_t kc = j->k - k0 < KC ? j->k - k0 : KC;
-                const int last = k0 + kc == j->k;
-                j->kt->dense_gemm(a + m0 * j->k + k0, j->k, mc, panel + k0 * NR, kc, pc,
-                                  c + m0 * j->n + p * NR, j->n, k0 > 0,
-                                  last && j->bias ? j->bias + p * NR : NULL,
+    float *abuf = j->a_scratch ? j->a_scratch + (int64_t)worker * MC * A_LD : NULL;
+    for (int64_t m0 = 0; m0 < j->m; m0 += MC) {
+        const int64_t mc = j->m - m0 < MC ? j->m - m0 : MC;
+        for (int64_t k0 = 0; k0 < j->k; k0 += KC) {
+            const int64_t kc = j->k - k0 < KC ? j->k - k0 : KC;
+            const int last = k0 + kc == j->k;
+            const float *ab = a + m0 * j->k + k0;
+            int64_t lda = j->k;
+            if (abuf) { /* the block at a stride that spreads its rows over the L1 sets */
+                for (int64_t r = 0; r < mc; r++)
+                    memcpy(abuf + r * A_LD, ab + r * lda, (size_t)kc * sizeof(float));
+                ab = abuf, lda = A_LD;
+            }
+            /* each KC x 16 slice of the task's panels, in order, against the block */
+            for (int64_t p = p0; p < p1; p++) {
+                const int64_t pc = j->n - p * NR < NR ? j->n - p * NR : NR;
+                const float *slice = j->packed ? j->packed + (p * j->k + k0) * NR : buf;
+                if (!j->packed) pack_panel(b, j->rs, j->cs, k0, kc, p * NR, pc, buf);
+                j->kt->dense_gemm(ab, lda, mc, slice, kc, pc, c + m0 * j->n + p * NR, j->n,
+                                  k0 > 0, last && j->bias ? j->bias + p * NR : NULL,
                                   last ? j->activation : PK_ACT_NONE);
             }
         }
@@ -151,13 +164,22 @@ static int run_dense(dense_job *j) {
     if (groups > j->panels) groups = j->panels;
     j->per_task = (j->panels + groups - 1) / groups;
     j->groups = (j->panels + j->per_task - 1) / j->per_task;
-    j->scratch = NULL;
+    j->scratch = j->a_scratch = NULL;
     const int direct = j->packed || (j->m <= DOT_ROWS && j->rs == 1);
     if (!direct) {
         j->scratch = pk_aligned_alloc((size_t)threads * (size_t)j->k * NR * sizeof(float));
         if (!j->scratch) return PK_ERR_NOMEM;
     }
+    const int gemm = !(j->m == 1 && j->packed) && !(j->m <= DOT_ROWS && j->rs == 1);
+    if (gemm && j->k % 1024 == 0) {
+        j->a_scratch = pk_aligned_alloc((size_t)threads * MC * A_LD * sizeof(float));
+        if (!j->a_scratch) {
+            pk_aligned_free(j->scratch);
+            return PK_ERR_NOMEM;
+        }
+    }
     pk_parallel(threads, j->batches * j->groups, dense_task, j);
+    pk_aligned_free(j->a_scratch);
     pk_aligned_free(j->scratch);
     return PK_OK;
 }
