@@ -70,3 +70,44 @@ void test_pool2d(void) {
     CHECK(pk_pool2d_f32(NULL, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, NULL) == PK_OK,
           "no planes refused");
 }
+
+/* The pool_max2x2 slot: at the scalar level the portable kernel against window() (the
+ * definition), from the first SIMD level on the dispatched kernel against the portable
+ * one, bit for bit (NaN in each tap position, -0.0 against 0.0), on every row tail. */
+void test_pool_max2x2(int level) {
+    pk_rng rng = {0x2a2au};
+    for (int64_t ow = 1; ow <= 37; ow++)
+        for (int64_t odd = 0; odd <= 1; odd++) { /* an unused last row and column, or not */
+            const int64_t oh = 3, planes = 2, h = 2 * oh + odd, w = 2 * ow + odd;
+            const int64_t n_in = planes * h * w, n_out = planes * oh * ow;
+            float *x = malloc((size_t)n_in * sizeof(float));
+            float *y = malloc((size_t)n_out * sizeof(float));
+            float *want = malloc((size_t)n_out * sizeof(float));
+            for (int64_t i = 0; i < n_in; i++) x[i] = 4.0f * pk_rng_float(&rng) - 2.0f;
+            for (int64_t i = 0; i < n_in; i += 5) x[i] = (i / 5) % 2 ? 0.0f : -0.0f;
+            x[(ow * 7) % n_in] = NAN, x[(ow * 13 + 1) % n_in] = NAN;
+            x[w + 1] = NAN; /* the last tap of output (0, 0) */
+            if (level == PK_ISA_SCALAR) {
+                for (int64_t p = 0; p < planes; p++)
+                    for (int64_t i = 0; i < oh; i++)
+                        for (int64_t j = 0; j < ow; j++)
+                            want[(p * oh + i) * ow + j] =
+                                window(x + p * h * w, h, w, 2, 2, 2 * i, 2 * j, PK_POOL_MAX);
+            } else {
+                CHECK(pk_pool_max2x2_scalar(x, planes, h, w, oh, ow, want) == PK_OK, "scalar");
+            }
+            CHECK(pk_kernels()->pool_max2x2(x, planes, h, w, oh, ow, y) == PK_OK, "kernel");
+            int bad = 0;
+            for (int64_t i = 0; i < n_out; i++) {
+                const int same = isnan(want[i]) ? isnan(y[i])
+                                                : memcmp(&y[i], &want[i], sizeof(float)) == 0;
+                if (!same && bad++ < 3)
+                    CHECK(0, "ow %lld odd %lld: y[%lld] = %g, want %g", (long long)ow,
+                          (long long)odd, (long long)i, y[i], want[i]);
+            }
+            CHECK(bad == 0, "ow %lld: %d outputs differ", (long long)ow, bad);
+            free(x);
+            free(y);
+            free(want);
+        }
+}
