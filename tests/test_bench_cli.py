@@ -49,7 +49,8 @@ def test_markdown_report_of_a_quick_run(quick_csr_run, capsys):
     assert main(["bench", "--markdown", str(path)]) == 0
     text = capsys.readouterr().out
     ctx = data["context"]
-    assert f"## {ctx['processor']} ({ctx['machine']}, {ctx['cores']} cores)" in text
+    machine = f"## {ctx['processor']} ({ctx['machine']}, {ctx['cores']} cores, {ctx['isa']})"
+    assert machine in text
     assert f"`{ctx['command']}`" in text and ctx["date"] in text
     assert "### csr: one cached weight, 1 thread" in text
     results = data["results"]

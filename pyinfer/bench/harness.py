@@ -299,13 +299,23 @@ def machine_context(measure_hardware: bool = True) -> dict:
 
 
 def _cpu_model() -> str:
+    """The CPU's model name, with its family and model numbers where /proc/cpuinfo has
+    them: a virtual machine's name ("AMD EPYC") alone does not tell generations apart."""
+    fields: dict[str, str] = {}
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break  # the first processor is enough
     except OSError:
         pass
-    return platform.processor()
+    name = fields.get("model name") or platform.processor()
+    if "cpu family" in fields and "model" in fields:
+        name += f", family {fields['cpu family']} model {fields['model']}"
+    return name
 
 
 def run_cases(

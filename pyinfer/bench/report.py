@@ -56,7 +56,7 @@ def markdown(runs: list[dict]) -> str:
 
 
 def _machine_key(ctx: dict) -> tuple:
-    return (ctx.get("processor"), ctx.get("machine"), ctx.get("cores"))
+    return (ctx.get("processor"), ctx.get("machine"), ctx.get("cores"), ctx.get("isa"))
 
 
 def _machine_section(runs: list[dict]) -> list[str]:
@@ -75,7 +75,10 @@ def _machine_section(runs: list[dict]) -> list[str]:
         )
     for number, run in enumerate(runs, 1):
         facts.append(f"- {_run_name(runs, number)}: {_run_line(run['context'])}")
-    out = [f"## {ctx.get('processor')} ({ctx.get('machine')}, {ctx.get('cores')} cores)"]
+    out = [
+        f"## {ctx.get('processor')} ({ctx.get('machine')}, {ctx.get('cores')} cores, "
+        f"{ctx.get('isa')})"
+    ]
     out.append("\n".join(facts))
     for number, run in enumerate(runs, 1):
         for (suite, cold, threads), rows in _sections(run["results"]):
