@@ -36,11 +36,16 @@ The search:
    outcome changed) is within ``max_drop``. When it does not, the layers interact, and
    step 2 runs again with the budget lowered by the overshoot, until it holds (all
    dense always does);
-4. every uniform assignment (one candidate kind for all layers that take it) predicted
-   faster than that choice is verified too, cheapest first; the first that holds
-   replaces it (sensitivities are not always additive: together, layers can cost less
-   than the sum);
-5. optionally fine-tune the chosen assignment (``finetune=``) and verify it again.
+4. every uniform assignment (one candidate kind on all the layers where it is eligible)
+   whose summed sensitivities are within twice the budget is verified too
+   (sensitivities are not always additive: together, layers can cost less than the
+   sum);
+5. of the verified assignments that hold, the fastest whole model at the batch (timed
+   interleaved, in rotated orders: a sum of layer times misses what layers share) is
+   kept, or the one of fewest bytes;
+6. greedy moves from it: one layer at a time to a candidate predicted cheaper (most
+   saving per error unit first), kept when the model still holds and is faster;
+7. optionally fine-tune the chosen assignment (``finetune=``) and verify it again.
 
 The result is deterministic for given data, ``seed`` (which samples calibrate) and
 timings: timings vary from run to run on a loaded machine, so :class:`Advice` keeps
@@ -84,11 +89,15 @@ STRUCTURED = (0.25, 0.5)
 RANK_FRACTIONS = (1 / 4, 1 / 8, 1 / 16)
 #: What the search minimizes.
 OBJECTIVES = ("latency", "bytes")
-#: Uniform assignments verified at most (cheapest predicted first).
-UNIFORM_TRIES = 8
+#: Greedy single-layer moves tried from the best verified assignment.
+IMPROVE_TRIES = 6
+#: Rotated passes when timing whole models against each other.
+FINAL_PASSES = 3
+#: Uniform assignments verified at most (smallest summed sensitivity first).
+UNIFORM_TRIES = 16
 
 
-class AdviseError(ValueError):
+class AdviseError(RecipeError):
     """Inputs the advisor cannot work with, raised before any work."""
 
 
@@ -121,6 +130,7 @@ class Trial:
     drop: float  # measured, as a fraction of the samples
     bound: float  # drop + margin standard errors
     holds: bool
+    measured_s: float | None = None  # the whole model timed at the batch (finalists)
 
 
 @dataclasses.dataclass
@@ -291,6 +301,7 @@ class Advice:
             "summary": self.summary(),
             "table": self.table(),
             "finetune": self.finetune,
+            "timings": self.timings,
         }
 
     def write_recipe(self, path: str) -> None:
@@ -333,12 +344,23 @@ class Advice:
         lat = self.objective == "latency"
         scale = 1e6 if lat else 1 / 1024
         base = 100 * self.base_score
+        # each candidate alone (the other layers dense), then the knapsack's front
+        key = "latency_s" if lat else "bytes"
+        dense = {r["layer"]: r[key] for r in self.rows if r["candidate"] == "dense"}
+        total = sum(v or 0 for v in dense.values())
+        alone = [r for r in self.rows if r[key] is not None and r["candidate"] != "dense"]
+        ax.scatter(
+            [(total - dense[r["layer"]] + r[key]) * scale for r in alone],
+            [base - 100 * r["drop"] for r in alone],
+            s=12, c="lightgray", label="one layer compressed (each candidate)",
+        )  # fmt: skip
         front = self.front()
         ax.step(
             [c * scale for c, _ in front],
             [base - 100 * d for _, d in front],
             where="post",
-            color="gray",
+            color="tab:green",
+            marker=".",
             label="predicted front (sensitivities added)",
         )
         ax.scatter(
@@ -362,6 +384,7 @@ class Advice:
             f"sum of layer latencies (us, batch {self.batch})" if lat else "weights (KiB)"
         )
         ax.set_ylabel("accuracy (%)" if self.metric == "accuracy" else "top-1 agreement (%)")
+        ax.set_ylim(base - max(5.0, 800 * self.max_drop), base + 1)  # the region that matters
         ax.set_title("per-layer choices: Pareto front")
         ax.legend(fontsize=7)
         fig.tight_layout()
@@ -510,7 +533,9 @@ class Advisor:
         self.layers = measure.weighted_layers(model)
         self._cache: dict | None = None  # values entering layers, predictions
         self._errors: dict[tuple[str, str], int] | None = None
-        self._weights: dict[tuple[str, str], EncodedWeight] = {}
+        self._weights: dict[tuple[str, str], Any] = {}
+        self._built: dict[tuple, Model] = {}  # assignment -> whole model
+        self._counted: dict[tuple, tuple[int, int]] = {}  # assignment -> (errors, flips)
         self._candidates: dict[str, list[Candidate]] | None = None
         self.timings: dict[int, dict[str, float]] = {}
 
@@ -726,7 +751,7 @@ class Advisor:
         *,
         batch: int = 1,
         objective: str = "latency",
-        margin: float = 1.0,
+        margin: float = 2.0,
         timings: dict | None = None,
         finetune: Any = None,
     ) -> Advice:
@@ -781,23 +806,18 @@ class Advisor:
             trials.append(trial)
             if trial.holds or choice == dense:  # all dense drops nothing: it holds
                 chosen = trial
-            else:  # the layers interact: lower the budget by the overshoot, solve again
-                limit -= max(1, math.ceil((trial.bound - max_drop) * self.samples))
-        # uniform assignments predicted cheaper than the choice, cheapest first
-        uniform = _uniform(rows, per_layer, objective)
+            else:  # the layers interact: below this choice's units by the overshoot
+                limit = found[1] - max(1, math.ceil((trial.bound - max_drop) * self.samples))
+        # uniform assignments (one kind on every layer it applies to, or only where it
+        # measured faster) that may fit: together, layers can cost less than the sum
         tried = 0
-        for cost, label, choice in uniform:
-            if cost >= chosen.cost or tried >= UNIFORM_TRIES:
-                break
-            units = sum(max(0, per_layer_units(per_layer, n, c)) for n, c in choice.items())
-            if units > 2 * budget + 2:
-                continue  # clearly outside the budget: skip the pass
+        for units, label, choice in _uniform(rows, base):
+            if units > 2 * budget + 2 or tried >= UNIFORM_TRIES:
+                continue  # clearly outside the budget: not worth a pass
             tried += 1
-            trial = self._verify(choice, rows, objective, max_drop, margin, f"all {label}")
-            trials.append(trial)
-            if trial.holds:
-                chosen = trial
-                break
+            trials.append(self._verify(choice, rows, objective, max_drop, margin, label))
+        chosen = self._fastest([t for t in trials if t.holds] or [chosen], batch, objective)
+        chosen = self._improve(chosen, rows, per_layer, batch, objective, max_drop, margin, trials)
         for r in rows:
             r["chosen"] = chosen.choice.get(r["layer"]) == r["candidate"]
         recipe = self.recipe(chosen.choice)
@@ -848,21 +868,93 @@ class Advisor:
                 layers[layer] = settings if len(settings) > 1 else settings["encoding"]
         return {"default": "dense", "layers": layers}
 
+    def _build(self, choice: dict[str, str]) -> Model:
+        """The whole model of an assignment (built once)."""
+        key = tuple(sorted(choice.items()))
+        if key not in self._built:
+            self._built[key] = compress(self.model, self.recipe(choice), force=True, progress=False)
+        return self._built[key]
+
     def _verify(self, choice, rows, objective, max_drop, margin, what) -> Trial:
+        """Count the whole model's errors on the calibration samples (once per choice)."""
         key = "latency_s" if objective == "latency" else "bytes"
         by = {(r["layer"], r["candidate"]): r for r in rows}
         cost = sum(by[(n, c)][key] or 0.0 for n, c in choice.items())
-        if all(c == "dense" for c in choice.values()):
-            errors = int(self._cache["base"].sum())
-            flips = 0
-        else:
-            model = compress(self.model, self.recipe(choice), force=True, progress=False)
-            wrong = self._errors_of(self._predict(model, self.arrays))
-            errors = int(wrong.sum())
-            flips = int(np.sum(wrong != self._cache["base"]))
-        drop = (errors - int(self._cache["base"].sum())) / self.samples
+        base = self._cache["base"]
+        done = tuple(sorted(choice.items()))
+        if done not in self._counted:
+            if all(c == "dense" for c in choice.values()):
+                self._counted[done] = (int(base.sum()), 0)
+            else:
+                wrong = self._errors_of(self._predict(self._build(choice), self.arrays))
+                self._counted[done] = (int(wrong.sum()), int(np.sum(wrong != base)))
+        errors, flips = self._counted[done]
+        drop = (errors - int(base.sum())) / self.samples
         bound = drop + margin * math.sqrt(flips) / self.samples
         return Trial(what, dict(choice), cost, errors, drop, bound, bound <= max_drop + 1e-12)
+
+    def _inputs(self, batch: int) -> dict[str, np.ndarray]:
+        """``batch`` calibration rows (repeated when there are fewer) for timing."""
+        x = {k: np.resize(a, (batch, *a.shape[1:])) for k, a in self.arrays.items()}
+        return {
+            k: np.ascontiguousarray(a, np.float32) if a.dtype.kind == "f" else a
+            for k, a in x.items()
+        }
+
+    def _time_models(self, choices: list[dict], batch: int) -> list[float]:
+        """Seconds per call of each assignment's whole model at ``batch``: rotated passes
+        of interleaved rounds (no model always runs first), the fastest round of each."""
+        x = self._inputs(batch)
+        models = [self._build(c) for c in choices]
+        best = [math.inf] * len(models)
+        for shift in range(min(FINAL_PASSES, len(models))):
+            order = list(range(shift, len(models))) + list(range(shift))
+            got = measure.time_calls([lambda m=models[i]: m.run(x) for i in order], rounds=10)
+            for i, t in zip(order, got):
+                best[i] = min(best[i], t)
+        return best
+
+    def _fastest(self, trials: list[Trial], batch: int, objective: str) -> Trial:
+        """Of assignments within the budget: the fewest bytes, or the fastest whole model
+        at ``batch`` (timed: a sum of layer times misses what layers share)."""
+        unique = list({tuple(sorted(t.choice.items())): t for t in trials}.values())
+        if objective == "bytes" or len(unique) == 1:
+            return min(unique, key=lambda t: t.cost)
+        times = self._time_models([t.choice for t in unique], batch)
+        for t, s in zip(unique, times):
+            t.measured_s = s
+        return min(unique, key=lambda t: t.measured_s)
+
+    def _improve(self, best, rows, per_layer, batch, objective, max_drop, margin, trials):
+        """Greedy moves from ``best``: one layer at a time to a candidate predicted
+        cheaper, most saving per error unit first; a move is kept when the whole model
+        still holds the budget and is faster (fewer bytes)."""
+        moves = []
+        for layer, opts in per_layer.items():
+            now = next((o for o in opts if o[2] == best.choice[layer]), None)
+            if now is None:
+                continue
+            for units, cost, label in opts:
+                if cost < now[1] and label != now[2]:
+                    moves.append(((now[1] - cost) / (1 + max(0, units - now[0])), layer, label))
+        moves.sort(key=lambda m: (-m[0], m[1], m[2]))
+        for _, layer, label in moves[:IMPROVE_TRIES]:
+            if best.choice[layer] == label:
+                continue
+            choice = {**best.choice, layer: label}
+            trial = self._verify(choice, rows, objective, max_drop, margin, f"move {layer}")
+            trials.append(trial)
+            if not trial.holds:
+                continue
+            if objective == "bytes":
+                better = trial.cost < best.cost
+            else:
+                t_new, t_best = self._time_models([choice, best.choice], batch)
+                trial.measured_s, best.measured_s = t_new, t_best
+                better = t_new < t_best
+            if better:
+                best = trial
+        return best
 
     def _finetune(self, model, recipe, finetune, batch, max_drop, margin):
         if self.labels is None:
@@ -900,10 +992,6 @@ def _timed(node, shape: tuple, weight: EncodedWeight | None = None):
     x = measure.sample_input(shape)
     m = measure.layer_model(node, weight or measure.layer_weight(node)[1], shape)
     return lambda: m(x)
-
-
-def per_layer_units(per_layer: dict, layer: str, label: str) -> int:
-    return next(u for u, _, c in per_layer[layer] if c == label)
 
 
 def _changed_layers(original: Model, pruned: Model) -> list[str]:
@@ -954,22 +1042,25 @@ def _knapsack(per_layer: dict[str, list[tuple]], budget: int):
     return min(found, key=lambda s: (s[0], s[1])) if found else None
 
 
-def _uniform(rows, per_layer, objective) -> list[tuple[float, str, dict]]:
-    """(predicted cost, kind, choice) of each single-candidate-kind assignment (layers
-    where the kind is not eligible stay dense), cheapest first."""
-    key = "latency_s" if objective == "latency" else "bytes"
-    labels = list(dict.fromkeys(r["candidate"] for r in rows if r["candidate"] != "dense"))
-    out = []
-    for label in labels:
-        choice, cost = {}, 0.0
-        for layer, opts in per_layer.items():
-            pick = next((o for o in opts if o[2] == label), None)
-            pick = pick or next(o for o in opts if o[2] == "dense")
-            choice[layer] = pick[2]
-            cost += pick[1]
-        if any(c != "dense" for c in choice.values()):
-            out.append((cost, label, choice))
-    del key
+def _uniform(rows: list[dict], base: int) -> list[tuple[int, str, dict]]:
+    """(summed error units, name, choice) of each single-kind assignment: the kind on
+    every layer it applies to (as a one-encoding recipe would), and on only the layers
+    where it is eligible when that differs; fewest units first."""
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    kinds = dict.fromkeys(r["candidate"] for r in rows if r["candidate"] != "dense")
+    out, seen = [], set()
+    for kind in kinds:
+        for where in ("all", "where faster"):
+            choice, units = {n: "dense" for n in layers}, 0
+            for r in rows:
+                if r["candidate"] == kind and (where == "all" or r["eligible"]):
+                    choice[r["layer"]] = kind
+                    units += max(0, r["errors"] - base)
+            key = tuple(choice.values())
+            if key in seen or all(c == "dense" for c in key):
+                continue
+            seen.add(key)
+            out.append((units, f"{where} {kind}" if where == "all" else f"{kind} {where}", choice))
     return sorted(out, key=lambda x: x[0])
 
 
@@ -998,7 +1089,7 @@ def parse_drop(value: Any) -> float:
     return drop
 
 
-def check_budget(max_drop: Any, batch: Any, objective: Any, margin: Any = 1.0) -> None:
+def check_budget(max_drop: Any, batch: Any, objective: Any, margin: Any = 2.0) -> None:
     """Check the advisor's settings (AdviseError naming the bad one)."""
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 < max_drop < 1:
         raise AdviseError(
@@ -1021,7 +1112,7 @@ def advise(
     objective: str = "latency",
     seed: int = 0,
     samples: int = SAMPLES,
-    margin: float = 1.0,
+    margin: float = 2.0,
     timings: dict | None = None,
     finetune: Any = None,
     batch_size: int = measure.BATCH_SIZE,
