@@ -89,6 +89,8 @@ STRUCTURED = (0.25, 0.5)
 RANK_FRACTIONS = (1 / 4, 1 / 8, 1 / 16)
 #: What the search minimizes.
 OBJECTIVES = ("latency", "bytes")
+#: Key prefix of whole-model timings among the per-layer ones.
+WHOLE = "whole model: "
 #: Greedy single-layer moves tried from the best verified assignment.
 IMPROVE_TRIES = 6
 #: Rotated passes when timing whole models against each other.
@@ -162,7 +164,9 @@ class Advice:
     objective : str
     seed : int
     timings : dict
-        ``{batch: {"layer/candidate": seconds}}``: pass back as ``timings=`` to reuse.
+        ``{batch: {"layer/candidate": seconds, "whole model: ...": seconds}}``: every
+        timing (layers alone, and whole assignments); pass ``timings[batch]`` back as
+        ``timings=`` to reuse them (then the advice is deterministic).
     finetune : dict or None
         ``{"record": ..., "errors", "drop", "holds"}`` when the choice was fine-tuned.
     seconds : float
@@ -233,7 +237,18 @@ class Advice:
         what = "accuracy" if self.metric == "accuracy" else "top-1 agreement"
         dense = {layer: "dense" for layer in self.chosen.choice}
         before, after = self.cost_of(dense), self.chosen.cost
-        if self.objective == "latency":
+        base_trial = next((t for t in self.trials if t.choice == dense), None)
+        if (
+            self.objective == "latency"
+            and base_trial
+            and base_trial.measured_s
+            and self.chosen.measured_s
+        ):
+            gain = (
+                f"whole model {base_trial.measured_s * 1e6:.1f} -> "
+                f"{self.chosen.measured_s * 1e6:.1f} us per call (measured)"
+            )
+        elif self.objective == "latency":
             gain = f"sum of layer latencies {before * 1e6:.1f} -> {after * 1e6:.1f} us"
         else:
             gain = f"weights {before / 1024:.1f} -> {after / 1024:.1f} KiB"
@@ -707,7 +722,11 @@ class Advisor:
             self.timings[batch] = dict(timings)
         if batch not in self.timings:
             self.timings[batch] = self._time(batch)
-        return {tuple(k.split("/", 1)): v for k, v in self.timings[batch].items()}
+        return {
+            tuple(k.rsplit("/", 1)): v
+            for k, v in self.timings[batch].items()
+            if not k.startswith(WHOLE)
+        }
 
     def _time(self, batch: int) -> dict[str, float]:
         cands = self.candidates()
@@ -816,7 +835,7 @@ class Advisor:
                 continue  # clearly outside the budget: not worth a pass
             tried += 1
             trials.append(self._verify(choice, rows, objective, max_drop, margin, label))
-        chosen = self._fastest([t for t in trials if t.holds] or [chosen], batch, objective)
+        chosen = self._fastest(trials, rows, batch, objective)
         chosen = self._improve(chosen, rows, per_layer, batch, objective, max_drop, margin, trials)
         for r in rows:
             r["chosen"] = chosen.choice.get(r["layer"]) == r["candidate"]
@@ -871,9 +890,19 @@ class Advisor:
     def _build(self, choice: dict[str, str]) -> Model:
         """The whole model of an assignment (built once)."""
         key = tuple(sorted(choice.items()))
-        if key not in self._built:
-            self._built[key] = compress(self.model, self.recipe(choice), force=True, progress=False)
-        return self._built[key]
+        if key in self._built:
+            return self._built[key]
+        by_label = {(c.layer, c.label): c for rows in self.candidates().values() for c in rows}
+        picked = [by_label[(n, c)] for n, c in choice.items() if c != "dense"]
+        if any("structured" in c.settings for c in picked):
+            model = compress(self.model, self.recipe(choice), force=True, progress=False)
+        else:  # the weights measured alone, as compress encodes them (no encoding again)
+            weights = dict(self.model.weights)
+            for c in picked:
+                weights[measure.layer_weight(self.layers[c.layer])[0]] = self.weight(c)
+            model = Model(self.model.graph, weights, self.model.constants)
+        self._built[key] = model
+        return model
 
     def _verify(self, choice, rows, objective, max_drop, margin, what) -> Trial:
         """Count the whole model's errors on the calibration samples (once per choice)."""
@@ -903,7 +932,12 @@ class Advisor:
 
     def _time_models(self, choices: list[dict], batch: int) -> list[float]:
         """Seconds per call of each assignment's whole model at ``batch``: rotated passes
-        of interleaved rounds (no model always runs first), the fastest round of each."""
+        of interleaved rounds (no model always runs first), the fastest round of each.
+        Kept in (and, when all are there, read from) ``self.timings[batch]``."""
+        known = self.timings.setdefault(batch, {})
+        keys = [WHOLE + ";".join(f"{n}={c}" for n, c in sorted(ch.items())) for ch in choices]
+        if all(k in known for k in keys):
+            return [known[k] for k in keys]
         x = self._inputs(batch)
         models = [self._build(c) for c in choices]
         best = [math.inf] * len(models)
@@ -912,20 +946,29 @@ class Advisor:
             got = measure.time_calls([lambda m=models[i]: m.run(x) for i in order], rounds=10)
             for i, t in zip(order, got):
                 best[i] = min(best[i], t)
+        known.update(zip(keys, best))
         return best
 
-    def _fastest(self, trials: list[Trial], batch: int, objective: str) -> Trial:
+    def _fastest(self, trials: list[Trial], rows: list[dict], batch: int, objective: str) -> Trial:
         """Of assignments within the budget: the fewest bytes, or the fastest whole model
         at ``batch`` (timed: a sum of layer times misses what layers share)."""
-        unique = list({tuple(sorted(t.choice.items())): t for t in trials}.values())
-        if objective == "bytes" or len(unique) == 1:
+        unique = list({tuple(sorted(t.choice.items())): t for t in trials if t.holds}.values())
+        if objective == "bytes":
             return min(unique, key=lambda t: t.cost)
+        dense = {n: "dense" for n in self.layers}
+        if not any(t.choice == dense for t in unique):  # the reference: it always holds
+            unique.append(self._verify(dense, rows, objective, 0.5, 0.0, "all dense"))
+            trials.append(unique[-1])
         times = self._time_models([t.choice for t in unique], batch)
         for t, s in zip(unique, times):
             t.measured_s = s
+            for same in trials:
+                if same.choice == t.choice:
+                    same.measured_s = s
         return min(unique, key=lambda t: t.measured_s)
 
     def _improve(self, best, rows, per_layer, batch, objective, max_drop, margin, trials):
+        budget = math.floor(max_drop * self.samples + 1e-9)
         """Greedy moves from ``best``: one layer at a time to a candidate predicted
         cheaper, most saving per error unit first; a move is kept when the whole model
         still holds the budget and is faster (fewer bytes)."""
@@ -935,7 +978,7 @@ class Advisor:
             if now is None:
                 continue
             for units, cost, label in opts:
-                if cost < now[1] and label != now[2]:
+                if cost < now[1] and label != now[2] and units - now[0] <= budget:
                     moves.append(((now[1] - cost) / (1 + max(0, units - now[0])), layer, label))
         moves.sort(key=lambda m: (-m[0], m[1], m[2]))
         for _, layer, label in moves[:IMPROVE_TRIES]:
@@ -1143,8 +1186,9 @@ def advise(
         Standard errors of the measured drop kept below ``max_drop`` (0: the measured
         drop alone must fit): a margin for data the advice did not see.
     timings : dict, optional
-        ``{"layer/candidate": seconds}`` at ``batch`` from an earlier advice
-        (``advice.timings[batch]``): reused instead of timing again.
+        Every timing at ``batch`` from an earlier advice on the same model and data
+        (``advice.timings[batch]``): reused instead of timing again, which makes the
+        choice deterministic.
     finetune : pyinfer.FineTune, optional
         Fine-tune the chosen assignment (needs torch and labels) and verify it again;
         kept when it does not make the calibration errors worse.
