@@ -15,7 +15,9 @@
 Sensitivity: the change of the model's top-1 errors on the calibration samples (against
 the labels when given, else against the original model's predictions) when only that
 layer is compressed. The values entering each layer are computed once by one pass of
-the original model and kept, so each candidate costs one forward pass from its layer on.
+the original model and kept, so each candidate costs one forward pass from its layer on
+(stopped early, and extrapolated, once it has lost more than ``HOPELESS`` of the samples:
+no budget could take it).
 
 Latency: each candidate's layer timed alone with the kernels that will run it, at the
 model's shapes and the batch asked for, interleaved with the other candidates of the
@@ -89,6 +91,9 @@ STRUCTURED = (0.25, 0.5)
 RANK_FRACTIONS = (1 / 4, 1 / 8, 1 / 16)
 #: What the search minimizes.
 OBJECTIVES = ("latency", "bytes")
+#: A candidate losing more than this fraction of the samples (after this many) is not
+#: run on the rest: its count is extrapolated.
+HOPELESS, HOPELESS_AFTER = 0.1, 500
 #: Key prefix of whole-model timings among the per-layer ones.
 WHOLE = "whole model: "
 #: Greedy single-layer moves tried from the best verified assignment.
@@ -708,9 +713,27 @@ class Advisor:
                     self.model.constants,
                 )
             sub, inputs = self._suffix(model, c.layer)
-            errors[(c.layer, c.label)] = int(self._errors_of(self._predict(sub, inputs)).sum())
+            errors[(c.layer, c.label)] = self._count(sub, inputs)
         self._errors = errors
         return errors
+
+    def _count(self, sub: Model, inputs: dict[str, np.ndarray]) -> int:
+        """Errors of ``sub`` on the kept inputs, batch by batch; a candidate that has lost
+        more than ``HOPELESS`` of the samples seen after ``HOPELESS_AFTER`` of them stops
+        there, its count extrapolated (no budget could take it)."""
+        base = self._cache["base"]
+        want = self.labels if self.labels is not None else self._cache["predictions"]
+        name = sub.output_names[0]
+        wrong = seen = 0
+        for batch in measure.batches(inputs, self.batch_size):
+            n = len(next(iter(batch.values())))
+            pred = sub.run(batch)[name].reshape(n, -1).argmax(axis=1)
+            wrong += int(np.sum(pred != want[seen : seen + n]))
+            seen += n
+            lost = wrong - int(base[:seen].sum())
+            if seen < self.samples and seen >= HOPELESS_AFTER and lost > HOPELESS * seen:
+                return int(base.sum()) + round(lost * self.samples / seen)
+        return wrong
 
     # -- latency
 
