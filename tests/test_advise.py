@@ -328,3 +328,18 @@ def test_cli_errors(files, capsys, argv, message):
     fill = {"m": str(r / "digits.pinf"), "d": str(r / "data.npz"), "r": str(r)}
     assert main([a.format(**fill) for a in argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_fine_tuning_the_choice_is_verified_again(digits):
+    pytest.importorskip("torch")
+    model, calibration, _ = digits
+    advice = adv.advise(
+        model, calibration, max_drop=0.05, finetune=pyinfer.FineTune(epochs=1), progress=False
+    )
+    ft = advice.finetune
+    assert ft is not None and ft["record"]["epochs"] == 1
+    x, y = calibration
+    errors = whole_model_errors(advice.model, x, y)
+    # the fine-tuned model is kept only when it does not lose more than the untuned one
+    assert errors <= advice.chosen.errors
+    assert any(line.startswith("fine-tuned:") for line in advice.summary())
