@@ -227,9 +227,11 @@ class Advice:
                 )
                 continue
             saved = (dense[key] or 0) - (row[key] or 0)
-            lines.append(
-                f"{layer}: {label} — {self._saving(saved)} saved, {_pt(row['drop'])} alone"
-            )
+            if saved >= 0:
+                gain = f"{self._saving(saved)} saved"
+            else:  # chosen with the others: the whole model measured faster
+                gain = f"{self._saving(-saved)} {'slower' if key == 'latency_s' else 'larger'}"
+            lines.append(f"{layer}: {label} — {gain}, {_pt(row['drop'])} alone")
         return lines
 
     def _saving(self, amount: float) -> str:
