@@ -960,7 +960,9 @@ class Advisor:
         of interleaved rounds (no model always runs first), the fastest round of each.
         Kept in (and, when all are there, read from) ``self.timings[batch]``."""
         known = self.timings.setdefault(batch, {})
-        keys = [WHOLE + ";".join(f"{n}={c}" for n, c in sorted(ch.items())) for ch in choices]
+        names = [";".join(f"{n}={c}" for n, c in sorted(ch.items())) for ch in choices]
+        # one key per model per timing run: a run compares its models under one load
+        keys = [f"{WHOLE}{' | '.join(names)} -> {name}" for name in names]
         if all(k in known for k in keys):
             return [known[k] for k in keys]
         x = self._inputs(batch)
