@@ -27,8 +27,8 @@ that read them: their saving is counted to the candidate. Bytes are the encoded 
 
 The search:
 
-1. per layer, keep the candidates that are faster than dense (objective ``"latency"``)
-   or smaller (``"bytes"``);
+1. per layer, keep the candidates that are faster than dense by more than timing noise
+   (``SLOWER_MARGIN``; objective ``"latency"``) or smaller (``"bytes"``);
 2. take sensitivities as additive, in whole samples: the assignment minimizing the
    total latency (bytes) whose summed error increase fits the budget is a
    multiple-choice knapsack, solved exactly by dynamic programming over the budget;
@@ -38,10 +38,10 @@ The search:
    outcome changed) is within ``max_drop``. When it does not, the layers interact, and
    step 2 runs again with the budget lowered by the overshoot, until it holds (all
    dense always does);
-4. every uniform assignment (one candidate kind on all the layers where it is eligible)
-   whose summed sensitivities are within twice the budget is verified too
-   (sensitivities are not always additive: together, layers can cost less than the
-   sum);
+4. uniform assignments (one candidate kind on every layer it applies to, as a
+   one-encoding recipe would, and on only the layers where it was kept in step 1) whose
+   summed sensitivities are within twice the budget are verified too (sensitivities are
+   not always additive: together, layers can cost less than the sum);
 5. of the verified assignments that hold, the fastest whole model at the batch (timed
    interleaved, in rotated orders: a sum of layer times misses what layers share) is
    kept, or the one of fewest bytes;
@@ -51,7 +51,8 @@ The search:
 
 The result is deterministic for given data, ``seed`` (which samples calibrate) and
 timings: timings vary from run to run on a loaded machine, so :class:`Advice` keeps
-them (``advice.timings``) and ``advise(..., timings=advice.timings)`` reuses them.
+them (``advice.timings``) and ``advise(..., timings=advice.timings[batch])`` reuses
+them. Cold weights are not simulated: layers are timed with their weights in cache.
 """
 
 from __future__ import annotations
