@@ -85,7 +85,8 @@ def test_sensitivity_equals_the_whole_model_with_one_layer_compressed(digits, ad
     model, (x, y), _ = digits
     errors = advisor.errors()
     for layer, label in [("fc1", "csr 90%"), ("fc2", "int4 g32"), ("fc1", "structured 50%"),
-                         ("head", "binary (float)"), ("fc2", "int8 static")]:  # fmt: skip
+                         ("head", "binary (float)"), ("fc2", "int8 static"),
+                         ("fc1", "structured 25% + int8 static")]:  # fmt: skip
         c = next(c for c in advisor.candidates()[layer] if c.label == label)
         one = pyinfer.compress(model, {"layers": {layer: c.settings}}, force=True, progress=False)
         assert errors[(layer, label)] == whole_model_errors(one, x, y), (layer, label)

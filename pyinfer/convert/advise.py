@@ -4,7 +4,8 @@
 :func:`advise`. For every weighted layer it tries every candidate, alone:
 
 - ``dense``; ``csr`` after magnitude pruning to 50, 70, 80, 90 and 95 %; 25 and 50 % of
-  the output neurons (channels) removed (structured, then dense); ``lowrank`` at 1/4,
+  the output neurons (channels) removed (structured), then dense or quantized as below
+  (int8, int4); ``lowrank`` at 1/4,
   1/8 and 1/16 of the rank where it stops paying (in·out / (in + out)); ``int8`` with
   dynamic and with static (calibrated, percentile) activation scales; ``int4`` in
   groups of 32 and of 128; and each remaining registry encoding under each value of its
@@ -88,6 +89,8 @@ SAMPLES = 2000
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 #: Structured candidates: fractions of output neurons (channels) removed.
 STRUCTURED = (0.25, 0.5)
+#: Candidates (by label) also offered after structured pruning of the same layer.
+QUANTIZED_AFTER_STRUCTURED = ("int8", "int4")
 #: lowrank candidates: fractions of the break-even rank in·out / (in + out).
 RANK_FRACTIONS = (1 / 4, 1 / 8, 1 / 16)
 #: What the search minimizes.
@@ -453,7 +456,12 @@ def candidates(model: Model) -> dict[str, list[Candidate]]:
             except RecipeError:  # its neurons reach the output, or an op that refuses
                 continue
             if fact.refused is None and fact.kept < fact.total:
-                rows.append(Candidate(name, f"structured {fraction:.0%}", settings))
+                label = f"structured {fraction:.0%}"
+                rows.append(Candidate(name, label, settings))
+                # then quantized: the smaller layer gets the quantizations' gain too
+                for c in [c for c in rows if c.label.startswith(QUANTIZED_AFTER_STRUCTURED)]:
+                    both = {**c.settings, "structured": fraction}
+                    rows.append(Candidate(name, f"{label} + {c.label}", both))
         found[name] = rows
     return found
 
@@ -695,12 +703,23 @@ class Advisor:
         return enc
 
     def _structured_model(self, c: Candidate) -> Model:
+        """The model with the candidate's neurons removed (and the layers reading them
+        narrowed), the layer then encoded as the candidate says; built once."""
         key = (c.layer, c.label)
         if key not in self._weights:
             plans = plan_layers({"layers": {c.layer: c.settings}}, {
                 n: measure.layer_weight(node)[1] for n, node in self.layers.items()
             })  # fmt: skip
-            self._weights[key] = prune_structured(self.model, plans)[0]
+            pruned = prune_structured(self.model, plans)[0]
+            if c.settings["encoding"] != "dense":
+                node = measure.weighted_layers(pruned)[c.layer]
+                wname, w = measure.layer_weight(node)
+                options = {
+                    k: v for k, v in c.settings.items() if k not in ("encoding", *RECIPE_OPTIONS)
+                }
+                enc = kernels.encode(w.decode(), c.settings["encoding"], **options)
+                pruned = Model(pruned.graph, {**pruned.weights, wname: enc}, pruned.constants)
+            self._weights[key] = pruned
         return self._weights[key]
 
     def errors(self) -> dict[tuple[str, str], int]:
