@@ -999,7 +999,7 @@ class Advisor:
         best = [math.inf] * len(models)
         for shift in range(min(FINAL_PASSES, len(models))):
             order = list(range(shift, len(models))) + list(range(shift))
-            got = measure.time_calls([lambda m=models[i]: m.run(x) for i in order], rounds=10)
+            got = measure.time_calls([lambda m=models[i]: m.run(x) for i in order], rounds=20)
             for i, t in zip(order, got):
                 best[i] = min(best[i], t)
         known.update(zip(keys, best))

@@ -77,8 +77,8 @@ def run(
     *,
     max_drop: float = 0.01,
     batches: tuple[int, ...] = BATCHES,
-    rounds: int = 10,
-    passes: int = 3,
+    rounds: int = 20,
+    passes: int = 5,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
