@@ -52,7 +52,9 @@ def test_uniform_recipes_cover_the_registry():
 def test_digits_comparison_runs_and_reports():
     model, _, x, y = digits_mlp()
     calibration, held_out = split(x, y, 225)
-    result = advised.run(model, calibration, held_out, max_drop=0.02, batches=(1, 4), rounds=2)
+    result = advised.run(
+        model, calibration, held_out, max_drop=0.02, batches=(1, 4), rounds=2, passes=1
+    )
     text = advised.table(result, "digits")
     assert "advised" in text and "batch 4:" in text
     assert set(result["verdict"]) == {1, 4}
