@@ -359,29 +359,30 @@ class Advice:
         return points
 
     def plot(self, path: str) -> None:
-        """Write a PNG of the candidates' Pareto front (needs matplotlib): predicted total
-        latency (bytes) against accuracy for the knapsack's best assignment at each
-        budget, every verified assignment, and the chosen one marked."""
+        """Write a PNG of the Pareto front (needs matplotlib). Left: each candidate alone
+        (the other layers dense) and the knapsack's front over budgets, by the sum of
+        layer latencies (bytes). Right: the whole-model assignments verified, by their
+        measured latency (bytes), the chosen one marked."""
         from pyinfer.convert.compare import require_matplotlib
 
         figure_cls, canvas_cls = require_matplotlib()
-        fig = figure_cls(figsize=(7, 4.5))
-        ax = fig.subplots()
+        fig = figure_cls(figsize=(12, 4.8))
+        left, right = fig.subplots(1, 2, sharey=True)
         lat = self.objective == "latency"
         scale = 1e6 if lat else 1 / 1024
+        unit = f"us, batch {self.batch}" if lat else "KiB"
         base = 100 * self.base_score
-        # each candidate alone (the other layers dense), then the knapsack's front
         key = "latency_s" if lat else "bytes"
         dense = {r["layer"]: r[key] for r in self.rows if r["candidate"] == "dense"}
         total = sum(v or 0 for v in dense.values())
         alone = [r for r in self.rows if r[key] is not None and r["candidate"] != "dense"]
-        ax.scatter(
+        left.scatter(
             [(total - dense[r["layer"]] + r[key]) * scale for r in alone],
             [base - 100 * r["drop"] for r in alone],
             s=12, c="lightgray", label="one layer compressed (each candidate)",
         )  # fmt: skip
         front = self.front()
-        ax.step(
+        left.step(
             [c * scale for c, _ in front],
             [base - 100 * d for _, d in front],
             where="post",
@@ -389,30 +390,35 @@ class Advice:
             marker=".",
             label="predicted front (sensitivities added)",
         )
-        ax.scatter(
-            [t.cost * scale for t in self.trials],
-            [base - 100 * t.drop for t in self.trials],
-            c=["tab:blue" if t.holds else "tab:red" for t in self.trials],
-            label="verified (blue: within budget, red: not)",
+        left.set_xlabel(f"sum of layer {'latencies' if lat else 'weights'} ({unit})")
+        left.set_title("candidates")
+        trials = list({tuple(sorted(t.choice.items())): t for t in self.trials}.values())
+
+        def where(t: Trial) -> float | None:
+            v = t.measured_s if lat else t.cost
+            return None if v is None else v * scale
+
+        shown = [t for t in trials if where(t) is not None]
+        right.scatter(
+            [where(t) for t in shown],
+            [base - 100 * t.drop for t in shown],
+            c=["tab:blue" if t.holds else "tab:red" for t in shown],
+            label="verified (blue: within the budget, red: not)",
         )
-        for t in self.trials:
-            ax.annotate(
-                t.what, (t.cost * scale, base - 100 * t.drop), fontsize=7, xytext=(3, 3),
-                textcoords="offset points",
-            )  # fmt: skip
         c = self.chosen
-        ax.scatter(
-            [c.cost * scale], [base - 100 * c.drop], marker="*", s=250, c="gold",
-            edgecolors="black", zorder=3, label="chosen",
-        )  # fmt: skip
-        ax.axhline(base - 100 * self.max_drop, color="tab:red", linestyle=":", label="budget")
-        ax.set_xlabel(
-            f"sum of layer latencies (us, batch {self.batch})" if lat else "weights (KiB)"
-        )
-        ax.set_ylabel("accuracy (%)" if self.metric == "accuracy" else "top-1 agreement (%)")
-        ax.set_ylim(base - max(5.0, 800 * self.max_drop), base + 1)  # the region that matters
-        ax.set_title("per-layer choices: Pareto front")
-        ax.legend(fontsize=7)
+        if where(c) is not None:
+            right.scatter(
+                [where(c)], [base - 100 * c.drop], marker="*", s=250, c="gold",
+                edgecolors="black", zorder=3, label=f"chosen ({c.what})",
+            )  # fmt: skip
+        right.set_xlabel(f"whole model {'latency, measured' if lat else 'weights'} ({unit})")
+        right.set_title("assignments")
+        left.set_ylabel("accuracy (%)" if self.metric == "accuracy" else "top-1 agreement (%)")
+        for ax in (left, right):
+            ax.axhline(base - 100 * self.max_drop, color="tab:red", linestyle=":", label="budget")
+            ax.legend(fontsize=7)
+        left.set_ylim(base - max(5.0, 800 * self.max_drop), base + 1)  # the region that matters
+        fig.suptitle(f"per-layer choices within {100 * self.max_drop:.2f} pt")
         fig.tight_layout()
         canvas_cls(fig).print_png(path)
 
