@@ -120,7 +120,8 @@ class Candidate:
     ----------
     layer : str
     label : str
-        Short name for tables (``"csr 90 %"``, ``"int8 static"``).
+        Short name for tables (``"csr 90%"``, ``"int8 static"``,
+        ``"structured 25% + int4 g128"``).
     settings : dict
         The layer's recipe entry (``{"encoding": "csr", "sparsity": 0.9}``).
     """
