@@ -173,6 +173,15 @@ def test_bytes_objective_is_deterministic_and_smaller(digits):
     assert [r["errors"] for r in a.rows] == [r["errors"] for r in b.rows]
     size = sum(w.nbytes for w in a.model.weights.values())
     assert size < sum(w.nbytes for w in model.weights.values())
+    assert all("KiB saved" in line or "dense" in line for line in a.explain())
+
+
+def test_bytes_pareto_plot(digits, tmp_path):
+    pytest.importorskip("matplotlib")
+    model, calibration, _ = digits
+    a = adv.advise(model, calibration, max_drop=0.02, objective="bytes", progress=False)
+    a.plot(str(tmp_path / "bytes.png"))
+    assert (tmp_path / "bytes.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_same_seed_and_timings_give_the_same_choice(digits, advice):
