@@ -16,6 +16,7 @@ COMMANDS = {
     "run": "pyinfer.commands.run",
     "inspect": "pyinfer.commands.inspect",
     "convert": "pyinfer.commands.convert",
+    "advise": "pyinfer.commands.advise",
     "demo": "pyinfer.commands.demo",
 }
 

@@ -28,12 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"an encoding for every layer ({', '.join(registry.names())}) or a .json/.yaml "
         "recipe: {default: int8, layers: {fc1: {encoding: csr, sparsity: 0.9}, 'conv*': int4, "
         "fc2: {encoding: dense, structured: 0.5}, fc3: {encoding: lowrank, rank: 64}, "
-        "head: dense}}",
+        "head: dense}}; or auto: chosen per layer by measured latency and sensitivity "
+        "within --max-drop on --data (see pyinfer advise)",
     )
     parser.add_argument(
         "--data",
         help=".npz of sample inputs (by input name; one array for a one-input model) and "
         "optionally labels (key 'labels' or 'y'): calibration, errors and accuracy",
+    )
+    parser.add_argument(
+        "--max-drop",
+        help="with --recipe auto: the largest accuracy drop allowed, a percentage (0.5%%) "
+        "or a fraction (0.005); default 1%%",
     )
     parser.add_argument("--report", help="write the report as JSON here")
     parser.add_argument("--plot", help="write the report as a PNG here (needs matplotlib)")
@@ -178,6 +184,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
+    auto = args.recipe == "auto"
+    max_drop = None
+    if auto:
+        from pyinfer.convert.advise import AdviseError, parse_drop
+
+        if not args.data:
+            raise UserError("--recipe auto needs --data: a .npz of inputs (and 'labels')")
+        try:
+            max_drop = parse_drop(args.max_drop if args.max_drop is not None else "1%")
+        except AdviseError as exc:
+            raise UserError(f"--max-drop: {exc}") from None
+    elif args.max_drop is not None:
+        raise UserError("--max-drop applies to --recipe auto")
     finetune = finetune_options(args)
     out_dir = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(out_dir):
@@ -190,14 +209,15 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise UserError(str(exc)) from None
     try:
-        read_recipe(args.recipe)  # a bad recipe fails before the model is read
+        if not auto:
+            read_recipe(args.recipe)  # a bad recipe fails before the model is read
         model = load_model(args.model)
         data = labels = None
         if args.data:
             data, labels = read_data(args.data, [s.name for s in model.inputs])
             data = check_data(model, data)
         progress = not args.no_progress
-        train = (data, labels) if finetune is not None else data
+        train = (data, labels) if finetune is not None or (auto and labels is not None) else data
         compressed = compress(
             model,
             args.recipe,
@@ -206,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
             batch=args.batch,
             progress=progress,
             finetune=finetune,
+            max_drop=max_drop,
         )
     except (RecipeError, DataError, FineTuneError, ImportError) as exc:
         raise UserError(str(exc)) from None

@@ -42,12 +42,17 @@ class Report:
         model carries one; its ``finetune`` entry (also :attr:`finetune`) holds what
         fine-tuning did: epochs, loss and accuracy per epoch, distillation, and with
         ``compare_distill`` the run without distillation (``without_distill``).
+    advice : dict or None
+        When the compressed model was chosen per layer (``compress(model, "auto", ...)``):
+        ``Advice.to_dict()``, whose ``summary`` (one line per layer) and ``table`` (every
+        candidate's sensitivity beside its latency) the text table ends with.
     """
 
     layers: list[dict[str, Any]]
     total: dict[str, Any]
     batch: int
     record: dict[str, Any] | None = None
+    advice: dict[str, Any] | None = None
 
     @property
     def finetune(self) -> dict[str, Any] | None:
@@ -61,6 +66,7 @@ class Report:
             "total": dict(self.total),
             "layers": [dict(r) for r in self.layers],
             "record": self.record,
+            "advice": self.advice,
         }
 
     def to_json(self, path: str | None = None) -> str:
@@ -136,6 +142,8 @@ class Report:
             lines.append(f"top-1 agreement with the original: {t['agreement']:.2%}")
         if self.finetune is not None:
             lines += _finetune_lines(self.finetune)
+        if self.advice is not None:
+            lines += ["", *self.advice["summary"], "", self.advice["table"]]
         return "\n".join(lines)
 
     def plot(self, path: str) -> None:
@@ -362,8 +370,13 @@ def compare(
     }
     after = total["bytes_after"]
     total["compression"] = total["bytes_before"] / after if after else 0
+    advice = getattr(compressed, "advice", None)
     return Report(
-        layers=rows, total=total, batch=batch, record=record.to_dict() if record else None
+        layers=rows,
+        total=total,
+        batch=batch,
+        record=record.to_dict() if record else None,
+        advice=advice.to_dict() if advice is not None else None,
     )
 
 

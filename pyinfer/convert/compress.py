@@ -119,6 +119,9 @@ def compress(
     batch_size: int = measure.BATCH_SIZE,
     progress: bool = True,
     finetune: Any = None,
+    max_drop: float | None = None,
+    objective: str = "latency",
+    seed: int = 0,
 ) -> Model:
     """Prune, quantize and encode a model's weighted layers by ``recipe``.
 
@@ -129,7 +132,10 @@ def compress(
     recipe : str, dict or path
         An encoding name for every layer that can take it (``"int8"``), or
         ``{"default": ..., "layers": {name or pattern: encoding or options}}``, or a
-        JSON/YAML file of it; see :mod:`pyinfer.convert.recipe`.
+        JSON/YAML file of it; see :mod:`pyinfer.convert.recipe`. ``"auto"``: chosen per
+        layer by measured latency and sensitivity within ``max_drop`` on ``data`` (see
+        :mod:`pyinfer.convert.advise`; the model's ``.advice`` holds the measurements,
+        the chosen recipe and the reasons).
     data : ndarray, mapping of str -> ndarray, or tuple (inputs, labels), optional
         Samples (first axis) of the model's inputs; needed by layers calibrating static
         activation scales, streamed in batches of ``batch_size``. Fine-tuning also needs
@@ -148,7 +154,16 @@ def compress(
         Fine-tune before encoding (needs torch and labelled ``data``): masks for pruned
         layers, fake quantization with the encodings' own codecs, optional distillation;
         see :mod:`pyinfer.convert.finetune`. The trained weights are then pruned and
-        encoded as without it, which reproduces exactly what was trained.
+        encoded as without it, which reproduces exactly what was trained. With
+        ``"auto"``: the chosen assignment is fine-tuned, then verified again.
+    max_drop : float, optional
+        With ``"auto"``: the largest accuracy drop allowed, a fraction in (0, 1) (0.005 is
+        half a point; default 0.01); against top-1 agreement with the original when
+        ``data`` has no labels.
+    objective : {"latency", "bytes"}
+        With ``"auto"``: what the choice minimizes (latency at batch ``batch``).
+    seed : int
+        With ``"auto"``: chooses the calibration subset of large data.
 
     Returns
     -------
@@ -172,6 +187,25 @@ def compress(
         raise TypeError(f"compress() takes a pyinfer.Model, got {type(model).__name__}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if isinstance(recipe, str) and recipe == "auto":
+        from pyinfer.convert.advise import advise
+
+        advice = advise(
+            model,
+            data,
+            max_drop=0.01 if max_drop is None else max_drop,
+            batch=batch,
+            objective=objective,
+            seed=seed,
+            finetune=finetune,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        return advice.model
+    if max_drop is not None:
+        raise RecipeError(
+            f"max_drop applies to recipe 'auto' (chosen per layer), not to recipe {recipe!r}"
+        )
     layers = measure.weighted_layers(model)
     weights = {name: measure.layer_weight(node)[1] for name, node in layers.items()}
     spec = read_recipe(recipe)
