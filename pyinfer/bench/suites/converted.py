@@ -184,6 +184,13 @@ def onnxruntime_impl(
         if not (_installed("onnxruntime") and _installed("onnx")):
             raise ImportError("skipped: onnxruntime (and onnx) are not installed")
         reference = pool.cycled("dense", dense, model_bytes, 0)[0]
+        if cold_bytes and cold_bytes > model_bytes(reference):
+            # cycling models means one session each, and each keeps its own pool of
+            # spinning threads: a dozen of them on 2 cores measure the machine, not ORT
+            raise ValueError(
+                "not measured with cold weights: each cycled ONNX Runtime session keeps "
+                "its own spinning threads (run --weights cached)"
+            )
         sessions = pool.cycled(name, session, lambda s: model_bytes(reference), cold_bytes)
         feed = {"X": x}
         got, want = sessions[0].run(None, feed)[0], reference(x)
