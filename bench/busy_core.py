@@ -2,8 +2,8 @@
 ONNX Runtime on the same job: pyinfer int8, csr (90 % zeros) and dense against ONNX
 Runtime's fp32 MatMul and its int8 (``quantize_dynamic``), a size x size linear layer at
 each batch, on all cores. Each run measures every implementation alone, then with the
-busy process, taking turns; it prints the medians (ms) and the slowdown (busy / alone),
-run after run, so that a stall in one run shows.
+busy process, taking turns in blocks of calls; it prints the medians (ms) and the
+slowdown (busy / alone), run after run, so that a stall in one run shows.
 
     python bench/busy_core.py --runs 3
 """
@@ -91,17 +91,20 @@ def _matmul_nodes(i, w):
     return [helper.make_node("MatMul", ["X", f"W{i}"], [f"Y{i}"])], [init], f"Y{i}"
 
 
-def _medians(impls: dict, seconds: float) -> dict:
-    """Median ms per call of each impl, taking turns in blocks of a few ms."""
+def _medians(impls: dict, seconds: float, block: float = 0.05) -> dict:
+    """Median ms per call of each impl, taking turns in blocks of ``block`` seconds (the
+    first calls of a block not counted: another library's threads may still be spinning
+    after its own block)."""
     times = {name: [] for name in impls}
-    for call in impls.values():
-        call()  # warm up
     end = time.perf_counter() + seconds * len(impls)
     while time.perf_counter() < end:
         for name, call in impls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(3):
+                call()
+            stop = time.perf_counter() + block
+            while (t0 := time.perf_counter()) < stop:
+                call()
+                times[name].append(time.perf_counter() - t0)
     return {name: 1000.0 * sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
