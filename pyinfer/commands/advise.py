@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, advise, write the recipe and what else was asked."""
     import pyinfer
     from pyinfer.cli import UserError
-    from pyinfer.commands.convert import load_model, read_data
+    from pyinfer.commands.convert import check_outputs, load_model, read_data
     from pyinfer.convert.advise import AdviseError, advise, parse_drop
     from pyinfer.convert.measure import DataError
 
@@ -86,16 +86,7 @@ def run(args: argparse.Namespace) -> int:
             import yaml  # noqa: F401
         except ImportError:
             raise UserError("writing a YAML recipe needs PyYAML: pip install pyyaml") from None
-    for path in (args.output, args.plot, args.report, args.save):
-        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise UserError(f"cannot write {path}: its directory does not exist")
-    if args.plot:
-        from pyinfer.convert.compare import require_matplotlib
-
-        try:
-            require_matplotlib()  # before the work, not after it
-        except ImportError as exc:
-            raise UserError(str(exc)) from None
+    check_outputs([args.output, args.plot, args.report, args.save], args.plot)
     try:
         model = load_model(args.model)
         data, labels = read_data(args.data, [s.name for s in model.inputs])

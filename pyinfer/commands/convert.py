@@ -146,6 +146,23 @@ def read_data(path: str, input_names: list[str]):
     return arrays, labels
 
 
+def check_outputs(paths: list, plot: str | None) -> None:
+    """Before any work: every output path's directory exists, and matplotlib is there
+    when a plot is asked for (an error after minutes of work would lose them)."""
+    from pyinfer.cli import UserError
+
+    for path in paths:
+        if path and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UserError(f"cannot write {path}: its directory does not exist")
+    if plot:
+        from pyinfer.convert.compare import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as exc:
+            raise UserError(str(exc)) from None
+
+
 def finetune_options(args: argparse.Namespace):
     """The ``FineTune`` that --finetune, --distill and --compare-distill ask for (None:
     no fine-tuning), checked before any work."""
@@ -198,16 +215,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.max_drop is not None:
         raise UserError("--max-drop applies to --recipe auto")
     finetune = finetune_options(args)
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise UserError(f"cannot write {args.output}: no directory {out_dir}")
-    if args.plot:
-        from pyinfer.convert.compare import require_matplotlib
-
-        try:
-            require_matplotlib()  # before the work, not after it
-        except ImportError as exc:
-            raise UserError(str(exc)) from None
+    check_outputs([args.output, args.plot, args.report], args.plot)
     try:
         if not auto:
             read_recipe(args.recipe)  # a bad recipe fails before the model is read

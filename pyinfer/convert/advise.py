@@ -491,16 +491,23 @@ def _sweep(w: EncodedWeight) -> list[tuple[str, dict]]:
             ranks = sorted({max(1, round(even * f)) for f in RANK_FRACTIONS}, reverse=True)
             out += [(f"lowrank r{r}", {"encoding": "lowrank", "rank": r}) for r in ranks]
         else:
-            row = registry.get(name)
-            grid = [{}]
-            for option, choices in row.options.items():
-                if choices is not None and len(choices) > 1:
-                    grid = [{**g, option: c} for g in grid for c in choices]
-            for options in grid:
-                what = ", ".join(f"{v}" for v in options.values())
-                label = f"{name} ({what})" if what else name
-                out.append((label, {"encoding": name, **options}))
+            out += [(label, {"encoding": name, **options}) for label, options in option_grid(name)]
     return out
+
+
+def option_grid(name: str) -> list[tuple[str, dict]]:
+    """(label, options) for every combination of the encoding's enumerated options
+    (``pow2`` and ``binary``: float or integer activations); one plain row when it has
+    none."""
+    grid: list[dict] = [{}]
+    for option, choices in registry.get(name).options.items():
+        if choices is not None and len(choices) > 1:
+            grid = [{**g, option: c} for g in grid for c in choices]
+    rows = []
+    for options in grid:
+        what = ", ".join(str(v) for v in options.values())
+        rows.append((f"{name} ({what})" if what else name, options))
+    return rows
 
 
 # ---------------------------------------------------------------------- the advisor

@@ -49,14 +49,7 @@ def uniform_recipes() -> dict[str, Any]:
         elif name == "lowrank":
             recipes["lowrank (90 % energy)"] = "lowrank"
         else:
-            row = registry.get(name)
-            grid = [{}]
-            for option, choices in row.options.items():
-                if choices is not None and len(choices) > 1:
-                    grid = [{**g, option: c} for g in grid for c in choices]
-            for options in grid:
-                what = ", ".join(str(v) for v in options.values())
-                label = f"{name} ({what})" if what else name
+            for label, options in advise_module.option_grid(name):
                 recipes[label] = {"default": {"encoding": name, **options}}
     for f in advise_module.STRUCTURED:
         recipes[f"structured {f:.0%}"] = {"default": {"encoding": "dense", "structured": f}}
