@@ -207,7 +207,6 @@ def _table(reports: dict, models: dict) -> str:
                 layers,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    from pyinfer.convert.compare import text_table
+
+    return "\n".join(text_table(rows))

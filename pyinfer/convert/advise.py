@@ -71,6 +71,7 @@ from kernels import registry
 from kernels.encodings.base import EncodedWeight
 from kernels.encodings.lowrank import from_factors
 from pyinfer.convert import measure
+from pyinfer.convert.compare import text_table
 from pyinfer.convert.compress import (
     SLOWER_MARGIN,
     ActivationRange,
@@ -303,10 +304,7 @@ class Advice:
                     mark,
                 )
             )
-        widths = [max(len(row[i]) for row in out) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in out]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return "\n".join(text_table(out))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (without the model)."""

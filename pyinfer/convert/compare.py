@@ -128,9 +128,7 @@ class Report:
                 f"{t['compression']:.2f}x smaller" if t["compression"] else "",
             )
         )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = text_table(rows)
         lines.insert(len(lines) - 1, lines[1])
         if t["accuracy_before"] is not None:
             drop = 100 * (t["accuracy_after"] - t["accuracy_before"])
@@ -176,6 +174,15 @@ class Report:
             )
         fig.tight_layout()
         canvas_cls(fig).print_png(path)
+
+
+def text_table(rows: list) -> list[str]:
+    """Lines of a plain-text table: ``rows[0]`` is the header, columns padded to their
+    widest cell, a rule of dashes under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 
 def _finetune_lines(ft: dict[str, Any]) -> list[str]:
