@@ -74,7 +74,8 @@ typedef struct {
     int activation;
     float *c;       /* [batches][m][n] */
     float *scratch;   /* k * NR floats per worker (a panel packed on the fly) */
-    float *a_scratch; /* MC * A_LD floats per worker (blocks of A copied), or NULL */
+    float *a_scratch; /* a_rows * A_LD floats per worker (blocks of A copied), or NULL */
+    int64_t a_rows;   /* rows of a copied block: min(m, MC) */
 } dense_job;
 
 /* B rows k0 .. k0+kc-1, columns n0 .. n0+cols-1 into one zero-padded [kc][16] panel. */
@@ -114,7 +115,7 @@ static void dense_task(void *ctx, int64_t task, int worker) {
         return;
     }
     float *buf = j->scratch ? j->scratch + (int64_t)worker * j->k * NR : NULL;
-    float *abuf = j->a_scratch ? j->a_scratch + (int64_t)worker * MC * A_LD : NULL;
+    float *abuf = j->a_scratch ? j->a_scratch + (int64_t)worker * j->a_rows * A_LD : NULL;
     for (int64_t m0 = 0; m0 < j->m; m0 += MC) {
         const int64_t mc = j->m - m0 < MC ? j->m - m0 : MC;
         for (int64_t k0 = 0; k0 < j->k; k0 += KC) {
@@ -172,7 +173,8 @@ static int run_dense(dense_job *j) {
     }
     const int gemm = !(j->m == 1 && j->packed) && !(j->m <= DOT_ROWS && j->rs == 1);
     if (gemm && j->k % 1024 == 0) {
-        j->a_scratch = pk_aligned_alloc((size_t)threads * MC * A_LD * sizeof(float));
+        j->a_rows = j->m < MC ? j->m : MC;
+        j->a_scratch = pk_aligned_alloc((size_t)threads * (size_t)j->a_rows * A_LD * sizeof(float));
         if (!j->a_scratch) {
             pk_aligned_free(j->scratch);
             return PK_ERR_NOMEM;
